@@ -1,0 +1,23 @@
+"""Every Block Kit action_id, callback_id and block_id Signoff uses, in one place."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Buttons on a card. The button's value is the store's action id (an int, as text); the
+# listener checks it against the card the click came from, so an edited value is refused.
+APPROVE: Final = "signoff.approve"
+REJECT: Final = "signoff.reject"
+ROLLBACK: Final = "signoff.rollback"
+RETRY: Final = "signoff.retry"
+
+# Modals.
+APPROVE_VIEW: Final = "signoff.approve_view"
+REJECT_VIEW: Final = "signoff.reject_view"
+NOTE_BLOCK: Final = "signoff.note"
+NOTE_INPUT: Final = "signoff.note_input"
+REASON_BLOCK: Final = "signoff.reason"
+REASON_INPUT: Final = "signoff.reason_input"
+
+# Message metadata attached to every card, so a card can be found in the channel again.
+CARD_EVENT_TYPE: Final = "signoff_card"

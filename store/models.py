@@ -1,0 +1,152 @@
+"""SQLModel tables: actions, their Slack cards, the audit trail of decisions, the outbox."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps none of its own)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def _ts(*, nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+def _json() -> Any:
+    return Field(default=None, sa_type=sa.JSON, nullable=True)
+
+
+class CardState(str, enum.Enum):
+    PENDING = "pending"  # not posted yet
+    POSTING = "posting"  # a worker claimed it and is posting; check the channel before posting again
+    POSTED = "posted"
+
+
+class OutboxState(str, enum.Enum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class AuditEvent(str, enum.Enum):
+    REQUESTED = "requested"  # a person (or Signoff) decided; the upstream call is queued
+    RETRIED = "retried"  # a person asked to try a failed call again
+    CONFIRMED = "confirmed"  # the upstream accepted the decision
+    CONFLICT = "conflict"  # the upstream refused (409); its real state was adopted
+    FAILED = "failed"  # the upstream call failed for good
+    UPSTREAM = "upstream"  # a state change seen upstream (decided in the source's own UI, say)
+    DISCOVERED = "discovered"  # first seen
+
+
+class Action(SQLModel, table=True):
+    __tablename__ = "actions"
+    __table_args__ = (sa.UniqueConstraint("source", "external_id", name="uq_actions_source_external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=32)
+    external_id: str = Field(max_length=255)
+    type: str = Field(default="", max_length=255)
+    title: str = ""
+    rationale: str = ""
+    status: str = Field(max_length=32, index=True)
+    upstream_status: str = Field(default="", max_length=64)
+    expected_impact: dict[str, Any] | None = _json()
+    data_signals: list[dict[str, Any]] | None = _json()
+    guardrail_checks: list[dict[str, Any]] | None = _json()
+    rollback_conditions: list[str] | None = _json()
+    requested_by: str | None = Field(default=None, max_length=255)
+    upstream_created_at: datetime | None = _ts()
+    decided_at: datetime | None = _ts()
+    decided_by: str | None = Field(default=None, max_length=255)
+    last_error: str | None = None
+    raw: dict[str, Any] | None = _json()
+    version: int = Field(default=1)
+    first_seen_at: datetime | None = _ts()
+    updated_at: datetime | None = _ts()
+
+
+class Card(SQLModel, table=True):
+    """The one Slack message for an action. A row exists from the moment the action is stored,
+    so that exactly one card is ever posted for it."""
+
+    __tablename__ = "cards"
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="actions.id", unique=True)
+    channel: str = Field(max_length=32)
+    ts: str | None = Field(default=None, max_length=32)
+    state: str = Field(default=CardState.PENDING.value, max_length=16, index=True)
+    rendered_version: int = Field(default=0)
+    lease_until: datetime | None = _ts()
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime | None = _ts()
+    last_error: str | None = None
+    posted_at: datetime | None = _ts()
+
+
+class Decision(SQLModel, table=True):
+    """The audit trail: every state change of every action, appended, never updated or deleted."""
+
+    __tablename__ = "decisions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="actions.id", index=True)
+    event: str = Field(max_length=16)
+    op: str | None = Field(default=None, max_length=16)
+    actor: str = Field(max_length=255)
+    note: str | None = None
+    from_status: str | None = Field(default=None, max_length=32)
+    to_status: str | None = Field(default=None, max_length=32)
+    at: datetime | None = _ts(nullable=False)
+
+
+class Outbox(SQLModel, table=True):
+    """One upstream call owed for a decision, delivered at least once, keyed for idempotency."""
+
+    __tablename__ = "outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="actions.id", index=True)
+    decision_id: int = Field(foreign_key="decisions.id")
+    op: str = Field(max_length=16)
+    actor: str = Field(max_length=255)  # the Slack user (or "signoff") who decided
+    actor_identifier: str | None = Field(default=None, max_length=255)  # what the upstream records
+    note: str | None = None
+    idempotency_key: str = Field(max_length=64, unique=True)
+    state: str = Field(default=OutboxState.PENDING.value, max_length=16, index=True)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime | None = _ts(nullable=False)
+    lease_until: datetime | None = _ts()
+    last_error: str | None = None
+    notify_channel: str | None = Field(default=None, max_length=32)
+    created_at: datetime | None = _ts(nullable=False)
+    completed_at: datetime | None = _ts()
