@@ -103,7 +103,7 @@ class Card(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     action_id: int = Field(foreign_key="actions.id", unique=True)
     channel: str = Field(max_length=32)
-    ts: str | None = Field(default=None, max_length=32)
+    ts: str | None = Field(default=None, max_length=32, index=True)
     state: str = Field(default=CardState.PENDING.value, max_length=16, index=True)
     rendered_version: int = Field(default=0)
     lease_until: datetime | None = _ts()

@@ -1,0 +1,248 @@
+"""Signoff's entry point and only composition root.
+
+``python app.py`` reads the settings, builds the store, the clients, the scheduler and the
+web server, and owns their lifecycle: ``Signoff.start()`` and ``Signoff.stop()`` are the one
+place where anything starts or stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+
+import aiohttp
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from pydantic import ValidationError
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import jobs, listeners
+from bot.auth import ApproverCheck
+from bot.jobs import JobContext, RetryPolicy
+from bot.service import Clock, DecisionService, utc_now
+from settings import Settings, describe_errors
+from sources.flokit import FloKitSource
+from store.db import Database
+
+log = logging.getLogger("signoff")
+
+MAX_REQUEST_BYTES = 1024 * 1024  # Slack's payloads are far smaller; larger bodies get a 413
+OUTBOX_INTERVAL_SECONDS = 1.0
+CARDS_INTERVAL_SECONDS = 5.0
+STOP_GRACE_SECONDS = 20.0
+
+
+class Job:
+    """A scheduled job that never overlaps itself and can be asked to run now.
+
+    A kick while it runs makes it run once more when it finishes, so no wake-up is lost.
+    """
+
+    def __init__(self, scheduler: AsyncIOScheduler, name: str, fn: Callable[[], Awaitable[object]]) -> None:
+        self._scheduler = scheduler
+        self.name = name
+        self._fn = fn
+        self._running: asyncio.Task[None] | None = None
+        self._again = False
+
+    async def __call__(self) -> None:
+        if self._running is not None:
+            self._again = True
+            return
+        self._running = asyncio.current_task()
+        try:
+            while True:
+                self._again = False
+                await self._fn()
+                if not self._again:
+                    return
+        finally:
+            self._running = None
+
+    def kick(self) -> None:
+        if self._running is not None:
+            self._again = True
+        elif self._scheduler.running and self._scheduler.get_job(self.name):
+            self._scheduler.modify_job(self.name, next_run_time=datetime.now(timezone.utc))
+
+    async def wait_idle(self) -> None:
+        task = self._running
+        if task is not None and task is not asyncio.current_task():
+            await asyncio.wait({task})
+
+
+class Signoff:
+    """The running bot: everything built from one ``Settings``."""
+
+    def __init__(self, settings: Settings, *, retry: RetryPolicy | None = None, clock: Clock = utc_now) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.slack = AsyncWebClient(
+            token=settings.slack_bot_token.get_secret_value(),
+            base_url=settings.slack_api_url,
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(max_retry_count=2),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+                AsyncServerErrorRetryHandler(max_retry_count=2),
+            ],
+        )
+        self.http: aiohttp.ClientSession | None = None
+        self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self._retry = retry or RetryPolicy()
+        self._clock = clock
+        self._runner: web.AppRunner | None = None
+        self._socket_handler: object | None = None
+        self.port: int | None = None
+        self.jobs: dict[str, Job] = {}
+
+    # ---- building ---------------------------------------------------------------------
+
+    def _build(self) -> None:
+        s = self.settings
+        self.http = aiohttp.ClientSession(raise_for_status=False)
+        self.source = FloKitSource(self.http, base_url=s.flokit_api_url, api_key=s.flokit_api_key.get_secret_value())
+        ctx = JobContext(
+            db=self.db, source=self.source, slack=self.slack, channel=s.slack_channel,
+            kick_cards=lambda: self.kick("cards"), clock=self._clock, retry=self._retry,
+        )
+        specs: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
+            ("poll", lambda: jobs.poll(ctx), s.poll_interval_seconds),
+            ("outbox", lambda: jobs.deliver_outbox(ctx), OUTBOX_INTERVAL_SECONDS),
+            ("cards", lambda: jobs.sync_cards(ctx), CARDS_INTERVAL_SECONDS),
+        ]
+        now = datetime.now(timezone.utc)
+        for name, fn, interval in specs:
+            job = Job(self.scheduler, name, fn)
+            self.jobs[name] = job
+            self.scheduler.add_job(
+                job, "interval", seconds=interval, id=name, name=name, next_run_time=now,
+                max_instances=1, coalesce=True, misfire_grace_time=None,
+            )
+
+        self.service = DecisionService(
+            db=self.db,
+            approvers=ApproverCheck(s.approver_set, self.slack),
+            capabilities=self.source.capabilities,
+            on_change=lambda: (self.kick("outbox"), self.kick("cards")),
+            clock=self._clock,
+        )
+        self.bolt = AsyncApp(
+            client=self.slack,
+            signing_secret=s.slack_signing_secret.get_secret_value() if s.slack_signing_secret else None,
+            request_verification_enabled=not s.socket_mode,
+            logger=logging.getLogger("signoff.bolt"),
+        )
+        listeners.register(self.bolt, self.service)
+
+    def kick(self, name: str) -> None:
+        job = self.jobs.get(name)
+        if job is not None:
+            job.kick()
+
+    def web_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app.router.add_get("/healthz", self._healthz)
+        if not self.settings.socket_mode:
+            app.router.add_post("/slack/events", self._slack_events)
+        return app
+
+    async def _slack_events(self, request: web.Request) -> web.Response:
+        bolt_response = await self.bolt.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        problems = []
+        try:
+            await self.db.ping()
+        except Exception as e:  # noqa: BLE001 - any failure to reach the store is "unhealthy"
+            problems.append(f"store unreachable: {type(e).__name__}")
+        if not self.scheduler.running:
+            problems.append("scheduler not running")
+        if problems:
+            return web.json_response({"ok": False, "problems": problems}, status=503)
+        return web.json_response({"ok": True})
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    async def start(self, *, host: str = "0.0.0.0") -> None:
+        await self.db.create_schema()
+        self._build()
+        self.scheduler.start()
+        self._runner = web.AppRunner(self.web_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, self.settings.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        if self.settings.socket_mode:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            assert self.settings.slack_app_token is not None
+            handler = AsyncSocketModeHandler(self.bolt, self.settings.slack_app_token.get_secret_value())
+            await handler.connect_async()
+            self._socket_handler = handler
+        log.info(
+            "signoff started: %s mode, port %s, channel %s, store %s",
+            "socket" if self.settings.socket_mode else "http", self.port, self.settings.slack_channel,
+            self.db.url.render_as_string(hide_password=True),
+        )
+
+    async def stop(self) -> None:
+        """Stop taking requests, let running jobs finish (what they leave is durable and
+        retried on the next start), then close clients and the store."""
+        if self._socket_handler is not None:
+            await self._socket_handler.close_async()  # type: ignore[attr-defined]
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        running = [asyncio.ensure_future(job.wait_idle()) for job in self.jobs.values()]
+        if running:
+            done, pending = await asyncio.wait(running, timeout=STOP_GRACE_SECONDS)
+            for task in pending:
+                task.cancel()
+        if self.http is not None:
+            await self.http.close()
+        await self.db.dispose()
+        log.info("signoff stopped")
+
+
+async def serve(settings: Settings) -> None:
+    bot = Signoff(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await bot.start()
+    try:
+        await stopping.wait()
+    finally:
+        await bot.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    try:
+        settings = Settings()  # type: ignore[call-arg]
+    except ValidationError as e:
+        print(f"signoff: {describe_errors(e)}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

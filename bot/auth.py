@@ -1,0 +1,69 @@
+"""Who may decide: checked on every decision path against ``APPROVERS``, never trusted from
+a payload. User groups are resolved through ``usergroups.users.list`` and cached briefly."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from settings import Approvers
+
+log = logging.getLogger(__name__)
+
+
+class Verdict(enum.Enum):
+    ALLOWED = "allowed"
+    DENIED = "denied"
+    UNKNOWN = "unknown"  # a group could not be resolved: fail closed, say so
+
+
+class ApproverCheck:
+    def __init__(
+        self,
+        approvers: Approvers,
+        client: AsyncWebClient,
+        *,
+        ttl_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._approvers = approvers
+        self._client = client
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def check(self, user_id: str) -> Verdict:
+        if self._approvers.everyone or user_id in self._approvers.users:
+            return Verdict.ALLOWED
+        unknown = False
+        for group in sorted(self._approvers.groups):
+            try:
+                members = await self._members(group)
+            except SlackApiError as e:
+                log.warning("could not resolve user group %s: %s", group, e.response.get("error"))
+                unknown = True
+                continue
+            if user_id in members:
+                return Verdict.ALLOWED
+        return Verdict.UNKNOWN if unknown else Verdict.DENIED
+
+    async def _members(self, group: str) -> frozenset[str]:
+        cached = self._groups.get(group)
+        if cached and self._clock() - cached[0] < self._ttl:
+            return cached[1]
+        lock = self._locks.setdefault(group, asyncio.Lock())
+        async with lock:
+            cached = self._groups.get(group)
+            if cached and self._clock() - cached[0] < self._ttl:
+                return cached[1]
+            response = await self._client.usergroups_users_list(usergroup=group)
+            members = frozenset(response.get("users") or ())
+            self._groups[group] = (self._clock(), members)
+            return members

@@ -1,0 +1,328 @@
+"""Scheduled work as plain async functions; ``app.py`` only wires them to the scheduler.
+
+- ``poll``: the source's actions into the store (new ones, and status changes seen upstream).
+- ``deliver_outbox``: queued decisions to the source, with backoff, reconciling on 409.
+- ``sync_cards``: the store onto Slack: post each new card once, re-render changed ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import ids, render
+from bot.service import Clock, card_view, utc_now
+from sources.base import (
+    IN_FLIGHT,
+    TRANSITIONS,
+    ActionSource,
+    ConflictError,
+    DecisionRequest,
+    NotFoundError,
+    Op,
+    SourceError,
+    Status,
+    UpstreamAction,
+)
+from store import queries
+from store.db import Database
+from store.models import Action, Card, CardState, Outbox
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: attempt n waits between d/2 and d, d = base * 2**n, capped."""
+
+    base_seconds: float = 2.0
+    cap_seconds: float = 300.0
+    max_attempts: int = 10
+
+    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> timedelta:
+        ceiling = min(self.cap_seconds, self.base_seconds * (2 ** max(0, attempt)))
+        return timedelta(seconds=ceiling / 2 + rng() * ceiling / 2)
+
+
+@dataclass
+class JobContext:
+    db: Database
+    source: ActionSource
+    slack: AsyncWebClient
+    channel: str
+    kick_cards: Callable[[], None] = lambda: None
+    clock: Clock = utc_now
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    page_size: int = 100
+    batch: int = 20
+    lease: timedelta = timedelta(seconds=60)
+
+
+# ---- poll -------------------------------------------------------------------------------
+
+
+async def poll(ctx: JobContext) -> None:
+    """One poll cycle. An upstream failure ends the cycle with a warning; the next retries."""
+    try:
+        changed = await _poll(ctx)
+    except SourceError as e:
+        log.warning("poll of %s failed, retrying next cycle: %s", ctx.source.name, e)
+        return
+    if changed:
+        ctx.kick_cards()
+
+
+async def _poll(ctx: JobContext) -> bool:
+    source = ctx.source
+    seen: set[str] = set()
+    new: list[str] = []
+    moved: list[tuple[int, UpstreamAction]] = []
+    for status in source.listed_statuses():
+        offset = 0
+        while True:
+            page = await source.list_actions(status=status, limit=ctx.page_size, offset=offset)
+            async with ctx.db.read() as session:
+                known = await queries.known_actions(
+                    session, source=source.name, external_ids=[a.external_id for a in page.actions]
+                )
+            for item in page.actions:
+                seen.add(item.external_id)
+                if item.external_id not in known:
+                    if item.status is Status.READY:
+                        new.append(item.external_id)
+                elif known[item.external_id][1] != item.status.value:
+                    moved.append((known[item.external_id][0], item))
+            offset += len(page.actions)
+            if not page.actions or offset >= page.total:
+                break
+
+    changed = False
+    for external_id in new:
+        changed |= await _discover(ctx, external_id)
+    for action_id, item in moved:
+        async with ctx.db.write() as session:
+            changed |= await queries.adopt_upstream(session, action_id=action_id, upstream=item, now=ctx.clock())
+
+    # Held as open here but listed under none of the open statuses: it moved upstream to a
+    # state we cannot list (rejected, rolled back, ...). Read it to learn which.
+    watched = set(source.listed_statuses()) | IN_FLIGHT
+    async with ctx.db.read() as session:
+        held = await queries.actions_in_status(session, source=source.name, statuses=watched)
+    for action_id, external_id, _status in held:
+        if external_id in seen:
+            continue
+        try:
+            upstream = await source.get_action(external_id)
+        except NotFoundError:
+            log.warning("%s action %s is gone upstream", source.name, external_id)
+            continue
+        async with ctx.db.write() as session:
+            changed |= await queries.adopt_upstream(session, action_id=action_id, upstream=upstream, now=ctx.clock())
+    return changed
+
+
+async def _discover(ctx: JobContext, external_id: str) -> bool:
+    try:
+        detail = await ctx.source.get_action(external_id)
+    except SourceError as e:
+        log.warning("could not read %s action %s, retrying next cycle: %s", ctx.source.name, external_id, e)
+        return False
+    if detail.status is not Status.READY:
+        return False
+    async with ctx.db.write() as session:
+        stored = await queries.insert_action(
+            session, source=ctx.source.name, upstream=detail, channel=ctx.channel, now=ctx.clock()
+        )
+    if stored is not None:
+        log.info("new %s action %s stored (id %s)", ctx.source.name, external_id, stored.id)
+    return stored is not None
+
+
+# ---- outbox -----------------------------------------------------------------------------
+
+
+async def deliver_outbox(ctx: JobContext) -> int:
+    """Deliver every due outbox entry; returns how many were attempted."""
+    attempted = 0
+    while True:
+        async with ctx.db.write() as session:
+            entries = await queries.claim_outbox(session, now=ctx.clock(), lease=ctx.lease, limit=ctx.batch)
+        for entry in entries:
+            await _deliver(ctx, entry)
+        attempted += len(entries)
+        if len(entries) < ctx.batch:
+            return attempted
+
+
+async def _identifier(ctx: JobContext, entry: Outbox) -> str:
+    """What the upstream records as the decider: the Slack user's email, else their ID.
+    Resolved once and stored, so every retry sends the same request."""
+    if entry.actor_identifier:
+        return entry.actor_identifier
+    identifier = entry.actor
+    if entry.actor[:1] in ("U", "W"):
+        try:
+            response = await ctx.slack.users_info(user=entry.actor)
+            email = ((response.get("user") or {}).get("profile") or {}).get("email")
+            identifier = email or entry.actor
+        except SlackApiError as e:
+            log.warning("users.info for %s failed (%s); sending the Slack user ID", entry.actor, e.response.get("error"))
+    async with ctx.db.write() as session:
+        await queries.set_outbox_identifier(session, outbox_id=entry.id or 0, identifier=identifier)
+    return identifier
+
+
+async def _deliver(ctx: JobContext, entry: Outbox) -> None:
+    assert entry.id is not None
+    op = Op(entry.op)
+    async with ctx.db.read() as session:
+        action = await queries.get_action(session, action_id=entry.action_id)
+    assert action is not None
+    identifier = await _identifier(ctx, entry)
+    request = DecisionRequest(
+        op=op, external_id=action.external_id, actor=identifier, note=entry.note,
+        idempotency_key=entry.idempotency_key,
+    )
+    try:
+        try:
+            upstream = await ctx.source.send(request)
+        except ConflictError as conflict:
+            await _reconcile(ctx, entry, action, identifier, conflict)
+            return
+    except SourceError as e:
+        await _failed_attempt(ctx, entry, e)
+        return
+    async with ctx.db.write() as session:
+        await queries.outbox_delivered(session, outbox_id=entry.id, upstream=upstream, now=ctx.clock())
+    log.info("%s of %s action %s delivered", op.value, ctx.source.name, action.external_id)
+    ctx.kick_cards()
+
+
+async def _reconcile(ctx: JobContext, entry: Outbox, action: Action, identifier: str, conflict: ConflictError) -> None:
+    """409: read the action's real state. If it is where our decision leads (an earlier
+    attempt of ours landed but its answer was lost), the decision is delivered; otherwise
+    the upstream's state wins and the clicker is told."""
+    assert entry.id is not None
+    op = Op(entry.op)
+    upstream = await ctx.source.get_action(action.external_id)
+    ours = upstream.status is TRANSITIONS[op].outcome and (
+        op is Op.ROLLBACK or upstream.decided_by in (None, identifier)
+    )
+    async with ctx.db.write() as session:
+        if ours:
+            await queries.outbox_delivered(session, outbox_id=entry.id, upstream=upstream, now=ctx.clock())
+        else:
+            await queries.outbox_conflict(session, outbox_id=entry.id, upstream=upstream, now=ctx.clock())
+    ctx.kick_cards()
+    if not ours:
+        log.info("%s of %s refused upstream (%s); adopted %s", op.value, action.external_id, conflict, upstream.status.value)
+        await _notify(ctx, entry, render.conflict_text(upstream.status, op))
+
+
+async def _failed_attempt(ctx: JobContext, entry: Outbox, error: SourceError) -> None:
+    assert entry.id is not None
+    message = str(error)[:500]
+    attempt = entry.attempts + 1
+    if error.retryable and attempt < ctx.retry.max_attempts:
+        next_at = ctx.clock() + ctx.retry.delay(entry.attempts)
+        log.warning("%s for action %s failed (attempt %d), retrying at %s: %s",
+                    entry.op, entry.action_id, attempt, next_at.isoformat(), message)
+        async with ctx.db.write() as session:
+            await queries.outbox_retry_later(session, outbox_id=entry.id, error=message, next_attempt_at=next_at)
+        return
+    log.error("%s for action %s failed for good after %d attempt(s): %s", entry.op, entry.action_id, attempt, message)
+    async with ctx.db.write() as session:
+        await queries.outbox_failed(session, outbox_id=entry.id, error=message, now=ctx.clock())
+    ctx.kick_cards()
+    await _notify(ctx, entry, render.failed_text(Op(entry.op), message))
+
+
+async def _notify(ctx: JobContext, entry: Outbox, text: str) -> None:
+    """Tell the person who decided; best effort (the card carries the same news)."""
+    if not entry.notify_channel or entry.actor[:1] not in ("U", "W"):
+        return
+    try:
+        await ctx.slack.chat_postEphemeral(channel=entry.notify_channel, user=entry.actor, text=text)
+    except SlackApiError as e:
+        log.warning("could not tell %s: %s", entry.actor, e.response.get("error"))
+
+
+def next_wakeup(now: datetime, due: datetime | None) -> float | None:
+    return None if due is None else max(0.0, (due - now).total_seconds())
+
+
+# ---- cards ------------------------------------------------------------------------------
+
+
+async def sync_cards(ctx: JobContext) -> int:
+    """Post pending cards once and re-render changed ones; returns how many were handled."""
+    handled = 0
+    while True:
+        async with ctx.db.write() as session:
+            claimed = await queries.claim_cards(session, now=ctx.clock(), lease=ctx.lease, limit=ctx.batch)
+            for card, _action in claimed:
+                if card.state == CardState.PENDING.value:
+                    await queries.mark_card_posting(session, card_id=card.id or 0)
+        for card, action in claimed:
+            await _sync_card(ctx, card, action)
+        handled += len(claimed)
+        if len(claimed) < ctx.batch:
+            return handled
+
+
+async def _sync_card(ctx: JobContext, card: Card, action: Action) -> None:
+    assert card.id is not None and action.id is not None
+    async with ctx.db.read() as session:
+        decision = await queries.latest_decision(session, action_id=action.id)
+        outbox = await queries.latest_outbox(session, action_id=action.id)
+    view = card_view(action, decision, outbox, ctx.source.capabilities)
+    blocks = render.card_blocks(view)
+    text = render.card_text(view)
+    try:
+        if card.ts is None:
+            ts = None
+            if card.state == CardState.POSTING.value:
+                # A worker claimed it before and may have posted it before it died.
+                ts = await _find_posted(ctx, card, action.id)
+            if ts is None:
+                response = await ctx.slack.chat_postMessage(
+                    channel=card.channel, text=text, blocks=blocks, metadata=render.card_metadata(view),
+                    unfurl_links=False, unfurl_media=False,
+                )
+                ts = str(response["ts"])
+            async with ctx.db.write() as session:
+                await queries.card_posted(session, card_id=card.id, ts=ts, version=action.version, now=ctx.clock())
+        else:
+            await ctx.slack.chat_update(channel=card.channel, ts=card.ts, text=text, blocks=blocks)
+            async with ctx.db.write() as session:
+                await queries.card_rendered(session, card_id=card.id, version=action.version)
+    except SlackApiError as e:
+        error = str(e.response.get("error") or e)
+        next_at = ctx.clock() + ctx.retry.delay(card.attempts)
+        log.warning("card %s for action %s: Slack said %s; retrying at %s", card.id, action.id, error, next_at.isoformat())
+        async with ctx.db.write() as session:
+            await queries.card_failed(session, card_id=card.id, error=error, next_attempt_at=next_at)
+
+
+async def _find_posted(ctx: JobContext, card: Card, action_id: int) -> str | None:
+    """Look for a card already posted for this action, by the metadata every card carries."""
+    cursor = None
+    for _ in range(10):
+        response = await ctx.slack.conversations_history(
+            channel=card.channel, include_all_metadata=True, limit=200, cursor=cursor
+        )
+        for message in response.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            payload = metadata.get("event_payload") or {}
+            if metadata.get("event_type") == ids.CARD_EVENT_TYPE and payload.get("action_id") == action_id:
+                return str(message["ts"])
+        cursor = (response.get("response_metadata") or {}).get("next_cursor")
+        if not cursor:
+            return None
+    return None

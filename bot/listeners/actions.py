@@ -1,0 +1,78 @@
+"""Button clicks on a card: Approve and Reject open a modal; Rollback (behind Slack's own
+confirmation) and Retry decide at once. Nothing is trusted from the payload: the store says
+which action a card shows and the approver list says who may decide."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import ids, render
+from bot.listeners.common import Click, ModalContext, parse_click, refusal_text, tell
+from bot.service import DecisionService, Result
+from sources.base import Op
+
+
+def register(app: AsyncApp, service: DecisionService) -> None:
+    async def open_modal(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, op: Op) -> None:
+        click = parse_click(body)
+        if not await _admit(ack, client, service, click, op):
+            return
+        await ack()
+        assert click.action_id is not None
+        card = await service.card(click.action_id)
+        if card is None or not click.trigger_id:
+            return
+        context = ModalContext(click.action_id, click.channel, click.ts).dumps()
+        modal = render.approve_modal(card, context) if op is Op.APPROVE else render.reject_modal(card, context)
+        await client.views_open(trigger_id=click.trigger_id, view=modal)
+
+    @app.action(ids.APPROVE)
+    async def approve(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await open_modal(ack, body, client, Op.APPROVE)
+
+    @app.action(ids.REJECT)
+    async def reject(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await open_modal(ack, body, client, Op.REJECT)
+
+    @app.action(ids.ROLLBACK)
+    async def rollback(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        click = parse_click(body)
+        if not await _admit(ack, client, service, click, Op.ROLLBACK):
+            return
+        assert click.action_id is not None
+        outcome = await service.decide(
+            action_id=click.action_id, op=Op.ROLLBACK, user_id=click.user_id, note=None, channel=click.channel
+        )
+        await ack()  # only now: the decision is committed (or refused)
+        if outcome.result is not Result.RECORDED:
+            await tell(client, channel=click.channel, user_id=click.user_id, text=refusal_text(outcome))
+
+    @app.action(ids.RETRY)
+    async def retry(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        click = parse_click(body)
+        if not await _admit(ack, client, service, click, None):
+            return
+        assert click.action_id is not None
+        outcome = await service.retry(action_id=click.action_id, user_id=click.user_id)
+        await ack()
+        if outcome.result is not Result.RECORDED:
+            await tell(client, channel=click.channel, user_id=click.user_id, text=refusal_text(outcome))
+
+
+async def _admit(ack: AsyncAck, client: AsyncWebClient, service: DecisionService, click: Click, op: Op | None) -> bool:
+    """Refuse (ack and explain) a click that may not go further; True if it may."""
+    if click.action_id is None:
+        await ack()
+        await tell(client, channel=click.channel, user_id=click.user_id, text=render.unknown_action_text())
+        return False
+    outcome = await service.check_click(
+        user_id=click.user_id, action_id=click.action_id, channel=click.channel, ts=click.ts, op=op
+    )
+    if outcome.result is Result.RECORDED:
+        return True
+    await ack()
+    await tell(client, channel=click.channel, user_id=click.user_id, text=refusal_text(outcome))
+    return False

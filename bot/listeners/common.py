@@ -1,0 +1,95 @@
+"""What the listeners share: parsing Slack payloads into plain values, and telling a person
+something only they see."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import render
+from bot.service import Outcome, Result, decision_view
+from sources.base import Op, Status
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Click:
+    user_id: str
+    action_id: int | None  # None: the button's value is not one of ours
+    channel: str | None
+    ts: str | None
+    trigger_id: str | None
+
+
+def parse_click(body: dict[str, Any]) -> Click:
+    container = body.get("container") or {}
+    actions = body.get("actions") or [{}]
+    value = str(actions[0].get("value") or "")
+    return Click(
+        user_id=str((body.get("user") or {}).get("id") or ""),
+        action_id=int(value) if value.isdigit() and len(value) < 19 else None,
+        channel=container.get("channel_id") or (body.get("channel") or {}).get("id"),
+        ts=container.get("message_ts"),
+        trigger_id=body.get("trigger_id"),
+    )
+
+
+@dataclass(frozen=True)
+class ModalContext:
+    action_id: int
+    channel: str | None
+    ts: str | None
+
+    def dumps(self) -> str:
+        return json.dumps({"action_id": self.action_id, "channel": self.channel, "ts": self.ts})
+
+    @staticmethod
+    def loads(text: str | None) -> ModalContext | None:
+        try:
+            data = json.loads(text or "")
+            action_id = data["action_id"]
+            if not isinstance(action_id, int) or isinstance(action_id, bool):
+                return None
+            return ModalContext(action_id, data.get("channel"), data.get("ts"))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+def input_value(view: dict[str, Any], block_id: str, action_id: str) -> str | None:
+    values = ((view.get("state") or {}).get("values") or {}).get(block_id) or {}
+    value = (values.get(action_id) or {}).get("value")
+    return value if isinstance(value, str) else None
+
+
+def refusal_text(outcome: Outcome) -> str:
+    """What to tell a person whose click or submission was not recorded."""
+    match outcome.result:
+        case Result.NOT_ALLOWED:
+            return render.not_allowed_text()
+        case Result.CHECK_FAILED:
+            return render.check_failed_text()
+        case Result.UNKNOWN_ACTION:
+            return render.unknown_action_text()
+        case Result.WRONG_CARD:
+            return render.stale_card_text()
+        case Result.UNSUPPORTED:
+            return render.stale_card_text()
+        case _:
+            status = Status(outcome.action.status) if outcome.action else Status.READY
+            return render.already_decided_text(decision_view(outcome.decision), status)
+
+
+async def tell(client: AsyncWebClient, *, channel: str | None, user_id: str, text: str) -> None:
+    """An ephemeral message; best effort, since the card shows the state anyway."""
+    if not channel or not user_id:
+        return
+    try:
+        await client.chat_postEphemeral(channel=channel, user=user_id, text=text)
+    except SlackApiError as e:
+        log.warning("could not send an ephemeral message to %s: %s", user_id, e.response.get("error"))

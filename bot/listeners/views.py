@@ -1,0 +1,42 @@
+"""Modal submissions: the approval note and the rejection reason. The decision is committed
+before the ack closes the modal; a refusal keeps the modal open with the reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
+from bot import ids, render
+from bot.listeners.common import ModalContext, input_value, refusal_text
+from bot.service import DecisionService, Result
+from sources.base import Op
+
+
+def register(app: AsyncApp, service: DecisionService) -> None:
+    async def submit(ack: AsyncAck, body: dict[str, Any], op: Op, block_id: str, input_id: str) -> None:
+        view = body.get("view") or {}
+        user_id = str((body.get("user") or {}).get("id") or "")
+        context = ModalContext.loads(view.get("private_metadata"))
+        if context is None:
+            await ack(response_action="errors", errors={block_id: render.unknown_action_text()})
+            return
+        text = input_value(view, block_id, input_id)
+        if op is Op.REJECT and not (text or "").strip():
+            await ack(response_action="errors", errors={block_id: "Please give a reason for rejecting."})
+            return
+        outcome = await service.decide(
+            action_id=context.action_id, op=op, user_id=user_id, note=text, channel=context.channel
+        )
+        if outcome.result is Result.RECORDED:
+            await ack()
+        else:
+            await ack(response_action="errors", errors={block_id: refusal_text(outcome)[:150]})
+
+    @app.view(ids.APPROVE_VIEW)
+    async def approve(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await submit(ack, body, Op.APPROVE, ids.NOTE_BLOCK, ids.NOTE_INPUT)
+
+    @app.view(ids.REJECT_VIEW)
+    async def reject(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await submit(ack, body, Op.REJECT, ids.REASON_BLOCK, ids.REASON_INPUT)

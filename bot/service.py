@@ -1,0 +1,172 @@
+"""Decision services: what a click, a modal or a command asks for, carried out against the
+store. Listeners parse and render; these functions authorize and decide.
+
+A decision is durable when ``decide`` returns: the compare-and-set on the action, the audit
+entry and the outbox entry for the upstream call commit in one transaction, before the
+listener acknowledges Slack.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from bot.auth import ApproverCheck, Verdict
+from bot.render import CardView, DecisionView
+from sources.base import TRANSITIONS, Capabilities, Op, Status
+from store import queries
+from store.db import Database
+from store.models import Action, Decision, Outbox, OutboxState
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Result(enum.Enum):
+    RECORDED = "recorded"  # durable; the upstream call is queued
+    NOT_ALLOWED = "not_allowed"  # the user is not an approver
+    CHECK_FAILED = "check_failed"  # approvers could not be verified right now
+    UNKNOWN_ACTION = "unknown_action"
+    WRONG_CARD = "wrong_card"  # the button's value does not belong to the card it was on
+    NOT_POSSIBLE = "not_possible"  # the action is not in a state that allows this (someone decided)
+    UNSUPPORTED = "unsupported"  # the source cannot do this op
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: Result
+    action: Action | None = None
+    decision: Decision | None = None  # ours when recorded; the latest one otherwise
+
+
+def decision_view(decision: Decision | None) -> DecisionView | None:
+    if decision is None or decision.at is None:
+        return None
+    return DecisionView(
+        event=decision.event, op=decision.op, actor=decision.actor, note=decision.note,
+        at=decision.at, to_status=decision.to_status,
+    )
+
+
+def card_view(action: Action, decision: Decision | None, outbox: Outbox | None, caps: Capabilities) -> CardView:
+    assert action.id is not None
+    failed = outbox is not None and outbox.state == OutboxState.FAILED.value
+    return CardView(
+        action_id=action.id,
+        source=action.source,
+        external_id=action.external_id,
+        type=action.type,
+        title=action.title,
+        rationale=action.rationale,
+        status=Status(action.status),
+        expected_impact=action.expected_impact,
+        data_signals=list(action.data_signals or []),
+        guardrail_checks=list(action.guardrail_checks or []),
+        rollback_conditions=list(action.rollback_conditions or []),
+        created_at=action.upstream_created_at,
+        ops=caps.ops,
+        decision=decision_view(decision),
+        decided_by_upstream=action.decided_by,
+        last_error=action.last_error,
+        retry_available=failed and action.last_error is not None,
+    )
+
+
+class DecisionService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        approvers: ApproverCheck,
+        capabilities: Capabilities,
+        on_change: Callable[[], None],
+        clock: Clock = utc_now,
+    ) -> None:
+        self._db = db
+        self._approvers = approvers
+        self._caps = capabilities
+        self._on_change = on_change
+        self._clock = clock
+
+    async def authorize(self, user_id: str) -> Result | None:
+        verdict = await self._approvers.check(user_id)
+        if verdict is Verdict.ALLOWED:
+            return None
+        return Result.CHECK_FAILED if verdict is Verdict.UNKNOWN else Result.NOT_ALLOWED
+
+    async def card(self, action_id: int) -> CardView | None:
+        async with self._db.read() as session:
+            action = await queries.get_action(session, action_id=action_id)
+            if action is None:
+                return None
+            decision = await queries.latest_decision(session, action_id=action_id)
+            outbox = await queries.latest_outbox(session, action_id=action_id)
+        return card_view(action, decision, outbox, self._caps)
+
+    async def check_click(self, *, user_id: str, action_id: int, channel: str | None, ts: str | None, op: Op | None) -> Outcome:
+        """Everything a button click must pass before anything opens: an approver, a real
+        action, the card the click came from, and a state that still allows the op."""
+        refused = await self.authorize(user_id)
+        if refused is not None:
+            return Outcome(refused)
+        async with self._db.read() as session:
+            action = await queries.get_action(session, action_id=action_id)
+            if action is None:
+                return Outcome(Result.UNKNOWN_ACTION)
+            if channel is not None and ts is not None:
+                card = await queries.card_for_message(session, channel=channel, ts=ts)
+                if card is None or card.action_id != action_id:
+                    return Outcome(Result.WRONG_CARD, action)
+            if op is not None:
+                if op not in self._caps.ops:
+                    return Outcome(Result.UNSUPPORTED, action)
+                if Status(action.status) not in TRANSITIONS[op].allowed_from:
+                    latest = await queries.latest_decision(session, action_id=action_id)
+                    return Outcome(Result.NOT_POSSIBLE, action, latest)
+        return Outcome(Result.RECORDED, action)
+
+    async def decide(
+        self, *, action_id: int, op: Op, user_id: str, note: str | None, channel: str | None
+    ) -> Outcome:
+        """Authorize and record one decision durably. Of racing decisions exactly one wins;
+        the others get the winner's decision back."""
+        refused = await self.authorize(user_id)
+        if refused is not None:
+            return Outcome(refused)
+        if op not in self._caps.ops:
+            return Outcome(Result.UNSUPPORTED)
+        note = (note or "").strip() or None
+        async with self._db.write() as session:
+            decision = await queries.begin_decision(
+                session, action_id=action_id, op=op, actor=user_id, note=note,
+                idempotency_key=str(uuid.uuid4()), notify_channel=channel, now=self._clock(),
+            )
+            action = await queries.get_action(session, action_id=action_id)
+            if decision is None:
+                if action is None:
+                    return Outcome(Result.UNKNOWN_ACTION)
+                latest = await queries.latest_decision(session, action_id=action_id)
+                return Outcome(Result.NOT_POSSIBLE, action, latest)
+        self._on_change()
+        return Outcome(Result.RECORDED, action, decision)
+
+    async def retry(self, *, action_id: int, user_id: str) -> Outcome:
+        refused = await self.authorize(user_id)
+        if refused is not None:
+            return Outcome(refused)
+        async with self._db.write() as session:
+            outbox = await queries.retry_failed(session, action_id=action_id, actor=user_id, now=self._clock())
+            action = await queries.get_action(session, action_id=action_id)
+            latest = await queries.latest_decision(session, action_id=action_id)
+        if action is None:
+            return Outcome(Result.UNKNOWN_ACTION)
+        if outbox is None:
+            return Outcome(Result.NOT_POSSIBLE, action, latest)
+        self._on_change()
+        return Outcome(Result.RECORDED, action, latest)

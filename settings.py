@@ -1,0 +1,137 @@
+"""Typed settings, read from the environment (and a ``.env`` file) once, by ``app.py``.
+
+Nothing else in Signoff reads the environment: the composition root builds ``Settings`` and
+hands each part the values it needs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_APPROVER = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+
+
+class Approvers:
+    """Who may decide: Slack user IDs, user-group IDs, or everyone (``*``)."""
+
+    def __init__(self, entries: list[str]) -> None:
+        self.everyone = "*" in entries
+        self.users = frozenset(e for e in entries if e[:1] in ("U", "W"))
+        self.groups = frozenset(e for e in entries if e.startswith("S"))
+
+    def __repr__(self) -> str:
+        if self.everyone:
+            return "Approvers(*)"
+        return f"Approvers(users={sorted(self.users)}, groups={sorted(self.groups)})"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    slack_bot_token: SecretStr
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_channel: str
+    approvers: Annotated[list[str], NoDecode]
+    database_url: str = "sqlite:///./signoff.db"
+    flokit_api_url: str = "https://api.flokit.ai"
+    flokit_api_key: SecretStr
+    poll_interval_seconds: float = Field(default=60.0, gt=0)
+    port: int = Field(default=3000, ge=0, le=65535)
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        return v
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value():
+            return None
+        if v is not None and not v.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp-")
+        return v
+
+    @field_validator("slack_signing_secret")
+    @classmethod
+    def _empty_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        return v if v is not None and v.get_secret_value() else None
+
+    @field_validator("slack_api_url", "flokit_api_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http(s) URL")
+        return v
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, v: str) -> str:
+        return v if v.endswith("/") else v + "/"
+
+    @field_validator("slack_channel")
+    @classmethod
+    def _channel(cls, v: str) -> str:
+        v = v.strip()
+        if not _CHANNEL.match(v):
+            raise ValueError("must be a channel ID such as C0123456789 (not a #name)")
+        return v
+
+    @field_validator("approvers", mode="before")
+    @classmethod
+    def _approvers(cls, v: object) -> list[str]:
+        entries = [e.strip() for e in v.split(",")] if isinstance(v, str) else list(v)  # type: ignore[call-overload]
+        entries = [e for e in entries if e]
+        if not entries:
+            raise ValueError("name at least one Slack user ID (U…/W…) or user-group ID (S…), or * for everyone")
+        bad = [e for e in entries if e != "*" and not _APPROVER.match(e)]
+        if bad:
+            raise ValueError(f"not Slack user or user-group IDs: {', '.join(bad)}")
+        return entries
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, v: str) -> str:
+        scheme = v.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError("must be a sqlite:///… or postgresql://… URL")
+        return "postgresql" + v[len("postgres") :] if scheme == "postgres" and not v.startswith("postgresql") else v
+
+    @model_validator(mode="after")
+    def _mode(self) -> Settings:
+        if self.slack_app_token is None and self.slack_signing_secret is None:
+            raise ValueError(
+                "SLACK_SIGNING_SECRET is required in HTTP mode (set SLACK_APP_TOKEN to use Socket Mode instead)"
+            )
+        return self
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    @property
+    def approver_set(self) -> Approvers:
+        return Approvers(self.approvers)
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line per bad setting, named as the user sets it, without echoing secret values."""
+    lines = []
+    for e in error.errors():
+        name = "_".join(str(p) for p in e["loc"]).upper() or "settings"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "missing":
+            msg = "is required but not set"
+        lines.append(f"  {name}: {msg}")
+    return "invalid configuration:\n" + "\n".join(lines)

@@ -1,0 +1,502 @@
+"""All of Signoff's SQL, as small keyword-only functions taking a session.
+
+Callers own the transaction (``Database.write()``); these functions never commit. Every
+change of an action's status bumps ``Action.version`` (so the card sync re-renders it) and
+appends to the audit trail, which has no update or delete path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from sources.base import IN_FLIGHT, TRANSITIONS, Op, Status, UpstreamAction
+from store.models import Action, AuditEvent, Card, CardState, Decision, Outbox, OutboxState
+
+# ---- actions ----------------------------------------------------------------------------
+
+
+def _upstream_fields(upstream: UpstreamAction) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "upstream_status": upstream.upstream_status,
+        "decided_at": upstream.decided_at,
+        "decided_by": upstream.decided_by,
+    }
+    if upstream.detailed:
+        impact = upstream.expected_impact
+        fields.update(
+            type=upstream.type,
+            title=upstream.title,
+            rationale=upstream.rationale,
+            expected_impact=None
+            if impact is None
+            else {"metric": impact.metric, "direction": impact.direction, "magnitude": impact.magnitude},
+            data_signals=[{"label": s.label, "value": s.value} for s in upstream.data_signals],
+            guardrail_checks=[
+                {"check": g.check, "passed": g.passed, "detail": g.detail} for g in upstream.guardrail_checks
+            ],
+            rollback_conditions=list(upstream.rollback_conditions),
+            requested_by=upstream.requested_by,
+            upstream_created_at=upstream.created_at,
+            raw=upstream.raw,
+        )
+    return fields
+
+
+async def insert_action(
+    session: AsyncSession, *, source: str, upstream: UpstreamAction, channel: str, now: datetime
+) -> Action | None:
+    """Store a newly seen action with its (not yet posted) card. Returns None if another
+    poller stored it first: the unique key makes discovery idempotent."""
+    values = {
+        "source": source,
+        "external_id": upstream.external_id,
+        "status": upstream.status.value,
+        "version": 1,
+        "first_seen_at": now,
+        "updated_at": now,
+        **_upstream_fields(upstream),
+    }
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Action)
+    stmt = insert.values(**values).on_conflict_do_nothing(index_elements=["source", "external_id"])
+    result = await session.exec(stmt.returning(col(Action.id)))
+    action_id = result.scalar_one_or_none()
+    if action_id is None:
+        return None
+    session.add(Card(action_id=action_id, channel=channel, state=CardState.PENDING.value))
+    await append_audit(
+        session, action_id=action_id, event=AuditEvent.DISCOVERED, actor="upstream",
+        to_status=upstream.status.value, now=now,
+    )
+    return await session.get(Action, action_id)
+
+
+async def get_action(session: AsyncSession, *, action_id: int, lock: bool = False) -> Action | None:
+    stmt = select(Action).where(Action.id == action_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.exec(stmt.execution_options(populate_existing=True))).first()
+
+
+async def known_actions(
+    session: AsyncSession, *, source: str, external_ids: Iterable[str]
+) -> dict[str, tuple[int, str]]:
+    """external id -> (id, status) for those of ``external_ids`` already stored."""
+    ids = list(external_ids)
+    out: dict[str, tuple[int, str]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = await session.exec(
+            select(Action.external_id, Action.id, Action.status).where(
+                Action.source == source, col(Action.external_id).in_(chunk)
+            )
+        )
+        out.update({ext: (aid, status) for ext, aid, status in rows})  # type: ignore[misc]
+    return out
+
+
+async def actions_in_status(
+    session: AsyncSession, *, source: str, statuses: Iterable[Status]
+) -> list[tuple[int, str, str]]:
+    """(id, external id, status) of every stored action in one of ``statuses``."""
+    rows = await session.exec(
+        select(Action.id, Action.external_id, Action.status).where(
+            Action.source == source, col(Action.status).in_([s.value for s in statuses])
+        )
+    )
+    return [(aid, ext, status) for aid, ext, status in rows]  # type: ignore[misc]
+
+
+def _in_flight_from(status: Status) -> frozenset[Status]:
+    for transition in TRANSITIONS.values():
+        if transition.in_flight == status:
+            return transition.allowed_from
+    return frozenset()
+
+
+async def adopt_upstream(
+    session: AsyncSession,
+    *,
+    action_id: int,
+    upstream: UpstreamAction,
+    now: datetime,
+    event: AuditEvent = AuditEvent.UPSTREAM,
+) -> bool:
+    """Take the upstream's word for the action's state. Returns True if anything changed.
+
+    While a decision is in flight and the upstream still shows the state it was made in,
+    Signoff keeps its own in-flight state (the decision has not reached the upstream yet).
+    """
+    action = await get_action(session, action_id=action_id, lock=True)
+    if action is None:
+        return False
+    current = Status(action.status)
+    if current in IN_FLIGHT and upstream.status in _in_flight_from(current):
+        return False
+    fields = _upstream_fields(upstream)
+    changed = current != upstream.status or any(getattr(action, k) != v for k, v in fields.items())
+    if not changed:
+        return False
+    for key, value in fields.items():
+        setattr(action, key, value)
+    if current != upstream.status:
+        action.status = upstream.status.value
+        action.last_error = None
+        await append_audit(
+            session, action_id=action_id, event=event, actor="upstream",
+            from_status=current.value, to_status=upstream.status.value, note=upstream.decided_by, now=now,
+        )
+    action.version += 1
+    action.updated_at = now
+    session.add(action)
+    return True
+
+
+# ---- decisions --------------------------------------------------------------------------
+
+
+async def begin_decision(
+    session: AsyncSession,
+    *,
+    action_id: int,
+    op: Op,
+    actor: str,
+    note: str | None,
+    idempotency_key: str,
+    notify_channel: str | None,
+    now: datetime,
+) -> Decision | None:
+    """Compare-and-set the action into the op's in-flight state, append the decision and
+    queue its upstream call, all in the caller's transaction. Returns None when the action
+    is not in a state that allows the op (someone else decided first)."""
+    transition = TRANSITIONS[op]
+    action = await get_action(session, action_id=action_id, lock=True)
+    if action is None or Status(action.status) not in transition.allowed_from:
+        return None
+    before = action.status
+    result = await session.exec(
+        sa.update(Action)
+        .where(col(Action.id) == action_id, col(Action.status) == before)
+        .values(status=transition.in_flight.value, version=Action.version + 1, last_error=None, updated_at=now)
+    )
+    if result.rowcount != 1:
+        return None
+    decision = await append_audit(
+        session, action_id=action_id, event=AuditEvent.REQUESTED, op=op, actor=actor, note=note,
+        from_status=before, to_status=transition.in_flight.value, now=now,
+    )
+    assert decision.id is not None
+    session.add(
+        Outbox(
+            action_id=action_id, decision_id=decision.id, op=op.value, actor=actor, note=note,
+            idempotency_key=idempotency_key, state=OutboxState.PENDING.value,
+            next_attempt_at=now, notify_channel=notify_channel, created_at=now,
+        )
+    )
+    return decision
+
+
+async def retry_failed(session: AsyncSession, *, action_id: int, actor: str, now: datetime) -> Outbox | None:
+    """Put an action's failed upstream call back in the queue (same decision, same key)."""
+    action = await get_action(session, action_id=action_id, lock=True)
+    outbox = await latest_outbox(session, action_id=action_id)
+    if action is None or outbox is None or outbox.state != OutboxState.FAILED.value or action.last_error is None:
+        return None
+    transition = TRANSITIONS[Op(outbox.op)]
+    if Status(action.status) not in transition.allowed_from:
+        return None
+    before = action.status
+    action.status = transition.in_flight.value
+    action.last_error = None
+    action.version += 1
+    action.updated_at = now
+    outbox.state = OutboxState.PENDING.value
+    outbox.attempts = 0
+    outbox.next_attempt_at = now
+    outbox.lease_until = None
+    session.add_all([action, outbox])
+    await append_audit(
+        session, action_id=action_id, event=AuditEvent.RETRIED, op=Op(outbox.op), actor=actor,
+        from_status=before, to_status=transition.in_flight.value, now=now,
+    )
+    return outbox
+
+
+async def append_audit(
+    session: AsyncSession,
+    *,
+    action_id: int,
+    event: AuditEvent,
+    actor: str,
+    now: datetime,
+    op: Op | None = None,
+    note: str | None = None,
+    from_status: str | None = None,
+    to_status: str | None = None,
+) -> Decision:
+    decision = Decision(
+        action_id=action_id, event=event.value, op=op.value if op else None, actor=actor, note=note,
+        from_status=from_status, to_status=to_status, at=now,
+    )
+    session.add(decision)
+    await session.flush()
+    return decision
+
+
+async def latest_decision(session: AsyncSession, *, action_id: int) -> Decision | None:
+    """The newest audit entry worth showing on a card (anything but discovery)."""
+    stmt = (
+        select(Decision)
+        .where(Decision.action_id == action_id, Decision.event != AuditEvent.DISCOVERED.value)
+        .order_by(col(Decision.id).desc())
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()
+
+
+async def audit_trail(session: AsyncSession, *, action_id: int) -> Sequence[Decision]:
+    stmt = select(Decision).where(Decision.action_id == action_id).order_by(col(Decision.id))
+    return (await session.exec(stmt)).all()
+
+
+# ---- outbox -----------------------------------------------------------------------------
+
+
+async def latest_outbox(session: AsyncSession, *, action_id: int) -> Outbox | None:
+    stmt = select(Outbox).where(Outbox.action_id == action_id).order_by(col(Outbox.id).desc()).limit(1)
+    return (await session.exec(stmt.execution_options(populate_existing=True))).first()
+
+
+async def claim_outbox(session: AsyncSession, *, now: datetime, lease: timedelta, limit: int) -> list[Outbox]:
+    """Lease up to ``limit`` due entries to this worker. Rows another worker holds are
+    skipped (``SKIP LOCKED`` on PostgreSQL; SQLite's write lock serialises claims)."""
+    stmt = (
+        select(Outbox)
+        .where(
+            Outbox.state == OutboxState.PENDING.value,
+            col(Outbox.next_attempt_at) <= now,
+            sa.or_(col(Outbox.lease_until).is_(None), col(Outbox.lease_until) < now),
+        )
+        .order_by(col(Outbox.next_attempt_at), col(Outbox.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = list((await session.exec(stmt)).all())
+    for row in rows:
+        row.lease_until = now + lease
+        session.add(row)
+    return rows
+
+
+async def next_outbox_due(session: AsyncSession) -> datetime | None:
+    stmt = select(sa.func.min(Outbox.next_attempt_at)).where(Outbox.state == OutboxState.PENDING.value)
+    return (await session.exec(stmt)).first()  # type: ignore[return-value]
+
+
+async def get_outbox(session: AsyncSession, *, outbox_id: int) -> Outbox | None:
+    stmt = select(Outbox).where(Outbox.id == outbox_id).with_for_update()
+    return (await session.exec(stmt.execution_options(populate_existing=True))).first()
+
+
+async def set_outbox_identifier(session: AsyncSession, *, outbox_id: int, identifier: str) -> None:
+    await session.exec(
+        sa.update(Outbox)
+        .where(col(Outbox.id) == outbox_id, col(Outbox.actor_identifier).is_(None))
+        .values(actor_identifier=identifier)
+    )
+
+
+async def outbox_delivered(
+    session: AsyncSession, *, outbox_id: int, upstream: UpstreamAction | None, now: datetime
+) -> Action | None:
+    """The upstream accepted the decision: land the action in the op's outcome."""
+    outbox = await get_outbox(session, outbox_id=outbox_id)
+    if outbox is None or outbox.state != OutboxState.PENDING.value:
+        return None
+    op = Op(outbox.op)
+    outcome = upstream.status if upstream is not None and upstream.status not in IN_FLIGHT else TRANSITIONS[op].outcome
+    action = await get_action(session, action_id=outbox.action_id, lock=True)
+    assert action is not None
+    before = action.status
+    outbox.state = OutboxState.DONE.value
+    outbox.completed_at = now
+    outbox.lease_until = None
+    outbox.last_error = None
+    action.status = outcome.value
+    action.last_error = None
+    if upstream is not None:
+        action.upstream_status = upstream.upstream_status or action.upstream_status
+        action.decided_at = upstream.decided_at or action.decided_at
+        action.decided_by = upstream.decided_by or action.decided_by
+    action.version += 1
+    action.updated_at = now
+    session.add_all([outbox, action])
+    await append_audit(
+        session, action_id=action.id or 0, event=AuditEvent.CONFIRMED, op=op, actor=outbox.actor,
+        note=outbox.note, from_status=before, to_status=outcome.value, now=now,
+    )
+    return action
+
+
+async def outbox_conflict(
+    session: AsyncSession, *, outbox_id: int, upstream: UpstreamAction, now: datetime
+) -> Action | None:
+    """The upstream refused (409) and shows another state: adopt it; the decision is moot."""
+    outbox = await get_outbox(session, outbox_id=outbox_id)
+    if outbox is None or outbox.state != OutboxState.PENDING.value:
+        return None
+    action = await get_action(session, action_id=outbox.action_id, lock=True)
+    assert action is not None
+    before = action.status
+    outbox.state = OutboxState.DONE.value
+    outbox.completed_at = now
+    outbox.lease_until = None
+    outbox.last_error = f"conflict: upstream shows {upstream.status.value}"
+    for key, value in _upstream_fields(upstream).items():
+        setattr(action, key, value)
+    action.status = upstream.status.value
+    action.last_error = None
+    action.version += 1
+    action.updated_at = now
+    session.add_all([outbox, action])
+    await append_audit(
+        session, action_id=action.id or 0, event=AuditEvent.CONFLICT, op=Op(outbox.op), actor="upstream",
+        note=upstream.decided_by, from_status=before, to_status=upstream.status.value, now=now,
+    )
+    return action
+
+
+async def outbox_retry_later(
+    session: AsyncSession, *, outbox_id: int, error: str, next_attempt_at: datetime
+) -> None:
+    await session.exec(
+        sa.update(Outbox)
+        .where(col(Outbox.id) == outbox_id, col(Outbox.state) == OutboxState.PENDING.value)
+        .values(attempts=Outbox.attempts + 1, last_error=error, next_attempt_at=next_attempt_at, lease_until=None)
+    )
+
+
+async def outbox_failed(session: AsyncSession, *, outbox_id: int, error: str, now: datetime) -> Action | None:
+    """The upstream call failed for good: put the action back where the decision found it,
+    with the error on the card and a Retry offered."""
+    outbox = await get_outbox(session, outbox_id=outbox_id)
+    if outbox is None or outbox.state != OutboxState.PENDING.value:
+        return None
+    decision = await session.get(Decision, outbox.decision_id)
+    action = await get_action(session, action_id=outbox.action_id, lock=True)
+    assert action is not None and decision is not None
+    before = action.status
+    outbox.state = OutboxState.FAILED.value
+    outbox.attempts += 1
+    outbox.last_error = error
+    outbox.completed_at = now
+    outbox.lease_until = None
+    if Status(action.status) in IN_FLIGHT and decision.from_status:
+        action.status = decision.from_status
+    action.last_error = error
+    action.version += 1
+    action.updated_at = now
+    session.add_all([outbox, action])
+    await append_audit(
+        session, action_id=action.id or 0, event=AuditEvent.FAILED, op=Op(outbox.op), actor="signoff",
+        note=error, from_status=before, to_status=action.status, now=now,
+    )
+    return action
+
+
+# ---- cards ------------------------------------------------------------------------------
+
+
+def _card_due(now: datetime) -> Any:
+    return sa.and_(
+        sa.or_(col(Card.lease_until).is_(None), col(Card.lease_until) < now),
+        sa.or_(col(Card.next_attempt_at).is_(None), col(Card.next_attempt_at) <= now),
+        sa.or_(
+            col(Card.state).in_([CardState.PENDING.value, CardState.POSTING.value]),
+            col(Card.rendered_version) < col(Action.version),
+        ),
+    )
+
+
+async def claim_cards(
+    session: AsyncSession, *, now: datetime, lease: timedelta, limit: int
+) -> list[tuple[Card, Action]]:
+    """Lease cards that need posting or re-rendering. A claimed pending card turns
+    ``posting`` in this transaction, before anything is sent to Slack."""
+    stmt = (
+        select(Card, Action)
+        .join(Action, col(Action.id) == col(Card.action_id))
+        .where(_card_due(now))
+        .order_by(col(Card.id))
+        .limit(limit)
+        .with_for_update(of=Card, skip_locked=True)  # type: ignore[arg-type]
+    )
+    rows = [(card, action) for card, action in (await session.exec(stmt)).all()]
+    for card, _action in rows:
+        card.lease_until = now + lease
+        card.attempts += 1
+        session.add(card)
+    return rows
+
+
+async def mark_card_posting(session: AsyncSession, *, card_id: int) -> None:
+    await session.exec(
+        sa.update(Card)
+        .where(col(Card.id) == card_id, col(Card.state) == CardState.PENDING.value)
+        .values(state=CardState.POSTING.value)
+    )
+
+
+async def card_posted(session: AsyncSession, *, card_id: int, ts: str, version: int, now: datetime) -> None:
+    await session.exec(
+        sa.update(Card)
+        .where(col(Card.id) == card_id)
+        .values(
+            ts=ts, state=CardState.POSTED.value, posted_at=now, rendered_version=version,
+            lease_until=None, attempts=0, next_attempt_at=None, last_error=None,
+        )
+    )
+
+
+async def card_rendered(session: AsyncSession, *, card_id: int, version: int) -> None:
+    await session.exec(
+        sa.update(Card)
+        .where(col(Card.id) == card_id)
+        .values(
+            rendered_version=sa.func.max(Card.rendered_version, version)
+            if session.get_bind().dialect.name == "sqlite"
+            else sa.func.greatest(Card.rendered_version, version),
+            lease_until=None, attempts=0, next_attempt_at=None, last_error=None,
+        )
+    )
+
+
+async def card_failed(session: AsyncSession, *, card_id: int, error: str, next_attempt_at: datetime) -> None:
+    await session.exec(
+        sa.update(Card)
+        .where(col(Card.id) == card_id)
+        .values(last_error=error, next_attempt_at=next_attempt_at, lease_until=None)
+    )
+
+
+async def card_for_message(session: AsyncSession, *, channel: str, ts: str) -> Card | None:
+    stmt = select(Card).where(Card.channel == channel, Card.ts == ts)
+    return (await session.exec(stmt)).first()
+
+
+async def card_for_action(session: AsyncSession, *, action_id: int) -> Card | None:
+    return (await session.exec(select(Card).where(Card.action_id == action_id))).first()
+
+
+async def cards_due(session: AsyncSession, *, now: datetime) -> int:
+    stmt = select(sa.func.count()).select_from(Card).join(Action, col(Action.id) == col(Card.action_id)).where(
+        _card_due(now)
+    )
+    return int((await session.exec(stmt)).one())  # type: ignore[arg-type]
