@@ -56,7 +56,7 @@ class Job:
         self._running: asyncio.Task[None] | None = None
         self._again = False
 
-    async def __call__(self) -> None:
+    async def run(self) -> None:
         if self._running is not None:
             self._again = True
             return
@@ -126,7 +126,7 @@ class Signoff:
             job = Job(self.scheduler, name, fn)
             self.jobs[name] = job
             self.scheduler.add_job(
-                job, "interval", seconds=interval, id=name, name=name, next_run_time=now,
+                job.run, "interval", seconds=interval, id=name, name=name, next_run_time=now,
                 max_instances=1, coalesce=True, misfire_grace_time=None,
             )
 

@@ -1,0 +1,649 @@
+"""Pure Block Kit renderers for Signoff's cards, modals and ephemeral replies.
+
+Nothing here does I/O. Every function takes plain values (``CardView``, ``DecisionView``,
+``Status``, ``Op``) and returns slack_sdk models or strings.
+
+Everything that came from an Actions API (titles, rationales, signals, guardrails, errors,
+"approved_by") and everything a person typed (notes, reasons) is untrusted:
+
+* in ``mrkdwn`` it is escaped (``&``, ``<``, ``>``), so ``<!channel>`` or ``<@U…>`` cannot
+  ping anyone, and every mrkdwn object is sent with ``verbatim=True`` so Slack does not
+  auto-parse bare mentions or channel names either;
+* it is cut with "…" so that any input stays within Block Kit's limits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    InputBlock,
+    MarkdownTextObject,
+    PlainTextInputElement,
+    PlainTextObject,
+    SectionBlock,
+)
+from slack_sdk.models.metadata import Metadata
+from slack_sdk.models.views import View
+
+from bot import ids
+from sources.base import IN_FLIGHT, TRANSITIONS, Op, Status
+
+# ---- Block Kit limits ------------------------------------------------------------------
+
+MAX_BLOCKS = 50
+MAX_TEXT = 3000  # section text, plain text, context element, message text
+MAX_FIELD = 2000  # each section field
+MAX_HEADER = 150
+MAX_BUTTON = 75
+MAX_CONFIRM_TEXT = 300
+MAX_MODAL_TITLE = 24
+MAX_INPUT = 1000  # what we let people type into a note or reason
+
+# How much of one untrusted item a list line may take, so one long item cannot crowd out
+# the rest; and how much of a note or error a one-line status may carry.
+_ITEM_LABEL = 200
+_ITEM_DETAIL = 400
+_NOTE_IN_LINE = 500
+_ERROR_IN_LINE = 1000
+
+# ---- the inputs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecisionView:
+    """One audit-trail entry worth showing."""
+
+    event: str  # "requested" | "retried" | "confirmed" | "conflict" | "failed" | "upstream"
+    op: str | None  # "approve" | "reject" | "rollback" | None
+    actor: str  # Slack user id (U…/W…), or "upstream", or "signoff"
+    note: str | None
+    at: datetime  # aware UTC
+    to_status: str | None
+
+
+@dataclass(frozen=True)
+class CardView:
+    """Everything a card shows about one action."""
+
+    action_id: int  # the store's id; button values carry str(action_id)
+    source: str  # "flokit"
+    external_id: str
+    type: str
+    title: str
+    rationale: str
+    status: Status
+    expected_impact: dict | None  # {"metric", "direction", "magnitude"}, any may be missing
+    data_signals: list[dict]  # [{"label", "value"}]
+    guardrail_checks: list[dict]  # [{"check", "passed", "detail"}]
+    rollback_conditions: list[str]
+    created_at: datetime | None
+    ops: frozenset[Op]  # what the source can do; offer only these
+    decision: DecisionView | None  # the latest decision to show
+    decided_by_upstream: str | None  # "approved_by" as the upstream reports it
+    last_error: str | None  # set when the last upstream call failed for good
+    retry_available: bool  # a failed call can be retried
+
+
+# ---- words -----------------------------------------------------------------------------
+
+_SOURCE_NAMES = {"flokit": "FloKit", "fieldkit": "Fieldkit", "flowdash": "Flowdash"}
+
+_STATUS_WORDS = {
+    Status.DRAFT: "a draft",
+    Status.READY: "awaiting a decision",
+    Status.APPROVED: "approved",
+    Status.RUNNING: "running",
+    Status.SUCCEEDED: "succeeded",
+    Status.FAILED: "failed",
+    Status.REJECTED: "rejected",
+    Status.ROLLED_BACK: "rolled back",
+    Status.APPROVING: "being approved",
+    Status.REJECTING: "being rejected",
+    Status.ROLLING_BACK: "being rolled back",
+}
+
+_STATUS_BADGES = {
+    Status.DRAFT: "📝 Draft",
+    Status.READY: "🟡 Awaiting decision",
+    Status.APPROVED: "✅ Approved",
+    Status.RUNNING: "▶️ Running",
+    Status.SUCCEEDED: "🏁 Succeeded",
+    Status.FAILED: "💥 Failed",
+    Status.REJECTED: "🚫 Rejected",
+    Status.ROLLED_BACK: "↩️ Rolled back",
+    Status.APPROVING: "⏳ Approving…",
+    Status.REJECTING: "⏳ Rejecting…",
+    Status.ROLLING_BACK: "⏳ Rolling back…",
+}
+
+_TEXT_PREFIXES = {
+    Status.DRAFT: "Draft action",
+    Status.READY: "Action awaiting approval",
+    Status.APPROVED: "Action approved",
+    Status.RUNNING: "Action running",
+    Status.SUCCEEDED: "Action succeeded",
+    Status.FAILED: "Action failed",
+    Status.REJECTED: "Action rejected",
+    Status.ROLLED_BACK: "Action rolled back",
+    Status.APPROVING: "Approving action",
+    Status.REJECTING: "Rejecting action",
+    Status.ROLLING_BACK: "Rolling back action",
+}
+
+# The op whose outcome a status is: who approved a running action, who rolled it back...
+_DECIDED_BY_OP = {
+    Status.APPROVED: Op.APPROVE,
+    Status.RUNNING: Op.APPROVE,
+    Status.SUCCEEDED: Op.APPROVE,
+    Status.REJECTED: Op.REJECT,
+    Status.ROLLED_BACK: Op.ROLLBACK,
+}
+
+_OP_PAST = {Op.APPROVE: "approved", Op.REJECT: "rejected", Op.ROLLBACK: "rolled back"}
+_OP_NOUN = {Op.APPROVE: "approval", Op.REJECT: "rejection", Op.ROLLBACK: "rollback"}
+
+_BUTTONS: tuple[tuple[Op, str, str, str], ...] = (
+    (Op.APPROVE, ids.APPROVE, "Approve", "primary"),
+    (Op.REJECT, ids.REJECT, "Reject", "danger"),
+    (Op.ROLLBACK, ids.ROLLBACK, "Roll back", "danger"),
+)
+
+_SLACK_USER = re.compile(r"[UW][A-Z0-9]{1,20}")
+
+# ---- text helpers ----------------------------------------------------------------------
+
+
+def escape(text: Any) -> str:
+    """Escape untrusted text for mrkdwn: nothing in it can become a mention or a link."""
+    return _text(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int) -> str:
+    """Cut ``text`` to at most ``limit`` characters, ending in "…" when cut."""
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - 1, 0)] + "…"
+
+
+def esc_clip(text: Any, limit: int) -> str:
+    """Escape, then cut to ``limit`` characters without splitting an ``&…;`` entity."""
+    escaped = escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    cut = escaped[: max(limit - 1, 0)]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _one_line(value: Any) -> str:
+    return " ".join(_text(value).split())
+
+
+def _mrkdwn(text: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=text, verbatim=True)
+
+
+def _plain(text: str, limit: int = MAX_TEXT) -> PlainTextObject:
+    return PlainTextObject(text=clip(_text(text), limit) or " ", emoji=True)
+
+
+def _section(text: str) -> SectionBlock:
+    return SectionBlock(text=_mrkdwn(clip(text, MAX_TEXT)))
+
+
+def slack_date(at: datetime) -> str:
+    """A date Slack shows in each reader's own time zone, with a UTC fallback."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    utc = at.astimezone(timezone.utc)
+    fallback = utc.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(utc.timestamp())}^{{date_short_pretty}} at {{time}}|{fallback}>"
+
+
+def who(actor: str, source: str = "") -> str:
+    """A Slack mention for a real user id; anything else as escaped text."""
+    if _SLACK_USER.fullmatch(actor or ""):
+        return f"<@{actor}>"
+    if actor == "signoff":
+        return "Signoff"
+    if actor == "upstream":
+        return source_name(source) if source else "the upstream"
+    return esc_clip(actor, _ITEM_LABEL)
+
+
+def source_name(source: str) -> str:
+    return _SOURCE_NAMES.get(source, esc_clip(source, 40) or "the upstream")
+
+
+def _op(op: Op | str | None) -> Op | None:
+    try:
+        return Op(op) if op is not None else None
+    except ValueError:
+        return None
+
+
+def _fit_lines(head: str, lines: Sequence[str], limit: int) -> str:
+    """``head`` plus as many ``lines`` as fit in ``limit``, then "…and N more"."""
+    out = head
+    for i, line in enumerate(lines):
+        left_after = len(lines) - i - 1
+        room_for_more = len(f"\n…and {left_after} more") if left_after else 0
+        candidate = f"{out}\n{line}" if out else line
+        if len(candidate) + room_for_more > limit:
+            return f"{out}\n…and {len(lines) - i} more"
+        out = candidate
+    return out
+
+
+# ---- card pieces -----------------------------------------------------------------------
+
+
+def _impact_fields(impact: dict | None) -> list[str]:
+    if not isinstance(impact, dict):
+        return []
+    fields = []
+    metric = impact.get("metric")
+    if metric not in (None, ""):
+        fields.append(f"*Metric*\n{esc_clip(metric, _ITEM_DETAIL)}")
+    direction = impact.get("direction")
+    if direction not in (None, ""):
+        fields.append(f"*Direction*\n{_direction(direction)}")
+    magnitude = impact.get("magnitude")
+    if magnitude not in (None, ""):
+        fields.append(f"*Magnitude*\n{esc_clip(_number(magnitude), _ITEM_DETAIL)}")
+    return fields
+
+
+def _direction(direction: Any) -> str:
+    word = _text(direction).strip().lower()
+    if word in ("increase", "up", "higher", "raise"):
+        return "↑ increase"
+    if word in ("decrease", "down", "lower", "reduce"):
+        return "↓ decrease"
+    return esc_clip(direction, _ITEM_DETAIL)
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return _text(value)
+
+
+def _facts_block(card: CardView) -> SectionBlock:
+    fields = _impact_fields(card.expected_impact)
+    if card.type:
+        fields.append(f"*Type*\n{esc_clip(card.type, _ITEM_DETAIL)}")
+    if card.created_at is not None:
+        fields.append(f"*Created*\n{slack_date(card.created_at)}")
+    fields.append(f"*Source*\n{source_name(card.source)} · {esc_clip(card.external_id, _ITEM_DETAIL)}")
+    return SectionBlock(fields=[_mrkdwn(clip(f, MAX_FIELD)) for f in fields[:10]])
+
+
+def _signal_line(signal: Any) -> str:
+    if isinstance(signal, dict):
+        label, value = signal.get("label"), signal.get("value")
+    else:
+        label, value = signal, None
+    line = f"• {esc_clip(_one_line(label) or 'Signal', _ITEM_LABEL)}"
+    if value not in (None, ""):
+        line += f": *{esc_clip(_one_line(value), _ITEM_LABEL)}*"
+    return line
+
+
+def _signals_block(signals: Sequence[Any]) -> SectionBlock | None:
+    if not signals:
+        return None
+    lines = [_signal_line(s) for s in signals]
+    return _section(_fit_lines("*Data signals*", lines, MAX_TEXT))
+
+
+def _passed(check: Any) -> bool | None:
+    passed = check.get("passed") if isinstance(check, dict) else None
+    return passed if isinstance(passed, bool) else None
+
+
+def _guardrail_line(check: Any) -> str:
+    if isinstance(check, dict):
+        name, detail = check.get("check"), check.get("detail")
+    else:
+        name, detail = check, None
+    mark = {True: "✅", False: "❌", None: "❔"}[_passed(check)]
+    line = f"{mark} {esc_clip(_one_line(name) or 'Check', _ITEM_LABEL)}"
+    if detail not in (None, ""):
+        line += f" — {esc_clip(_one_line(detail), _ITEM_DETAIL)}"
+    return line
+
+
+def guardrail_summary(checks: Sequence[Any]) -> str:
+    """E.g. "❌ 2 of 5 failed" or "✅ all 3 passed" (mrkdwn, no untrusted text)."""
+    if not checks:
+        return "none reported"
+    results = [_passed(c) for c in checks]
+    failed = results.count(False)
+    unknown = results.count(None)
+    parts = []
+    if failed:
+        parts.append(f"❌ *{failed} of {len(checks)} failed*")
+    if unknown:
+        parts.append(f"❔ {unknown} of {len(checks)} without a result")
+    if not parts:
+        return f"✅ all {len(checks)} passed"
+    return ", ".join(parts)
+
+
+def _guardrails_block(checks: Sequence[Any]) -> SectionBlock:
+    head = f"*Guardrail checks:* {guardrail_summary(checks)}"
+    # Failed and unreported checks first, so they are never the ones cut off.
+    ordered = sorted(checks, key=lambda c: {False: 0, None: 1, True: 2}[_passed(c)])
+    return _section(_fit_lines(head, [_guardrail_line(c) for c in ordered], MAX_TEXT))
+
+
+def _conditions_block(conditions: Sequence[Any]) -> SectionBlock | None:
+    if not conditions:
+        return None
+    lines = [f"• {esc_clip(_one_line(c), _ITEM_DETAIL)}" for c in conditions]
+    return _section(_fit_lines("*Rollback conditions*", lines, MAX_TEXT))
+
+
+def _decided_phrase(decision: DecisionView, source: str = "") -> str:
+    """" by <@U1> at <date> — note" for a decision made in Slack (or by Signoff)."""
+    phrase = f" by {who(decision.actor, source)} at {slack_date(decision.at)}"
+    note = _one_line(decision.note)
+    if note:
+        phrase += f" — {esc_clip(note, _NOTE_IN_LINE)}"
+    return phrase
+
+
+def _by_phrase(card: CardView, op: Op) -> str:
+    """Who made the decision this status is the outcome of, when we know."""
+    d = card.decision
+    from_upstream = d is not None and (d.event == "upstream" or d.actor == "upstream")
+    if d is not None and not from_upstream and _op(d.op) == op:
+        return _decided_phrase(d, card.source)
+    if op in (Op.APPROVE, Op.REJECT) and card.decided_by_upstream:
+        by = esc_clip(_one_line(card.decided_by_upstream), _ITEM_LABEL)
+        return f" in {source_name(card.source)} by {by}"
+    if from_upstream:
+        return f" in {source_name(card.source)}"
+    return ""
+
+
+def status_line(card: CardView) -> str:
+    """The card's one-line state, in mrkdwn."""
+    status, d = card.status, card.decision
+    badge = _STATUS_BADGES[status]
+    if status in IN_FLIGHT:
+        if d is not None and d.event in ("requested", "retried"):
+            return f"{badge} requested by {who(d.actor, card.source)}"
+        return badge
+    if d is not None and d.event == "conflict":
+        return f"⚠️ Conflict: someone else decided upstream; now {badge}"
+    op = _DECIDED_BY_OP.get(status)
+    if op is None:
+        return badge
+    by = _by_phrase(card, op)
+    if not by:
+        return badge
+    if status in (Status.RUNNING, Status.SUCCEEDED):
+        return f"{badge} — approved{by}"
+    return f"{badge}{by}"
+
+
+def _failed_op(card: CardView) -> Op | None:
+    return _op(card.decision.op) if card.decision is not None else None
+
+
+def failure_line(op: Op | str | None, error: Any) -> str:
+    """"⚠️ Approval failed: <error>" (mrkdwn; the error is escaped and cut)."""
+    known = _op(op)
+    what = _OP_NOUN[known].capitalize() if known else "The last request"
+    return f"⚠️ *{what} failed:* {esc_clip(_one_line(error) or 'unknown error', _ERROR_IN_LINE)}"
+
+
+def _offered_ops(card: CardView) -> list[Op]:
+    if card.status in IN_FLIGHT:
+        return []
+    return [op for op in Op if op in card.ops and card.status in TRANSITIONS[op].allowed_from]
+
+
+def _retry_offered(card: CardView) -> bool:
+    """Retry only where some decision can still be made (never in flight or at the end)."""
+    if not (card.last_error and card.retry_available) or card.status in IN_FLIGHT:
+        return False
+    return any(card.status in t.allowed_from for t in TRANSITIONS.values())
+
+
+def _rollback_confirm(card: CardView) -> ConfirmObject:
+    title = esc_clip(_one_line(card.title), 200)
+    text = clip(f"*{title}*\nThis asks {source_name(card.source)} to undo it.", MAX_CONFIRM_TEXT)
+    return ConfirmObject(
+        title="Roll back this action?",
+        text=_mrkdwn(text),
+        confirm="Roll back",
+        deny="Cancel",
+        style="danger",
+    )
+
+
+def _buttons(card: CardView) -> list[ButtonElement]:
+    value = str(card.action_id)
+    offered = _offered_ops(card)
+    buttons = []
+    for op, action_id, label, style in _BUTTONS:
+        if op in offered:
+            confirm = _rollback_confirm(card) if op is Op.ROLLBACK else None
+            button = ButtonElement(
+                text=_plain(label, MAX_BUTTON), action_id=action_id, value=value, style=style, confirm=confirm
+            )
+            buttons.append(button)
+    if _retry_offered(card):
+        failed = _failed_op(card)
+        label = f"Retry {_OP_NOUN[failed]}" if failed else "Retry"
+        buttons.append(ButtonElement(text=_plain(label, MAX_BUTTON), action_id=ids.RETRY, value=value))
+    return buttons
+
+
+# ---- cards -----------------------------------------------------------------------------
+
+
+def card_blocks(card: CardView) -> list[Block]:
+    """The card for one action: what it is, why, the evidence, its state and its buttons."""
+    blocks: list[Block | None] = [
+        HeaderBlock(text=_plain(_one_line(card.title) or "Untitled action", MAX_HEADER)),
+        _section(esc_clip(card.rationale.strip(), MAX_TEXT) if card.rationale.strip() else "_No rationale given._"),
+        _facts_block(card),
+        _signals_block(card.data_signals or []),
+        _guardrails_block(card.guardrail_checks or []),
+        _conditions_block(card.rollback_conditions or []),
+        DividerBlock(),
+        ContextBlock(elements=[_mrkdwn(clip(status_line(card), MAX_TEXT))]),
+    ]
+    if card.last_error and card.status not in IN_FLIGHT:
+        line = failure_line(_failed_op(card), card.last_error)
+        if _retry_offered(card):
+            line += "\nUse *Retry* to send it again."
+        blocks.append(_section(line))
+    buttons = _buttons(card)
+    if buttons:
+        blocks.append(ActionsBlock(elements=buttons))
+    return [b for b in blocks if b is not None][:MAX_BLOCKS]
+
+
+def card_text(card: CardView) -> str:
+    """Notification fallback text, e.g. "Action awaiting approval: <title>"."""
+    prefix = _TEXT_PREFIXES[card.status]
+    title = esc_clip(_one_line(card.title) or "untitled", MAX_TEXT - len(prefix) - 2)
+    return f"{prefix}: {title}"
+
+
+def card_metadata(card: CardView) -> Metadata:
+    """Message metadata that lets a card be found in its channel again."""
+    return Metadata(
+        event_type=ids.CARD_EVENT_TYPE,
+        event_payload={"action_id": card.action_id, "source": card.source, "external_id": card.external_id},
+    )
+
+
+# ---- modals ----------------------------------------------------------------------------
+
+
+def _summary_block(card: CardView) -> SectionBlock:
+    lines = [f"*{esc_clip(_one_line(card.title) or 'Untitled action', 300)}*"]
+    impact = card.expected_impact if isinstance(card.expected_impact, dict) else {}
+    if impact.get("metric") not in (None, ""):
+        words = [esc_clip(impact["metric"], _ITEM_LABEL)]
+        if impact.get("direction") not in (None, ""):
+            words.insert(0, _direction(impact["direction"]))
+        if impact.get("magnitude") not in (None, ""):
+            words.append(f"by {esc_clip(_number(impact['magnitude']), _ITEM_LABEL)}")
+        lines.append("Expected impact: " + " ".join(words))
+    if card.rationale.strip():
+        lines.append(esc_clip(_one_line(card.rationale), 600))
+    lines.append(f"Guardrail checks: {guardrail_summary(card.guardrail_checks or [])}")
+    return _section("\n".join(lines))
+
+
+def _failed_guardrails_block(card: CardView) -> SectionBlock | None:
+    failed = [c for c in card.guardrail_checks or [] if _passed(c) is False]
+    if not failed:
+        return None
+    head = f"⚠️ *{len(failed)} of {len(card.guardrail_checks)} guardrail checks failed.* Read them before you approve:"
+    return _section(_fit_lines(head, [_guardrail_line(c) for c in failed], MAX_TEXT))
+
+
+def _text_input(block_id: str, action_id: str, label: str, *, optional: bool, placeholder: str) -> InputBlock:
+    return InputBlock(
+        block_id=block_id,
+        label=_plain(label),
+        optional=optional,
+        element=PlainTextInputElement(
+            action_id=action_id,
+            multiline=True,
+            min_length=None if optional else 1,
+            max_length=MAX_INPUT,
+            placeholder=_plain(placeholder, 150),
+        ),
+    )
+
+
+def _modal(callback_id: str, title: str, submit: str, private_metadata: str, blocks: Iterable[Block | None]) -> View:
+    if len(private_metadata) > 3000:
+        raise ValueError("private_metadata exceeds Slack's 3000 characters")
+    return View(
+        type="modal",
+        callback_id=callback_id,
+        title=_plain(title, MAX_MODAL_TITLE),
+        submit=_plain(submit, MAX_MODAL_TITLE),
+        close=_plain("Cancel", MAX_MODAL_TITLE),
+        private_metadata=private_metadata,
+        blocks=[b for b in blocks if b is not None],
+    )
+
+
+def approve_modal(card: CardView, private_metadata: str) -> View:
+    """Confirm an approval, with an optional note for the audit trail."""
+    return _modal(
+        ids.APPROVE_VIEW,
+        "Approve action",
+        "Approve",
+        private_metadata,
+        [
+            _failed_guardrails_block(card),
+            _summary_block(card),
+            _text_input(ids.NOTE_BLOCK, ids.NOTE_INPUT, "Note (optional)", optional=True,
+                        placeholder="Anything the audit trail should record"),
+        ],
+    )
+
+
+def reject_modal(card: CardView, private_metadata: str) -> View:
+    """Reject with a required reason."""
+    return _modal(
+        ids.REJECT_VIEW,
+        "Reject action",
+        "Reject",
+        private_metadata,
+        [
+            _summary_block(card),
+            _text_input(ids.REASON_BLOCK, ids.REASON_INPUT, "Reason", optional=False,
+                        placeholder="Why this action should not go ahead"),
+        ],
+    )
+
+
+# ---- ephemeral replies -----------------------------------------------------------------
+
+
+def not_allowed_text(contacts: Sequence[str] = ()) -> str:
+    """The clicker is not an approver. ``contacts``: Slack user ids who can add people."""
+    ask = " or ".join(who(c) for c in contacts if _SLACK_USER.fullmatch(c or "")) or (
+        "the person who set up Signoff for this channel"
+    )
+    return (
+        "🔒 You're not on the approvers list for this channel, so nothing was recorded. "
+        f"Ask {ask} to add you if you should be able to decide on these actions."
+    )
+
+
+def already_decided_text(decision: DecisionView | None, status: Status) -> str:
+    """Someone got there first; the click was not recorded."""
+    suffix = " — nothing was recorded for you."
+    if decision is not None and status in IN_FLIGHT:
+        by = f"requested by {who(decision.actor)} at {slack_date(decision.at)}"
+        return f"This action is already {_STATUS_WORDS[status]} ({by}){suffix}"
+    op = _op(decision.op) if decision is not None else None
+    if decision is not None and op is not None and decision.actor != "upstream":
+        return f"Already {_OP_PAST[op]} by {who(decision.actor)} at {slack_date(decision.at)}{suffix}"
+    return f"This action is already {_STATUS_WORDS[status]}{suffix}"
+
+
+def stale_card_text() -> str:
+    return (
+        "This card was out of date, so nothing was recorded. "
+        "It now shows the action's current state — take another look and try again if you still need to."
+    )
+
+
+def conflict_text(status: Status, op: Op | str | None) -> str:
+    """The upstream refused the decision (409); its real state was adopted."""
+    known = _op(op)
+    what = f"your {_OP_NOUN[known]}" if known else "your decision"
+    return (
+        f"The upstream refused {what}: the action was already {_STATUS_WORDS[status]}. "
+        "The card now shows its current state."
+    )
+
+
+def failed_text(op: Op | str | None, error: Any) -> str:
+    return f"{failure_line(op, error)}\nThe card shows the error; use *Retry* there if it is offered."
+
+
+def unknown_action_text() -> str:
+    return "Signoff doesn't know this action (it may have been removed). Nothing was recorded."
+
+
+def check_failed_text() -> str:
+    return (
+        "Signoff couldn't verify the approvers list just now, so nothing was recorded. "
+        "Please try again in a moment."
+    )
