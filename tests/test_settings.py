@@ -1,0 +1,98 @@
+"""Settings: the public configuration contract, validated at start with clear messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from settings import Settings, describe_errors
+
+BASE = {
+    "SLACK_BOT_TOKEN": "xoxb-1-secret",
+    "SLACK_SIGNING_SECRET": "shh-signing",
+    "SLACK_CHANNEL": "C0123ABCD",
+    "APPROVERS": "U01ALICE, W02BOB,S03LEADS",
+    "FLOKIT_API_KEY": "fk-secret-key",
+}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in list(BASE) + ["SLACK_APP_TOKEN", "DATABASE_URL", "PORT", "POLL_INTERVAL_SECONDS", "SLACK_API_URL"]:
+        monkeypatch.delenv(name, raising=False)
+
+    def apply(**values: str | None) -> None:
+        for name, value in {**BASE, **values}.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+
+    return apply
+
+
+def load() -> Settings:
+    return Settings()  # type: ignore[call-arg]
+
+
+def test_defaults_and_parsing(env: Any) -> None:
+    env()
+    s = load()
+    assert s.slack_api_url == "https://slack.com/api/"
+    assert s.database_url == "sqlite:///./signoff.db"
+    assert s.flokit_api_url == "https://api.flokit.ai"
+    assert s.poll_interval_seconds == 60 and s.port == 3000
+    assert s.socket_mode is False
+    approvers = s.approver_set
+    assert approvers.users == {"U01ALICE", "W02BOB"} and approvers.groups == {"S03LEADS"} and not approvers.everyone
+
+
+def test_fractional_interval_everyone_and_socket_mode(env: Any) -> None:
+    env(APPROVERS="*", POLL_INTERVAL_SECONDS="0.5", SLACK_APP_TOKEN="xapp-1-abc", SLACK_SIGNING_SECRET=None,
+        SLACK_API_URL="http://127.0.0.1:9/api")
+    s = load()
+    assert s.poll_interval_seconds == 0.5 and s.approver_set.everyone and s.socket_mode
+    assert s.slack_api_url == "http://127.0.0.1:9/api/"
+
+
+def test_dotenv_file_is_read(env: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    env(SLACK_CHANNEL=None)
+    (tmp_path / ".env").write_text("SLACK_CHANNEL=C0FROMFILE\n")
+    assert load().slack_channel == "C0FROMFILE"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"APPROVERS": None}, "APPROVERS: is required"),
+        ({"APPROVERS": " , "}, "APPROVERS"),
+        ({"APPROVERS": "alice,U01OK"}, "not Slack user or user-group IDs: alice"),
+        ({"SLACK_CHANNEL": "#general"}, "SLACK_CHANNEL"),
+        ({"SLACK_BOT_TOKEN": "xoxp-user"}, "SLACK_BOT_TOKEN"),
+        ({"FLOKIT_API_KEY": None}, "FLOKIT_API_KEY: is required"),
+        ({"POLL_INTERVAL_SECONDS": "0"}, "POLL_INTERVAL_SECONDS"),
+        ({"POLL_INTERVAL_SECONDS": "soon"}, "POLL_INTERVAL_SECONDS"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"SLACK_SIGNING_SECRET": None}, "SLACK_SIGNING_SECRET is required in HTTP mode"),
+        ({"SLACK_APP_TOKEN": "xoxb-wrong"}, "SLACK_APP_TOKEN"),
+    ],
+)
+def test_bad_settings_are_named_clearly(env: Any, change: dict[str, str | None], named: str) -> None:
+    env(**change)
+    with pytest.raises(ValidationError) as caught:
+        load()
+    message = describe_errors(caught.value)
+    assert named in message
+    for secret in ("xoxb-1-secret", "shh-signing", "fk-secret-key"):
+        assert secret not in message
+
+
+def test_secrets_do_not_show_in_repr(env: Any) -> None:
+    env()
+    text = repr(load())
+    for secret in ("xoxb-1-secret", "shh-signing", "fk-secret-key"):
+        assert secret not in text
