@@ -18,7 +18,6 @@ import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import ValidationError
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -31,6 +30,7 @@ from bot import jobs, listeners
 from bot.auth import ApproverCheck
 from bot.jobs import JobContext, RetryPolicy
 from bot.service import Clock, DecisionService, utc_now
+from bot.web import slack_events
 from settings import Settings, describe_errors
 from sources.flokit import FloKitSource
 from store.db import Database
@@ -153,13 +153,10 @@ class Signoff:
     def web_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.router.add_get("/healthz", self._healthz)
-        if not self.settings.socket_mode:
-            app.router.add_post("/slack/events", self._slack_events)
+        if self.settings.slack_signing_secret is not None and not self.settings.socket_mode:
+            secret = self.settings.slack_signing_secret.get_secret_value()
+            app.router.add_post("/slack/events", slack_events(self.bolt, secret))
         return app
-
-    async def _slack_events(self, request: web.Request) -> web.Response:
-        bolt_response = await self.bolt.async_dispatch(await to_bolt_request(request))
-        return await to_aiohttp_response(bolt_response)
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         problems = []

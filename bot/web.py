@@ -1,0 +1,77 @@
+"""The HTTP door for Slack: ``POST /slack/events``.
+
+Before Bolt sees a request it must be signed by Slack (401 otherwise), parse (400), and have
+the shape Slack gives each kind of request (400 with the reason): Bolt itself would answer a
+500 for some malformed but signed bodies, and a bad request must never look like our fault.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.signature import SignatureVerifier
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _refuse(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+def shape_problem(body: dict[str, Any]) -> str | None:
+    """What is missing from a parsed Slack request, or None if it has the shape we rely on."""
+    kind = body.get("type")
+    if "ssl_check" in body:
+        return None
+    if "command" in body:  # slash commands are flat forms
+        return None if isinstance(body.get("user_id"), str) else "slash command without user_id"
+    if not isinstance(kind, str):
+        return "request without a type"
+    if kind in ("block_actions", "view_submission", "view_closed", "shortcut", "message_action"):
+        user = body.get("user")
+        if not isinstance(user, dict) or not isinstance(user.get("id"), str):
+            return f"{kind} without user.id"
+    if kind == "block_actions":
+        actions = body.get("actions")
+        if not isinstance(actions, list) or not actions or not all(isinstance(a, dict) for a in actions):
+            return "block_actions without actions"
+    if kind in ("view_submission", "view_closed"):
+        view = body.get("view")
+        if not isinstance(view, dict) or not isinstance(view.get("type"), str) or not isinstance(
+            view.get("callback_id"), str
+        ):
+            return f"{kind} without a view"
+    if kind == "event_callback" and not isinstance(body.get("event"), dict):
+        return "event_callback without an event"
+    return None
+
+
+def slack_events(bolt: AsyncApp, signing_secret: str) -> Handler:
+    verifier = SignatureVerifier(signing_secret)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not (timestamp.isdigit() and signature) or not verifier.is_valid(raw, timestamp, signature):
+            return _refuse(401, "invalid or missing Slack signature")
+        try:
+            bolt_request = await to_bolt_request(request)
+        except (ValueError, UnicodeDecodeError):
+            return _refuse(400, "malformed request body")
+        if not isinstance(bolt_request.body, dict):
+            return _refuse(400, "malformed request body")
+        problem = shape_problem(bolt_request.body)
+        if problem is not None:
+            return _refuse(400, problem)
+        return await to_aiohttp_response(await bolt.async_dispatch(bolt_request))
+
+    return handle
+
