@@ -313,64 +313,75 @@ async def set_outbox_identifier(session: AsyncSession, *, outbox_id: int, identi
     )
 
 
-async def outbox_delivered(
-    session: AsyncSession, *, outbox_id: int, upstream: UpstreamAction | None, now: datetime
-) -> Action | None:
-    """The upstream accepted the decision: land the action in the op's outcome."""
+async def _settle(
+    session: AsyncSession, *, outbox_id: int, state: OutboxState, error: str | None, now: datetime
+) -> tuple[Outbox, Action] | None:
+    """Close a pending outbox entry and lock its action, or None if it was settled already."""
     outbox = await get_outbox(session, outbox_id=outbox_id)
     if outbox is None or outbox.state != OutboxState.PENDING.value:
         return None
-    op = Op(outbox.op)
-    outcome = upstream.status if upstream is not None and upstream.status not in IN_FLIGHT else TRANSITIONS[op].outcome
     action = await get_action(session, action_id=outbox.action_id, lock=True)
     assert action is not None
-    before = action.status
-    outbox.state = OutboxState.DONE.value
+    outbox.state = state.value
     outbox.completed_at = now
     outbox.lease_until = None
-    outbox.last_error = None
-    action.status = outcome.value
-    action.last_error = None
-    if upstream is not None:
-        action.upstream_status = upstream.upstream_status or action.upstream_status
-        action.decided_at = upstream.decided_at or action.decided_at
-        action.decided_by = upstream.decided_by or action.decided_by
+    outbox.last_error = error
+    return outbox, action
+
+
+async def _moved(
+    session: AsyncSession, *, outbox: Outbox, action: Action, status: str, error: str | None,
+    event: AuditEvent, actor: str, note: str | None, now: datetime,
+) -> Action:
+    """Put the action in ``status`` and append the audit entry saying why."""
+    before = action.status
+    action.status = status
+    action.last_error = error
     action.version += 1
     action.updated_at = now
     session.add_all([outbox, action])
     await append_audit(
-        session, action_id=action.id or 0, event=AuditEvent.CONFIRMED, op=op, actor=outbox.actor,
-        note=outbox.note, from_status=before, to_status=outcome.value, now=now,
+        session, action_id=action.id or 0, event=event, op=Op(outbox.op), actor=actor, note=note,
+        from_status=before, to_status=status, now=now,
     )
     return action
+
+
+async def outbox_delivered(
+    session: AsyncSession, *, outbox_id: int, upstream: UpstreamAction | None, now: datetime
+) -> Action | None:
+    """The upstream accepted the decision: land the action in the op's outcome."""
+    settled = await _settle(session, outbox_id=outbox_id, state=OutboxState.DONE, error=None, now=now)
+    if settled is None:
+        return None
+    outbox, action = settled
+    outcome = TRANSITIONS[Op(outbox.op)].outcome
+    if upstream is not None:
+        outcome = upstream.status if upstream.status not in IN_FLIGHT else outcome
+        action.upstream_status = upstream.upstream_status or action.upstream_status
+        action.decided_at = upstream.decided_at or action.decided_at
+        action.decided_by = upstream.decided_by or action.decided_by
+    return await _moved(
+        session, outbox=outbox, action=action, status=outcome.value, error=None,
+        event=AuditEvent.CONFIRMED, actor=outbox.actor, note=outbox.note, now=now,
+    )
 
 
 async def outbox_conflict(
     session: AsyncSession, *, outbox_id: int, upstream: UpstreamAction, now: datetime
 ) -> Action | None:
     """The upstream refused (409) and shows another state: adopt it; the decision is moot."""
-    outbox = await get_outbox(session, outbox_id=outbox_id)
-    if outbox is None or outbox.state != OutboxState.PENDING.value:
+    error = f"conflict: upstream shows {upstream.status.value}"
+    settled = await _settle(session, outbox_id=outbox_id, state=OutboxState.DONE, error=error, now=now)
+    if settled is None:
         return None
-    action = await get_action(session, action_id=outbox.action_id, lock=True)
-    assert action is not None
-    before = action.status
-    outbox.state = OutboxState.DONE.value
-    outbox.completed_at = now
-    outbox.lease_until = None
-    outbox.last_error = f"conflict: upstream shows {upstream.status.value}"
+    outbox, action = settled
     for key, value in _upstream_fields(upstream).items():
         setattr(action, key, value)
-    action.status = upstream.status.value
-    action.last_error = None
-    action.version += 1
-    action.updated_at = now
-    session.add_all([outbox, action])
-    await append_audit(
-        session, action_id=action.id or 0, event=AuditEvent.CONFLICT, op=Op(outbox.op), actor="upstream",
-        note=upstream.decided_by, from_status=before, to_status=upstream.status.value, now=now,
+    return await _moved(
+        session, outbox=outbox, action=action, status=upstream.status.value, error=None,
+        event=AuditEvent.CONFLICT, actor="upstream", note=upstream.decided_by, now=now,
     )
-    return action
 
 
 async def outbox_retry_later(
@@ -386,29 +397,19 @@ async def outbox_retry_later(
 async def outbox_failed(session: AsyncSession, *, outbox_id: int, error: str, now: datetime) -> Action | None:
     """The upstream call failed for good: put the action back where the decision found it,
     with the error on the card and a Retry offered."""
-    outbox = await get_outbox(session, outbox_id=outbox_id)
-    if outbox is None or outbox.state != OutboxState.PENDING.value:
+    settled = await _settle(session, outbox_id=outbox_id, state=OutboxState.FAILED, error=error, now=now)
+    if settled is None:
         return None
-    decision = await session.get(Decision, outbox.decision_id)
-    action = await get_action(session, action_id=outbox.action_id, lock=True)
-    assert action is not None and decision is not None
-    before = action.status
-    outbox.state = OutboxState.FAILED.value
+    outbox, action = settled
     outbox.attempts += 1
-    outbox.last_error = error
-    outbox.completed_at = now
-    outbox.lease_until = None
-    if Status(action.status) in IN_FLIGHT and decision.from_status:
-        action.status = decision.from_status
-    action.last_error = error
-    action.version += 1
-    action.updated_at = now
-    session.add_all([outbox, action])
-    await append_audit(
-        session, action_id=action.id or 0, event=AuditEvent.FAILED, op=Op(outbox.op), actor="signoff",
-        note=error, from_status=before, to_status=action.status, now=now,
+    decision = await session.get(Decision, outbox.decision_id)
+    status = action.status
+    if Status(action.status) in IN_FLIGHT and decision is not None and decision.from_status:
+        status = decision.from_status
+    return await _moved(
+        session, outbox=outbox, action=action, status=status, error=error,
+        event=AuditEvent.FAILED, actor="signoff", note=error, now=now,
     )
-    return action
 
 
 # ---- cards ------------------------------------------------------------------------------
