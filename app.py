@@ -19,11 +19,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import jobs, listeners
@@ -91,11 +87,10 @@ class Signoff:
         self.slack = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
             base_url=settings.slack_api_url,
-            retry_handlers=[
-                AsyncConnectionErrorRetryHandler(max_retry_count=2),
-                AsyncRateLimitErrorRetryHandler(max_retry_count=3),
-                AsyncServerErrorRetryHandler(max_retry_count=2),
-            ],
+            # Only 429s are retried in the client: Slack did not act on them. A 5xx or a broken
+            # connection may come after Slack posted the message, so the card sync retries
+            # those itself, looking for the card before posting again.
+            retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=3)],
         )
         self.http: aiohttp.ClientSession | None = None
         self.scheduler = AsyncIOScheduler(timezone=timezone.utc)

@@ -266,17 +266,19 @@ async def sync_cards(ctx: JobContext) -> int:
     while True:
         async with ctx.db.write() as session:
             claimed = await queries.claim_cards(session, now=ctx.clock(), lease=ctx.lease, limit=ctx.batch)
+            # A card already "posting" was claimed before by a worker that may have posted it.
+            recovering = {card.id for card, _ in claimed if card.state == CardState.POSTING.value}
             for card, _action in claimed:
                 if card.state == CardState.PENDING.value:
                     await queries.mark_card_posting(session, card_id=card.id or 0)
         for card, action in claimed:
-            await _sync_card(ctx, card, action)
+            await _sync_card(ctx, card, action, recovering=card.id in recovering)
         handled += len(claimed)
         if len(claimed) < ctx.batch:
             return handled
 
 
-async def _sync_card(ctx: JobContext, card: Card, action: Action) -> None:
+async def _sync_card(ctx: JobContext, card: Card, action: Action, *, recovering: bool) -> None:
     assert card.id is not None and action.id is not None
     async with ctx.db.read() as session:
         decision = await queries.latest_decision(session, action_id=action.id)
@@ -286,10 +288,7 @@ async def _sync_card(ctx: JobContext, card: Card, action: Action) -> None:
     text = render.card_text(view)
     try:
         if card.ts is None:
-            ts = None
-            if card.state == CardState.POSTING.value:
-                # A worker claimed it before and may have posted it before it died.
-                ts = await _find_posted(ctx, card, action.id)
+            ts = await _find_posted(ctx, card, action.id) if recovering else None
             if ts is None:
                 response = await ctx.slack.chat_postMessage(
                     channel=card.channel, text=text, blocks=blocks, metadata=render.card_metadata(view),

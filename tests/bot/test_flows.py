@@ -23,7 +23,7 @@ from tests.conftest import (
     OUTSIDER,
     Harness,
 )
-from tests.fakes.slack_api import Message
+from tests.fakes.slack_api import Message, SlackError
 from tests.fakes.slack_requests import block_action_body, view_submission_body
 
 
@@ -50,7 +50,9 @@ async def card_for(h: Harness, external_id: str, timeout: float = 10.0) -> Messa
                 return m
         return None
 
-    return await h.wait_for(find, timeout=timeout)
+    message = await h.wait_for(find, timeout=timeout)
+    await h.wait_for(lambda: card_known(h, external_id), timeout=timeout)  # the store recorded its ts
+    return message
 
 
 async def click(h: Harness, message: Message, action_id: str, user: str, value: str | None = None) -> tuple[int, str]:
@@ -89,6 +91,15 @@ async def audit(h: Harness, external_id: str) -> list[Any]:
         return list(await queries.audit_trail(session, action_id=known[external_id][0]))
 
 
+async def card_known(h: Harness, external_id: str) -> bool:
+    """The store has recorded where the action's card is."""
+    assert h.bot is not None
+    async with h.bot.db.read() as session:
+        known = await queries.known_actions(session, source="flokit", external_ids=[external_id])
+        card = await queries.card_for_action(session, action_id=known[external_id][0])
+    return card is not None and card.ts is not None
+
+
 def ephemerals_for(h: Harness, user: str) -> list[str]:
     return [e.get("text") or "" for e in h.slack.ephemerals if e.get("user") == user]
 
@@ -112,6 +123,7 @@ async def test_each_ready_action_gets_exactly_one_card_across_polls_and_restarts
     await h.wait_for(lambda: not h.slack.calls_to("chat.postMessage") or True)
     posts = h.slack.calls_to("chat.postMessage")
     assert len(posts) == 2, [p.params.get("text") for p in posts]
+    assert not h.slack.calls_to("conversations.history")  # only a crash mid-post needs a look
     assert first["title"] in card_text(one)
     assert set(buttons(one)) == {ids.APPROVE, ids.REJECT}
 
@@ -165,6 +177,39 @@ async def test_status_changed_upstream_updates_the_card(harness: Harness) -> Non
         (AuditEvent.UPSTREAM.value, "approved"),
         (AuditEvent.UPSTREAM.value, "rolled_back"),
     ]
+
+
+async def test_a_card_posted_but_unacknowledged_is_found_not_posted_again(harness: Harness) -> None:
+    h = harness
+    action = h.flokit.add_action()
+    answered = []
+
+    def post_then_fail(params: dict[str, Any]) -> dict[str, Any]:
+        if not answered:
+            answered.append(h.slack._chat_post_message(params))  # Slack posted it ...
+            raise SlackError("internal_error", status=500)  # ... but the answer was an error
+        return h.slack._chat_post_message(params)
+
+    h.slack.on("chat.postMessage", post_then_fail)
+    await h.start()
+    card = await card_for(h, action["id"])
+    assert len(h.slack.calls_to("conversations.history")) == 1
+    modal = await open_modal(h, card, ids.APPROVE, APPROVER)  # the store knows the card's ts
+    await submit(h, modal, APPROVER, None)
+    await h.wait_for(lambda: set(buttons(h.slack.messages[(CHANNEL, card.ts)])) == {ids.ROLLBACK})
+    assert len(h.slack.messages_in(CHANNEL)) == 1
+    assert len(h.slack.calls_to("chat.postMessage")) == 1
+
+
+async def test_slack_rate_limits_are_honoured_and_no_card_is_lost(harness: Harness) -> None:
+    h = harness
+    actions = [h.flokit.add_action() for _ in range(3)]
+    h.slack.fail_next("chat.postMessage", status=429, retry_after=1)
+    h.slack.fail_next("chat.postMessage", error="ratelimited")
+    await h.start()
+    for action in actions:
+        await card_for(h, action["id"])
+    assert len(h.slack.messages_in(CHANNEL)) == 3
 
 
 # ---- approve, reject, rollback ---------------------------------------------------------------
@@ -408,6 +453,7 @@ async def test_permanent_failure_shows_retry_which_delivers(harness: Harness) ->
     status, _ = await click(h, h.slack.messages[(CHANNEL, card.ts)], ids.RETRY, OTHER_APPROVER)
     assert status == 200
     await h.wait_for(lambda: h.flokit.actions[action["id"]]["status"] == "approved")
+    await h.wait_for(lambda: ids.ROLLBACK in buttons(h.slack.messages[(CHANNEL, card.ts)]))
     assert [c.json for c in h.flokit.calls("POST", "/approve")] == [
         {"approved_by": APPROVER_EMAIL, "note": "go"},
         {"approved_by": APPROVER_EMAIL, "note": "go"},
