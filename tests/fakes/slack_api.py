@@ -9,10 +9,20 @@ form-encoded, JSON or query-string payload and the token in the
 The fake answers with the shapes Slack answers with, keeps the state a test
 wants to look at (messages, ephemerals, views, bodies POSTed to response
 URLs) and holds the bot to the real API: every call is checked against
-Slack's OpenAPI spec (the method exists, its required parameters are given)
-and against the basic Block Kit limits. Problems are recorded in
-``fake.violations`` and answered the way Slack answers them, so a test can
+Slack's OpenAPI spec (the method exists, its required parameters are given;
+for the few methods newer than the spec, ``NEWER_THAN_SPEC``), for the kind
+of token the method takes, and against the basic Block Kit limits. Problems
+are recorded in ``fake.violations`` and answered the way Slack answers them, so a test can
 end with ``assert fake.violations == []``.
+
+Socket Mode: ``apps.connections.open`` (called with the app-level token,
+``fake.app_token``) answers a ``ws://`` URL on this server. A client that
+connects gets Slack's ``hello``; the test then sends envelopes with
+``await fake.socket_send(type, payload)`` and reads the app's acks with
+``await fake.socket_ack(envelope_id)``. Acks are held to what Slack takes
+(a JSON object naming an envelope that was sent, once, with an object
+``payload`` if any); ``fake.socket_disconnect()`` asks the app to reconnect
+as Slack does before it recycles a connection.
 
 Usage::
 
@@ -29,6 +39,7 @@ import inspect
 import itertools
 import json
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,11 +49,11 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from tests.fakes.paths import SLACK_OPENAPI, slack_fixture
 
-__all__ = ["Call", "FakeSlack", "Message", "openapi_required_params"]
+__all__ = ["Call", "FakeSlack", "Message", "SocketConnection", "known_required_params", "openapi_required_params"]
 
 # Parameters whose value is JSON: decoded when they arrive as a string
 # (form-encoded bodies always carry them as strings).
@@ -56,6 +67,21 @@ EXTRA_REQUIRED: dict[str, tuple[str, ...]] = {
     "users.info": ("user",),
     "views.update": ("view",),
 }
+
+# Methods Slack added after the 2020 spec, with the parameters their method docs require
+# (token aside). They are checked like the spec's methods.
+NEWER_THAN_SPEC: dict[str, tuple[str, ...]] = {
+    "apps.connections.open": (),  # Socket Mode (2021); takes the app-level token
+}
+
+# Methods that take the app-level token (xapp-…) instead of the bot token.
+APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+
+# Socket Mode
+SOCKET_PATH = "/socket"
+SOCKET_ENVELOPE_TYPES = ("interactive", "slash_commands", "events_api")
+SOCKET_ACK_DEADLINE_SECONDS = 3.0  # Slack treats an envelope not acked by then as failed
+SOCKET_HOST = "applink-fake-0"  # what debug_info.host names
 
 # A required parameter that today's Slack accepts under another name.
 REQUIRED_ALTERNATIVES: dict[str, str] = {"trigger_id": "interactivity_pointer"}
@@ -102,6 +128,12 @@ def openapi_required_params(method: str) -> tuple[str, ...] | None:
             if param.get("required") and name != "token" and name not in required:
                 required.append(name)
     return tuple(required)
+
+
+def known_required_params(method: str) -> tuple[str, ...] | None:
+    """Like :func:`openapi_required_params`, also knowing the methods newer than the spec."""
+    required = openapi_required_params(method)
+    return required if required is not None else NEWER_THAN_SPEC.get(method)
 
 
 @lru_cache(maxsize=None)
@@ -176,6 +208,25 @@ class Message:
         return out
 
 
+@dataclass
+class SocketConnection:
+    """One Socket Mode websocket as the fake holds it."""
+
+    id: int
+    ticket: str
+    ws: web.WebSocketResponse = field(repr=False)
+    opened_at: float
+    closed_at: float | None = None
+    closed_by: str | None = None  # "app" or "fake": which side started closing it
+    close_code: int | None = None  # the code the close handshake ended with (the app's echo when the fake closed)
+    received: list[Any] = field(default_factory=list)  # what the app sent, decoded where JSON
+    sent: list[dict[str, Any]] = field(default_factory=list)  # what the fake sent
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None and not self.ws.closed
+
+
 class SlackError(Exception):
     """Raised by a method handler: answered ``{"ok": false, "error": ...}``."""
 
@@ -208,8 +259,9 @@ Handler = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any]]
 class FakeSlack:
     """A fake Slack Web API server; see the module docstring."""
 
-    def __init__(self, *, bot_token: str = "xoxb-test-token") -> None:
+    def __init__(self, *, bot_token: str = "xoxb-test-token", app_token: str = "xapp-test-token") -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
         auth = _fixture_json("web_api_bot_auth_test_response.json")
         self.auth_test_response: dict[str, Any] = copy.deepcopy(auth)
         self.team_id: str = auth["team_id"]
@@ -227,6 +279,16 @@ class FakeSlack:
         self.users: dict[str, dict[str, Any]] = {}
         self.usergroups: dict[str, list[str]] = {}
         self.open_views: dict[str, dict[str, Any]] = {}  # view id -> view as Slack holds it
+
+        # Socket Mode
+        self.socket_connections: list[SocketConnection] = []  # every connection, oldest first
+        self.socket_envelopes: list[dict[str, Any]] = []  # every envelope sent, as sent
+        self.socket_acks: dict[str, dict[str, Any]] = {}  # envelope_id -> the app's ack, as received
+        self.socket_ack_seconds: dict[str, float] = {}  # envelope_id -> seconds from send to ack
+        self._socket_tickets: set[str] = set()  # issued by apps.connections.open, not used yet
+        self._envelope_sent_at: dict[str, float] = {}
+        self._ack_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._socket_counter = itertools.count(1)
 
         self._failures: dict[str, deque[_Failure]] = {}
         self._response_targets: dict[str, tuple[str, str] | None] = {}
@@ -249,6 +311,7 @@ class FakeSlack:
             "users.info": self._users_info,
             "users.lookupByEmail": self._users_lookup_by_email,
             "usergroups.users.list": self._usergroups_users_list,
+            "apps.connections.open": self._apps_connections_open,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -259,6 +322,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/response/{name}", self._handle_response_url)
+        app.router.add_get(SOCKET_PATH, self._handle_socket)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -270,6 +334,15 @@ class FakeSlack:
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
+        # Close Socket Mode connections first (a close handshake, as a server going away
+        # does), so no websocket handler is left for the runner to cancel.
+        for conn in self.socket_connections:
+            if conn.open:
+                await self._socket_close(conn, b"server stopping")
+        for waiter in self._ack_waiters.values():
+            if not waiter.done():
+                waiter.cancel()
+        self._ack_waiters.clear()
         if runner is not None:
             await runner.cleanup()
 
@@ -355,7 +428,9 @@ class FakeSlack:
         - status >= 500 without ``error``: that status with an HTML body, as a load balancer answers;
         - otherwise: that status with ``{"ok": false, "error": error or "fatal_error"}``.
 
-        ``method`` may also be ``"response_url"``: fails the next POSTs to response URLs.
+        ``method`` may also be ``"response_url"``: the next POSTs to response URLs are
+        answered ``status`` (404 when left at 200) with ``error`` as plain text, e.g.
+        ``fail_next("response_url", error="expired_url", status=404)``.
         Failures queue up in the order they are declared.
         """
         if times < 1:
@@ -446,6 +521,137 @@ class FakeSlack:
             lines.append(f"  violations: {self.violations}")
         return "\n".join(lines)
 
+    # ------------------------------------------------------------------ Socket Mode
+
+    @property
+    def socket_connected(self) -> bool:
+        """True while the app holds a Socket Mode connection (one it was sent ``hello`` on)."""
+        return self._current_socket() is not None
+
+    async def wait_socket(self, timeout: float = 5.0) -> SocketConnection:
+        """Wait until the app holds a Socket Mode connection; return the newest one."""
+        return await self.wait_for(self._current_socket, timeout=timeout, message="a Socket Mode connection")
+
+    async def socket_send(self, envelope_type: str, payload: dict[str, Any], *, retry_attempt: int = 0) -> str:
+        """Send ``payload`` to the app in an envelope of ``envelope_type`` over the newest
+        connection, as Slack does; return the envelope_id (for :meth:`socket_ack`).
+
+        ``envelope_type`` is ``interactive`` (payload: the JSON of a block_actions or
+        view_submission body), ``slash_commands`` (the command's form fields as a dict) or
+        ``events_api`` (an event_callback body). As in Slack's envelopes, events carry
+        ``retry_attempt``/``retry_reason`` and do not accept a response payload; the others
+        accept one (and carry the retry fields only for a retry).
+        """
+        if envelope_type not in SOCKET_ENVELOPE_TYPES:
+            raise ValueError(f"envelope_type must be one of {SOCKET_ENVELOPE_TYPES}, not {envelope_type!r}")
+        if not isinstance(payload, dict):
+            raise TypeError("payload must be a dict (the request body as JSON, not its form encoding)")
+        if retry_attempt < 0:
+            raise ValueError("retry_attempt must be >= 0")
+        conn = self._current_socket()
+        if conn is None:
+            raise AssertionError("FakeSlack.socket_send: the app holds no Socket Mode connection")
+        envelope_id = str(uuid.uuid4())
+        envelope: dict[str, Any] = {
+            "envelope_id": envelope_id,
+            "payload": copy.deepcopy(payload),
+            "type": envelope_type,
+            "accepts_response_payload": envelope_type != "events_api",
+        }
+        if envelope_type == "events_api" or retry_attempt:
+            envelope["retry_attempt"] = retry_attempt
+            envelope["retry_reason"] = "timeout" if retry_attempt else ""
+        self._ack_waiters[envelope_id] = asyncio.get_running_loop().create_future()
+        self._envelope_sent_at[envelope_id] = time.monotonic()
+        self.socket_envelopes.append(envelope)
+        await self._socket_write(conn, envelope)
+        return envelope_id
+
+    async def socket_ack(self, envelope_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """Wait for the app's ack of ``envelope_id`` and return it as received:
+        ``{"envelope_id": ..., "payload": {...}}``, ``payload`` absent when the app sent none."""
+        if envelope_id in self.socket_acks:
+            return copy.deepcopy(self.socket_acks[envelope_id])
+        waiter = self._ack_waiters.get(envelope_id)
+        if waiter is None:
+            raise KeyError(f"no envelope {envelope_id!r} was sent by socket_send")
+        try:
+            ack = await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(self._socket_timeout_message(envelope_id, timeout)) from None
+        return copy.deepcopy(ack)
+
+    async def socket_disconnect(self, reason: str = "warning", timeout: float = 5.0) -> SocketConnection:
+        """Tell the app its connection goes away (Slack's ``disconnect`` message, sent before a
+        server is recycled), wait until the app has a new connection and return it. The old
+        one is closed if the app did not close it itself."""
+        old = self._current_socket()
+        if old is None:
+            raise AssertionError("FakeSlack.socket_disconnect: the app holds no Socket Mode connection")
+        await self._socket_write(old, {"type": "disconnect", "reason": reason, "debug_info": {"host": SOCKET_HOST}})
+        new = await self.wait_for(
+            lambda: (c := self._current_socket()) is not None and c.id > old.id and c,
+            timeout=timeout,
+            message="a new Socket Mode connection after the disconnect message",
+        )
+        if old.open:
+            await self._socket_close(old, b"disconnected")
+        return new
+
+    async def _socket_close(self, conn: SocketConnection, message: bytes) -> None:
+        conn.closed_by = conn.closed_by or "fake"
+        await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=message)
+
+    def _current_socket(self) -> SocketConnection | None:
+        for conn in reversed(self.socket_connections):
+            if conn.open and conn.sent:  # sent: the hello went out
+                return conn
+        return None
+
+    async def _socket_write(self, conn: SocketConnection, message: dict[str, Any]) -> None:
+        conn.sent.append(message)
+        await conn.ws.send_str(json.dumps(message))
+
+    def _on_socket_text(self, conn: SocketConnection, data: str) -> None:
+        try:
+            message: Any = json.loads(data)
+        except json.JSONDecodeError:
+            conn.received.append(data)
+            self.violations.append(f"socket mode: the app sent a message that is not JSON: {data[:200]!r}")
+            return
+        conn.received.append(message)
+        if not isinstance(message, dict):
+            self.violations.append(f"socket mode: the app sent JSON that is not an object: {data[:200]!r}")
+            return
+        envelope_id = message.get("envelope_id")
+        if not isinstance(envelope_id, str) or not envelope_id:
+            self.violations.append(f"socket mode: the app sent a message without an envelope_id: {data[:200]!r}")
+            return
+        if envelope_id not in self._envelope_sent_at:
+            self.violations.append(f"socket mode: ack for an envelope never sent: {envelope_id}")
+            return
+        if envelope_id in self.socket_acks:
+            self.violations.append(f"socket mode: envelope {envelope_id} acked more than once")
+            return
+        if "payload" in message and not isinstance(message["payload"], dict):
+            self.violations.append(f"socket mode: ack of {envelope_id} has a payload that is not an object")
+        self.socket_acks[envelope_id] = message
+        self.socket_ack_seconds[envelope_id] = time.monotonic() - self._envelope_sent_at[envelope_id]
+        waiter = self._ack_waiters.get(envelope_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(message)
+
+    def _socket_timeout_message(self, envelope_id: str, timeout: float) -> str:
+        envelope = next((e for e in self.socket_envelopes if e["envelope_id"] == envelope_id), {})
+        lines = [f"FakeSlack.socket_ack: no ack of {envelope.get('type')} envelope {envelope_id} after {timeout:g}s"]
+        for conn in self.socket_connections:
+            state = "open" if conn.open else f"closed ({conn.close_code})"
+            lines.append(f"  connection {conn.id}: {state}; received {len(conn.received)} message(s)")
+            lines.extend(f"    {str(m)[:200]}" for m in conn.received[-5:])
+        if self.violations:
+            lines.append(f"  violations: {self.violations}")
+        return "\n".join(lines)
+
     # ------------------------------------------------------------------ HTTP plumbing
 
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
@@ -465,7 +671,7 @@ class FakeSlack:
             return self._answer_error(call, e)
         call.params = params
 
-        if openapi_required_params(method) is None:
+        if known_required_params(method) is None:
             self.violations.append(f"{method}: no such method in Slack's Web API spec")
             return self._answer(call, {"ok": False, "error": "unknown_method", "req_method": method})
 
@@ -473,8 +679,11 @@ class FakeSlack:
         if failure is not None:
             return self._answer_failure(call, failure)
 
-        if not self._token_ok(request, form_token):
+        token_error = self._token_error(method, request, form_token)
+        if token_error == "invalid_auth":
             return self._answer(call, copy.deepcopy(_fixture_json("web_api_invalid_auth.json")))
+        if token_error is not None:
+            return self._answer(call, {"ok": False, "error": token_error})
 
         missing = self._missing_required(method, params)
         if missing:
@@ -530,14 +739,28 @@ class FakeSlack:
                     raise SlackError(error, violation=f"{method}: {name} is not valid JSON") from e
         return params, form_token
 
-    def _token_ok(self, request: web.Request, form_token: Any) -> bool:
+    def _token_error(self, method: str, request: web.Request, form_token: Any) -> str | None:
+        """None when the call carries the token ``method`` takes; else Slack's error.
+
+        Methods in ``APP_TOKEN_METHODS`` take the app-level token, all others the bot token;
+        the other one of the two is answered ``not_allowed_token_type`` (a violation: the
+        bot sent the wrong kind of token), anything else ``invalid_auth``.
+        """
         header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            return header[len("Bearer ") :] == self.bot_token
-        return form_token == self.bot_token
+        token = header[len("Bearer ") :] if header.startswith("Bearer ") else form_token
+        if method in APP_TOKEN_METHODS:
+            expected, other, kinds = self.app_token, self.bot_token, ("app-level", "bot")
+        else:
+            expected, other, kinds = self.bot_token, self.app_token, ("bot", "app-level")
+        if token == expected:
+            return None
+        if token == other:
+            self.violations.append(f"{method}: called with the {kinds[1]} token; it takes the {kinds[0]} token")
+            return "not_allowed_token_type"
+        return "invalid_auth"
 
     def _missing_required(self, method: str, params: dict[str, Any]) -> list[str]:
-        required = list(openapi_required_params(method) or ()) + list(EXTRA_REQUIRED.get(method, ()))
+        required = list(known_required_params(method) or ()) + list(EXTRA_REQUIRED.get(method, ()))
         missing = []
         for name in dict.fromkeys(required):
             if not _missing(params.get(name)):
@@ -586,6 +809,37 @@ class FakeSlack:
                 headers=headers,
             )
         return self._answer(call, {"ok": False, "error": failure.error or "fatal_error"}, failure.status, headers)
+
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        """The Socket Mode websocket at the URL apps.connections.open gave out."""
+        ticket = request.query.get("ticket", "")
+        if ticket not in self._socket_tickets:
+            # Slack refuses the upgrade for an unknown or already used URL.
+            return web.Response(status=401, text="invalid_ticket")
+        self._socket_tickets.discard(ticket)
+        ws = web.WebSocketResponse(autoping=True, timeout=2.0)  # autoping: answer the SDK's pings
+        await ws.prepare(request)
+        conn = SocketConnection(id=next(self._socket_counter), ticket=ticket, ws=ws, opened_at=time.monotonic())
+        self.socket_connections.append(conn)
+        try:
+            hello = {
+                "type": "hello",
+                "num_connections": sum(1 for c in self.socket_connections if c.open),
+                "debug_info": {"host": SOCKET_HOST, "build_number": 1, "approximate_connection_time": 18060},
+                "connection_info": {"app_id": APP_ID},
+            }
+            await self._socket_write(conn, hello)
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._on_socket_text(conn, msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    conn.received.append(msg.data)
+                    self.violations.append("socket mode: the app sent a binary message; Slack takes JSON text")
+        finally:
+            conn.closed_by = conn.closed_by or "app"
+            conn.closed_at = time.monotonic()
+            conn.close_code = ws.close_code
+        return ws
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -679,6 +933,12 @@ class FakeSlack:
 
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return copy.deepcopy(self.auth_test_response)
+
+    def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        ticket = str(uuid.uuid4())
+        self._socket_tickets.add(ticket)
+        base = "ws://" + self.url.removeprefix("http://")
+        return {"url": f"{base}{SOCKET_PATH}?ticket={ticket}&app_id={APP_ID}"}
 
     def _chat_post_message(self, params: dict[str, Any]) -> dict[str, Any]:
         self._check_message_payload("chat.postMessage", params)
