@@ -20,6 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import jobs, listeners
@@ -37,6 +38,10 @@ MAX_REQUEST_BYTES = 1024 * 1024  # Slack's payloads are far smaller; larger bodi
 OUTBOX_INTERVAL_SECONDS = 1.0
 CARDS_INTERVAL_SECONDS = 5.0
 STOP_GRACE_SECONDS = 20.0
+
+
+class StartupError(Exception):
+    """Signoff cannot start as configured; the message says why."""
 
 
 class Job:
@@ -161,6 +166,8 @@ class Signoff:
             problems.append(f"store unreachable: {type(e).__name__}")
         if not self.scheduler.running:
             problems.append("scheduler not running")
+        if self._socket_handler is not None and not await self._socket_handler.client.is_connected():  # type: ignore[attr-defined]
+            problems.append("socket mode not connected")
         if problems:
             return web.json_response({"ok": False, "problems": problems}, status=503)
         return web.json_response({"ok": True})
@@ -179,17 +186,26 @@ class Signoff:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
         if self.settings.socket_mode:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-            assert self.settings.slack_app_token is not None
-            handler = AsyncSocketModeHandler(self.bolt, self.settings.slack_app_token.get_secret_value())
-            await handler.connect_async()
-            self._socket_handler = handler
+            await self._connect_socket()
         log.info(
             "signoff started: %s mode, port %s, channel %s, store %s",
             "socket" if self.settings.socket_mode else "http", self.port, self.settings.slack_channel,
             self.db.url.render_as_string(hide_password=True),
         )
+
+    async def _connect_socket(self) -> None:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        assert self.settings.slack_app_token is not None
+        app_token = self.settings.slack_app_token.get_secret_value()
+        # slack_sdk retries a refused token forever; ask once so a wrong token is a clear error.
+        try:
+            await AsyncWebClient(base_url=self.settings.slack_api_url).apps_connections_open(app_token=app_token)
+        except SlackApiError as e:
+            raise StartupError(f"SLACK_APP_TOKEN was refused by Slack ({e.response.get('error')})") from e
+        handler = AsyncSocketModeHandler(self.bolt, app_token)
+        await handler.connect_async()
+        self._socket_handler = handler
 
     async def stop(self) -> None:
         """Stop taking requests, let running jobs finish (what they leave is durable and
@@ -199,12 +215,17 @@ class Signoff:
         if self._runner is not None:
             await self._runner.cleanup()
         if self.scheduler.running:
+            # Pause first: APScheduler's asyncio executor cancels running jobs on shutdown,
+            # and a job cut off mid-transaction would have to be recovered on the next start.
+            self.scheduler.pause()
+            running = [asyncio.ensure_future(job.wait_idle()) for job in self.jobs.values()]
+            if running:
+                _done, pending = await asyncio.wait(running, timeout=STOP_GRACE_SECONDS)
+                if pending:
+                    log.warning("stopping with %d job(s) still running; their work resumes on the next start", len(pending))
+                for task in pending:
+                    task.cancel()
             self.scheduler.shutdown(wait=False)
-        running = [asyncio.ensure_future(job.wait_idle()) for job in self.jobs.values()]
-        if running:
-            done, pending = await asyncio.wait(running, timeout=STOP_GRACE_SECONDS)
-            for task in pending:
-                task.cancel()
         if self.http is not None:
             await self.http.close()
         await self.db.dispose()
@@ -217,10 +238,17 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    await bot.start()
+    starting = asyncio.ensure_future(bot.start())
+    stop_requested = asyncio.ensure_future(stopping.wait())
     try:
-        await stopping.wait()
+        await asyncio.wait({starting, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # raises StartupError and the like
+            await stop_requested
+        else:
+            starting.cancel()
     finally:
+        stop_requested.cancel()
         await bot.stop()
 
 
@@ -232,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as e:
         print(f"signoff: {describe_errors(e)}", file=sys.stderr)
         return 2
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as e:
+        print(f"signoff: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

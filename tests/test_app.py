@@ -87,3 +87,25 @@ async def test_runs_serves_health_posts_a_card_and_stops_on_sigterm(
     assert len(slack.calls_to("chat.postMessage")) == 1  # polled every 0.2 s, posted once
     for secret in (BOT_TOKEN, SIGNING_SECRET, FLOKIT_KEY):
         assert secret not in text
+
+
+async def test_a_refused_app_token_is_a_clear_error_not_a_hang(tmp_path: Any, flokit: FakeFloKit, slack: FakeSlack) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(REPO_ROOT / "app.py"), cwd=tmp_path,
+        env=clean_env(
+            SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN="xapp-wrong-token", SLACK_API_URL=slack.api_url,
+            SLACK_CHANNEL=CHANNEL, APPROVERS="U0APPROVER", FLOKIT_API_URL=flokit.url, FLOKIT_API_KEY=FLOKIT_KEY,
+            DATABASE_URL=f"sqlite:///{tmp_path / 'bot.db'}", PORT=str(free_port()),
+        ),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = out.decode()
+    assert proc.returncode == 2, text[-2000:]
+    assert "SLACK_APP_TOKEN was refused by Slack (invalid_auth)" in text
+    assert "xapp-wrong-token" not in text

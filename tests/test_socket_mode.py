@@ -256,8 +256,9 @@ async def audit_events(h: Harness, external_id: str) -> list[str]:
 async def test_bot_connects_and_serves_only_healthz(harness: Harness) -> None:
     h = harness
     bot = await start_socket_bot(h)
-    [call] = h.slack.calls_to("apps.connections.open")
-    assert call.headers["Authorization"] == f"Bearer {APP_TOKEN}"  # the app token, not the bot token
+    calls = h.slack.calls_to("apps.connections.open")
+    assert len(calls) == 2  # a check of the token at start, then the connection itself
+    assert all(c.headers["Authorization"] == f"Bearer {APP_TOKEN}" for c in calls)  # not the bot token
     assert h.slack.socket_connections[-1].sent[0]["type"] == "hello"
     base = f"http://127.0.0.1:{bot.port}"
     async with h.http.get(f"{base}/healthz") as response:
@@ -349,4 +350,4 @@ async def test_bot_reconnects_when_slack_recycles_the_connection_and_stops_clean
     assert all(not c.open for c in h.slack.socket_connections)
     last = h.slack.socket_connections[-1]
     assert (last.closed_by, last.close_code) == ("app", 1000)  # the bot closed it, normally
-    assert len(h.slack.calls_to("apps.connections.open")) == 2
+    assert len(h.slack.calls_to("apps.connections.open")) == 3  # the start-up check, then two connections
