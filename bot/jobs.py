@@ -11,7 +11,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -251,10 +251,6 @@ async def _notify(ctx: JobContext, entry: Outbox, text: str) -> None:
         await ctx.slack.chat_postEphemeral(channel=entry.notify_channel, user=entry.actor, text=text)
     except SlackApiError as e:
         log.warning("could not tell %s: %s", entry.actor, e.response.get("error"))
-
-
-def next_wakeup(now: datetime, due: datetime | None) -> float | None:
-    return None if due is None else max(0.0, (due - now).total_seconds())
 
 
 # ---- cards ------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from app import Signoff
 from bot import ids
-from store import queries
 from tests.conftest import APPROVER, APPROVER_EMAIL, CHANNEL, OTHER_APPROVER, OUTSIDER, Harness
+from tests.fakes.cards import audit, buttons, card_for
 from tests.fakes.paths import slack_fixture
 from tests.fakes.slack_api import SOCKET_ACK_DEADLINE_SECONDS, FakeSlack, Message
 from tests.fakes.slack_requests import (
@@ -193,25 +193,6 @@ async def start_socket_bot(h: Harness) -> Signoff:
     return bot
 
 
-def buttons(message: Message) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for block in message.blocks:
-        for element in block.get("elements") or []:
-            if element.get("type") == "button":
-                out[element["action_id"]] = element
-    return out
-
-
-async def card_for(h: Harness, external_id: str) -> Message:
-    def find() -> Message | None:
-        for m in h.slack.messages_in(CHANNEL):
-            if ((m.metadata or {}).get("event_payload") or {}).get("external_id") == external_id:
-                return m
-        return None
-
-    return await h.wait_for(find)
-
-
 async def click(h: Harness, card: Message, action_id: str, user: str) -> dict[str, Any]:
     """A button click sent as Slack sends it in Socket Mode; returns the app's ack."""
     body = block_action_body(
@@ -247,10 +228,7 @@ async def open_modal(h: Harness, card: Message, action_id: str, user: str) -> di
 
 
 async def audit_events(h: Harness, external_id: str) -> list[str]:
-    assert h.bot is not None
-    async with h.bot.db.read() as session:
-        known = await queries.known_actions(session, source="flokit", external_ids=[external_id])
-        return [d.event for d in await queries.audit_trail(session, action_id=known[external_id][0])]
+    return [d.event for d in await audit(h, external_id)]
 
 
 async def test_bot_connects_and_serves_only_healthz(harness: Harness) -> None:

@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import render
 from bot.service import Outcome, Result, decision_view
-from sources.base import Op, Status
+from sources.base import Status
 
 log = logging.getLogger(__name__)
 

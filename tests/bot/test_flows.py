@@ -12,7 +12,6 @@ import pytest
 
 from bot import ids
 from bot.jobs import RetryPolicy
-from store import queries
 from store.models import AuditEvent
 from tests.conftest import (
     APPROVER,
@@ -23,36 +22,9 @@ from tests.conftest import (
     OUTSIDER,
     Harness,
 )
+from tests.fakes.cards import audit, buttons, card_for, card_text, ephemerals_for
 from tests.fakes.slack_api import Message, SlackError
 from tests.fakes.slack_requests import block_action_body, view_submission_body
-
-
-def card_text(message: Message) -> str:
-    return json.dumps(message.blocks, ensure_ascii=False)
-
-
-def buttons(message: Message) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for block in message.blocks:
-        for element in block.get("elements") or []:
-            if element.get("type") == "button":
-                out[element["action_id"]] = element
-    return out
-
-
-async def card_for(h: Harness, external_id: str, timeout: float = 10.0) -> Message:
-    """The card posted for an upstream action (found by the metadata every card carries)."""
-
-    def find() -> Message | None:
-        for m in h.slack.messages_in(CHANNEL):
-            payload = (m.metadata or {}).get("event_payload") or {}
-            if payload.get("external_id") == external_id:
-                return m
-        return None
-
-    message = await h.wait_for(find, timeout=timeout)
-    await h.wait_for(lambda: card_known(h, external_id), timeout=timeout)  # the store recorded its ts
-    return message
 
 
 async def click(h: Harness, message: Message, action_id: str, user: str, value: str | None = None) -> tuple[int, str]:
@@ -82,26 +54,6 @@ async def open_modal(h: Harness, message: Message, action_id: str, user: str) ->
     assert status == 200
     await h.wait_for(lambda: len(h.slack.views) > before)
     return h.slack.views[-1]["view"]
-
-
-async def audit(h: Harness, external_id: str) -> list[Any]:
-    assert h.bot is not None
-    async with h.bot.db.read() as session:
-        known = await queries.known_actions(session, source="flokit", external_ids=[external_id])
-        return list(await queries.audit_trail(session, action_id=known[external_id][0]))
-
-
-async def card_known(h: Harness, external_id: str) -> bool:
-    """The store has recorded where the action's card is."""
-    assert h.bot is not None
-    async with h.bot.db.read() as session:
-        known = await queries.known_actions(session, source="flokit", external_ids=[external_id])
-        card = await queries.card_for_action(session, action_id=known[external_id][0])
-    return card is not None and card.ts is not None
-
-
-def ephemerals_for(h: Harness, user: str) -> list[str]:
-    return [e.get("text") or "" for e in h.slack.ephemerals if e.get("user") == user]
 
 
 # ---- poll and cards ---------------------------------------------------------------------
