@@ -413,47 +413,41 @@ class FakeFloKit:
             return self._not_found(request)
         return web.json_response({"action": action})
 
-    async def _approve(self, request: web.Request) -> web.Response:
+    async def _decision(
+        self, request: web.Request, by_field: str, text_field: str
+    ) -> tuple[dict[str, Any], str, str | None] | web.Response:
+        """The action and the validated body of an approve or reject request (or the error)."""
         action = self._find(request)
         if action is None:
             return self._not_found(request)
         body = await self._body(request)
         if isinstance(body, web.Response):
             return body
-        approved_by, note = body.get("approved_by"), body.get("note")
-        if not isinstance(approved_by, str) or not approved_by:
-            return _error(400, "invalid_request", "approved_by is required")
-        if note is not None and not isinstance(note, str):
-            return _error(400, "invalid_request", "note must be a string")
+        by, text = body.get(by_field), body.get(text_field)
+        if not isinstance(by, str) or not by:
+            return _error(400, "invalid_request", f"{by_field} is required")
+        if text is not None and not isinstance(text, str):
+            return _error(400, "invalid_request", f"{text_field} must be a string")
+        return action, by, text
+
+    async def _approve(self, request: web.Request) -> web.Response:
+        checked = await self._decision(request, "approved_by", "note")
+        if isinstance(checked, web.Response):
+            return checked
+        action, approved_by, note = checked
         if action["status"] != "ready":
             return self._conflict(action, "approved")
         now = _iso(datetime.now(timezone.utc))
         action.update(status="approved", approved_at=now, approved_by=approved_by)
         self._record(action, "approved", approved_by, note, now)
-        return web.json_response(
-            {
-                "status": "ok",
-                "action": {
-                    "id": action["id"],
-                    "status": "approved",
-                    "approved_at": now,
-                    "approved_by": approved_by,
-                },
-            }
-        )
+        answer = {"id": action["id"], "status": "approved", "approved_at": now, "approved_by": approved_by}
+        return web.json_response({"status": "ok", "action": answer})
 
     async def _reject(self, request: web.Request) -> web.Response:
-        action = self._find(request)
-        if action is None:
-            return self._not_found(request)
-        body = await self._body(request)
-        if isinstance(body, web.Response):
-            return body
-        rejected_by, reason = body.get("rejected_by"), body.get("reason")
-        if not isinstance(rejected_by, str) or not rejected_by:
-            return _error(400, "invalid_request", "rejected_by is required")
-        if reason is not None and not isinstance(reason, str):
-            return _error(400, "invalid_request", "reason must be a string")
+        checked = await self._decision(request, "rejected_by", "reason")
+        if isinstance(checked, web.Response):
+            return checked
+        action, rejected_by, reason = checked
         if action["status"] != "ready":
             return self._conflict(action, "rejected")
         action["status"] = "rejected"
