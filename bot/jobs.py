@@ -17,7 +17,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import ids, render
-from bot.service import Clock, card_view, utc_now
+from bot.service import Clock, load_card, utc_now
 from sources.base import (
     IN_FLIGHT,
     TRANSITIONS,
@@ -277,9 +277,7 @@ async def sync_cards(ctx: JobContext) -> int:
 async def _sync_card(ctx: JobContext, card: Card, action: Action, *, recovering: bool) -> None:
     assert card.id is not None and action.id is not None
     async with ctx.db.read() as session:
-        decision = await queries.latest_decision(session, action_id=action.id)
-        outbox = await queries.latest_outbox(session, action_id=action.id)
-    view = card_view(action, decision, outbox, ctx.source.capabilities)
+        view = await load_card(session, action=action, caps=ctx.source.capabilities)
     blocks = render.card_blocks(view)
     text = render.card_text(view)
     try:

@@ -14,12 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from bot.auth import ApproverCheck, Verdict
 from bot.render import CardView, DecisionView
 from sources.base import TRANSITIONS, Capabilities, Op, Status
 from store import queries
 from store.db import Database
-from store.models import Action, Decision, Outbox, OutboxState
+from store.models import Action, AuditEvent, Decision, Outbox, OutboxState
 
 Clock = Callable[[], datetime]
 
@@ -54,9 +56,24 @@ def decision_view(decision: Decision | None) -> DecisionView | None:
     )
 
 
-def card_view(action: Action, decision: Decision | None, outbox: Outbox | None, caps: Capabilities) -> CardView:
+_FOLLOWS_APPROVAL = frozenset({Status.APPROVED, Status.RUNNING, Status.SUCCEEDED})
+
+
+def card_view(
+    action: Action, decision: Decision | None, outbox: Outbox | None, caps: Capabilities,
+    confirmed: Decision | None = None,
+) -> CardView:
+    """What a card shows. Once the upstream moves an action we approved on (to running, say),
+    the card keeps crediting our approval rather than the upstream's record of it."""
     assert action.id is not None
+    status = Status(action.status)
     failed = outbox is not None and outbox.state == OutboxState.FAILED.value
+    decided_by_upstream = action.decided_by
+    if (
+        decision is not None and decision.event == AuditEvent.UPSTREAM.value
+        and confirmed is not None and confirmed.op == Op.APPROVE.value and status in _FOLLOWS_APPROVAL
+    ):
+        decision, decided_by_upstream = confirmed, None
     return CardView(
         action_id=action.id,
         source=action.source,
@@ -64,7 +81,7 @@ def card_view(action: Action, decision: Decision | None, outbox: Outbox | None, 
         type=action.type,
         title=action.title,
         rationale=action.rationale,
-        status=Status(action.status),
+        status=status,
         expected_impact=action.expected_impact,
         data_signals=list(action.data_signals or []),
         guardrail_checks=list(action.guardrail_checks or []),
@@ -72,10 +89,18 @@ def card_view(action: Action, decision: Decision | None, outbox: Outbox | None, 
         created_at=action.upstream_created_at,
         ops=caps.ops,
         decision=decision_view(decision),
-        decided_by_upstream=action.decided_by,
+        decided_by_upstream=decided_by_upstream,
         last_error=action.last_error,
         retry_available=failed and action.last_error is not None,
     )
+
+
+async def load_card(session: AsyncSession, *, action: Action, caps: Capabilities) -> CardView:
+    assert action.id is not None
+    decision = await queries.latest_decision(session, action_id=action.id)
+    outbox = await queries.latest_outbox(session, action_id=action.id)
+    confirmed = await queries.latest_confirmed(session, action_id=action.id)
+    return card_view(action, decision, outbox, caps, confirmed)
 
 
 class DecisionService:
@@ -105,9 +130,7 @@ class DecisionService:
             action = await queries.get_action(session, action_id=action_id)
             if action is None:
                 return None
-            decision = await queries.latest_decision(session, action_id=action_id)
-            outbox = await queries.latest_outbox(session, action_id=action_id)
-        return card_view(action, decision, outbox, self._caps)
+            return await load_card(session, action=action, caps=self._caps)
 
     async def check_click(self, *, user_id: str, action_id: int, channel: str | None, ts: str | None, op: Op | None) -> Outcome:
         """Everything a button click must pass before anything opens: an approver, a real

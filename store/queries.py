@@ -261,6 +261,17 @@ async def latest_decision(session: AsyncSession, *, action_id: int) -> Decision 
     return (await session.exec(stmt)).first()
 
 
+async def latest_confirmed(session: AsyncSession, *, action_id: int) -> Decision | None:
+    """The newest decision of ours the upstream accepted."""
+    stmt = (
+        select(Decision)
+        .where(Decision.action_id == action_id, Decision.event == AuditEvent.CONFIRMED.value)
+        .order_by(col(Decision.id).desc())
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()
+
+
 async def audit_trail(session: AsyncSession, *, action_id: int) -> Sequence[Decision]:
     stmt = select(Decision).where(Decision.action_id == action_id).order_by(col(Decision.id))
     return (await session.exec(stmt)).all()

@@ -191,6 +191,22 @@ async def test_approve_with_note_reaches_flokit_and_the_card(harness: Harness) -
     ]
 
 
+async def test_running_upstream_still_credits_the_slack_approval(harness: Harness) -> None:
+    h = harness
+    action = h.flokit.add_action()
+    await h.start()
+    card = await card_for(h, action["id"])
+    modal = await open_modal(h, card, ids.APPROVE, APPROVER)
+    await submit(h, modal, APPROVER, "ship it")
+    await h.wait_for(lambda: ids.ROLLBACK in buttons(h.slack.messages[(CHANNEL, card.ts)]))
+    h.flokit.set_status(action["id"], "running")
+    await h.poll()
+    await h.wait_for(lambda: "Running" in card_text(h.slack.messages[(CHANNEL, card.ts)]))
+    text = card_text(h.slack.messages[(CHANNEL, card.ts)])
+    assert f"<@{APPROVER}>" in text and "ship it" in text
+    assert "in FloKit" not in text
+
+
 async def test_card_shows_approving_between_ack_and_upstream_answer(harness: Harness) -> None:
     h = harness
     action = h.flokit.add_action()
