@@ -106,6 +106,11 @@ class Card(SQLModel, table=True):
     ts: str | None = Field(default=None, max_length=32, index=True)
     state: str = Field(default=CardState.PENDING.value, max_length=16, index=True)
     rendered_version: int = Field(default=0)
+    # Set, with the action's new version, in the transaction that changes the action; cleared
+    # once the card shows that version. Lets the card sync find its work through an index.
+    # Both live in this row so that a concurrent change can never be overwritten as "done".
+    wanted_version: int = Field(default=1)
+    dirty: bool = Field(default=False, index=True)
     lease_until: datetime | None = _ts()
     attempts: int = Field(default=0)
     next_attempt_at: datetime | None = _ts()

@@ -156,7 +156,15 @@ async def adopt_upstream(
     action.version += 1
     action.updated_at = now
     session.add(action)
+    await _card_dirty(session, action_id=action_id, version=action.version)
     return True
+
+
+async def _card_dirty(session: AsyncSession, *, action_id: int, version: int) -> None:
+    """The action changed to ``version``: its card must be re-rendered."""
+    await session.exec(
+        sa.update(Card).where(col(Card.action_id) == action_id).values(dirty=True, wanted_version=version)
+    )
 
 
 # ---- decisions --------------------------------------------------------------------------
@@ -180,14 +188,15 @@ async def begin_decision(
     action = await get_action(session, action_id=action_id, lock=True)
     if action is None or Status(action.status) not in transition.allowed_from:
         return None
-    before = action.status
+    before, version = action.status, action.version + 1
     result = await session.exec(
         sa.update(Action)
         .where(col(Action.id) == action_id, col(Action.status) == before)
-        .values(status=transition.in_flight.value, version=Action.version + 1, last_error=None, updated_at=now)
+        .values(status=transition.in_flight.value, version=version, last_error=None, updated_at=now)
     )
     if result.rowcount != 1:
         return None
+    await _card_dirty(session, action_id=action_id, version=version)
     decision = await append_audit(
         session, action_id=action_id, event=AuditEvent.REQUESTED, op=op, actor=actor, note=note,
         from_status=before, to_status=transition.in_flight.value, now=now,
@@ -222,6 +231,7 @@ async def retry_failed(session: AsyncSession, *, action_id: int, actor: str, now
     outbox.next_attempt_at = now
     outbox.lease_until = None
     session.add_all([action, outbox])
+    await _card_dirty(session, action_id=action_id, version=action.version)
     await append_audit(
         session, action_id=action_id, event=AuditEvent.RETRIED, op=Op(outbox.op), actor=actor,
         from_status=before, to_status=transition.in_flight.value, now=now,
@@ -351,6 +361,7 @@ async def _moved(
     action.version += 1
     action.updated_at = now
     session.add_all([outbox, action])
+    await _card_dirty(session, action_id=action.id or 0, version=action.version)
     await append_audit(
         session, action_id=action.id or 0, event=event, op=Op(outbox.op), actor=actor, note=note,
         from_status=before, to_status=status, now=now,
@@ -430,18 +441,15 @@ def _card_due(now: datetime) -> Any:
     return sa.and_(
         sa.or_(col(Card.lease_until).is_(None), col(Card.lease_until) < now),
         sa.or_(col(Card.next_attempt_at).is_(None), col(Card.next_attempt_at) <= now),
-        sa.or_(
-            col(Card.state).in_([CardState.PENDING.value, CardState.POSTING.value]),
-            col(Card.rendered_version) < col(Action.version),
-        ),
+        sa.or_(col(Card.state).in_([CardState.PENDING.value, CardState.POSTING.value]), col(Card.dirty)),
     )
 
 
 async def claim_cards(
     session: AsyncSession, *, now: datetime, lease: timedelta, limit: int
 ) -> list[tuple[Card, Action]]:
-    """Lease cards that need posting or re-rendering. A claimed pending card turns
-    ``posting`` in this transaction, before anything is sent to Slack."""
+    """Lease cards that need posting or re-rendering to this worker (rows another worker
+    holds are skipped)."""
     stmt = (
         select(Card, Action)
         .join(Action, col(Action.id) == col(Card.action_id))
@@ -466,12 +474,18 @@ async def mark_card_posting(session: AsyncSession, *, card_id: int) -> None:
     )
 
 
+def _still_dirty(version: int) -> Any:
+    """Whether the action changed again after the version just shown (read from the card's
+    own row, so that PostgreSQL re-checks it against a change committed meanwhile)."""
+    return col(Card.wanted_version) > version
+
+
 async def card_posted(session: AsyncSession, *, card_id: int, ts: str, version: int, now: datetime) -> None:
     await session.exec(
         sa.update(Card)
         .where(col(Card.id) == card_id)
         .values(
-            ts=ts, state=CardState.POSTED.value, posted_at=now, rendered_version=version,
+            ts=ts, state=CardState.POSTED.value, posted_at=now, rendered_version=version, dirty=_still_dirty(version),
             lease_until=None, attempts=0, next_attempt_at=None, last_error=None,
         )
     )
@@ -482,9 +496,8 @@ async def card_rendered(session: AsyncSession, *, card_id: int, version: int) ->
         sa.update(Card)
         .where(col(Card.id) == card_id)
         .values(
-            rendered_version=sa.func.max(Card.rendered_version, version)
-            if session.get_bind().dialect.name == "sqlite"
-            else sa.func.greatest(Card.rendered_version, version),
+            rendered_version=sa.case((col(Card.rendered_version) > version, Card.rendered_version), else_=version),
+            dirty=_still_dirty(version),
             lease_until=None, attempts=0, next_attempt_at=None, last_error=None,
         )
     )
@@ -505,10 +518,3 @@ async def card_for_message(session: AsyncSession, *, channel: str, ts: str) -> C
 
 async def card_for_action(session: AsyncSession, *, action_id: int) -> Card | None:
     return (await session.exec(select(Card).where(Card.action_id == action_id))).first()
-
-
-async def cards_due(session: AsyncSession, *, now: datetime) -> int:
-    stmt = select(sa.func.count()).select_from(Card).join(Action, col(Action.id) == col(Card.action_id)).where(
-        _card_due(now)
-    )
-    return int((await session.exec(stmt)).one())  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from tests.conftest import (
     OUTSIDER,
     Harness,
 )
-from tests.fakes.cards import audit, buttons, card_for, card_text, ephemerals_for
+from tests.fakes.cards import audit, buttons, card_for, card_row, card_text, ephemerals_for
 from tests.fakes.slack_api import Message, SlackError
 from tests.fakes.slack_requests import block_action_body, view_submission_body
 
@@ -183,6 +183,11 @@ async def test_approve_with_note_reaches_flokit_and_the_card(harness: Harness) -
     await h.wait_for(lambda: set(buttons(h.slack.messages[(CHANNEL, card.ts)])) == {ids.ROLLBACK})
     final = card_text(h.slack.messages[(CHANNEL, card.ts)])
     assert f"<@{APPROVER}>" in final and "Aligned with Q1 plan" in final
+    async def settled() -> bool:
+        row = await card_row(h, action["id"])
+        return row is not None and not row.dirty and row.rendered_version == row.wanted_version
+
+    await h.wait_for(settled)
     trail = await audit(h, action["id"])
     assert [(d.event, d.actor, d.to_status) for d in trail] == [
         ("discovered", "upstream", "ready"),

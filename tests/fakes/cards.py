@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from store import queries
+from store.models import Card
 from tests.fakes.slack_api import Message
 
 if TYPE_CHECKING:
@@ -27,12 +28,17 @@ def buttons(message: Message) -> dict[str, dict[str, Any]]:
     return out
 
 
-async def card_known(h: Harness, external_id: str) -> bool:
-    """The store has recorded where the action's card is."""
+async def card_row(h: Harness, external_id: str) -> Card | None:
+    """The store's row for the action's card."""
     assert h.bot is not None
     async with h.bot.db.read() as session:
         known = await queries.known_actions(session, source="flokit", external_ids=[external_id])
-        card = await queries.card_for_action(session, action_id=known[external_id][0])
+        return await queries.card_for_action(session, action_id=known[external_id][0])
+
+
+async def card_known(h: Harness, external_id: str) -> bool:
+    """The store has recorded where the action's card is."""
+    card = await card_row(h, external_id)
     return card is not None and card.ts is not None
 
 
