@@ -38,6 +38,7 @@ class ApproverCheck:
         self._clock = clock
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._emails: dict[str, tuple[float, str | None]] = {}
 
     async def check(self, user_id: str) -> Verdict:
         if self._approvers.everyone or user_id in self._approvers.users:
@@ -53,6 +54,21 @@ class ApproverCheck:
             if user_id in members:
                 return Verdict.ALLOWED
         return Verdict.UNKNOWN if unknown else Verdict.DENIED
+
+    async def email(self, user_id: str) -> str | None:
+        """The user's email from ``users.info`` (scope users:read.email), cached like groups;
+        None where Slack has none or cannot say."""
+        cached = self._emails.get(user_id)
+        if cached and self._clock() - cached[0] < self._ttl:
+            return cached[1]
+        try:
+            response = await self._client.users_info(user=user_id)
+        except SlackApiError as e:
+            log.warning("users.info for %s failed: %s", user_id, e.response.get("error"))
+            return None
+        email = ((response.get("user") or {}).get("profile") or {}).get("email") or None
+        self._emails[user_id] = (self._clock(), email)
+        return email
 
     async def _members(self, group: str) -> frozenset[str]:
         cached = self._groups.get(group)

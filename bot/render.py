@@ -647,3 +647,14 @@ def check_failed_text() -> str:
         "Signoff couldn't verify the approvers list just now, so nothing was recorded. "
         "Please try again in a moment."
     )
+
+
+def self_approval_text() -> str:
+    return "🔒 This action was requested by you, so someone else has to decide on it. Nothing was recorded."
+
+
+def store_unavailable_text() -> str:
+    return (
+        "Signoff couldn't record your decision just now (its database did not answer), so nothing "
+        "was changed. Please try again in a moment."
+    )

@@ -9,11 +9,13 @@ listener acknowledges Slack.
 from __future__ import annotations
 
 import enum
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.auth import ApproverCheck, Verdict
@@ -24,6 +26,7 @@ from store.db import Database
 from store.models import Action, AuditEvent, Decision, Outbox, OutboxState
 
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -38,6 +41,8 @@ class Result(enum.Enum):
     WRONG_CARD = "wrong_card"  # the button's value does not belong to the card it was on
     NOT_POSSIBLE = "not_possible"  # the action is not in a state that allows this (someone decided)
     UNSUPPORTED = "unsupported"  # the source cannot do this op
+    SELF_APPROVAL = "self_approval"  # the action names this user as its requester
+    STORE_UNAVAILABLE = "store_unavailable"  # nothing was recorded: the database did not answer
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,18 @@ class DecisionService:
             return None
         return Result.CHECK_FAILED if verdict is Verdict.UNKNOWN else Result.NOT_ALLOWED
 
+    async def _is_requester(self, action: Action, user_id: str) -> bool:
+        """Whether the action names this user as the one who proposed it."""
+        requester = (action.requested_by or "").strip()
+        if not requester:
+            return False
+        if requester == user_id:
+            return True
+        if "@" in requester:
+            email = await self._approvers.email(user_id)
+            return email is not None and email.casefold() == requester.casefold()
+        return False
+
     async def card(self, action_id: int) -> CardView | None:
         async with self._db.read() as session:
             action = await queries.get_action(session, action_id=action_id)
@@ -135,6 +152,13 @@ class DecisionService:
     async def check_click(self, *, user_id: str, action_id: int, channel: str | None, ts: str | None, op: Op | None) -> Outcome:
         """Everything a button click must pass before anything opens: an approver, a real
         action, the card the click came from, and a state that still allows the op."""
+        try:
+            return await self._check_click(user_id=user_id, action_id=action_id, channel=channel, ts=ts, op=op)
+        except DBAPIError as e:
+            log.error("store unavailable while checking a click: %s", type(e).__name__)
+            return Outcome(Result.STORE_UNAVAILABLE)
+
+    async def _check_click(self, *, user_id: str, action_id: int, channel: str | None, ts: str | None, op: Op | None) -> Outcome:
         refused = await self.authorize(user_id)
         if refused is not None:
             return Outcome(refused)
@@ -152,18 +176,35 @@ class DecisionService:
                 if Status(action.status) not in TRANSITIONS[op].allowed_from:
                     latest = await queries.latest_decision(session, action_id=action_id)
                     return Outcome(Result.NOT_POSSIBLE, action, latest)
+        if await self._is_requester(action, user_id):
+            return Outcome(Result.SELF_APPROVAL, action)
         return Outcome(Result.RECORDED, action)
 
     async def decide(
         self, *, action_id: int, op: Op, user_id: str, note: str | None, channel: str | None
     ) -> Outcome:
         """Authorize and record one decision durably. Of racing decisions exactly one wins;
-        the others get the winner's decision back."""
+        the others get the winner's decision back. Nothing is recorded if the store fails."""
+        try:
+            return await self._decide(action_id=action_id, op=op, user_id=user_id, note=note, channel=channel)
+        except DBAPIError as e:
+            log.error("store unavailable while recording a decision: %s", type(e).__name__)
+            return Outcome(Result.STORE_UNAVAILABLE)
+
+    async def _decide(
+        self, *, action_id: int, op: Op, user_id: str, note: str | None, channel: str | None
+    ) -> Outcome:
         refused = await self.authorize(user_id)
         if refused is not None:
             return Outcome(refused)
         if op not in self._caps.ops:
             return Outcome(Result.UNSUPPORTED)
+        async with self._db.read() as session:
+            action = await queries.get_action(session, action_id=action_id)
+        if action is None:
+            return Outcome(Result.UNKNOWN_ACTION)
+        if await self._is_requester(action, user_id):
+            return Outcome(Result.SELF_APPROVAL, action)
         note = (note or "").strip() or None
         async with self._db.write() as session:
             decision = await queries.begin_decision(
@@ -172,14 +213,19 @@ class DecisionService:
             )
             action = await queries.get_action(session, action_id=action_id)
             if decision is None:
-                if action is None:
-                    return Outcome(Result.UNKNOWN_ACTION)
                 latest = await queries.latest_decision(session, action_id=action_id)
                 return Outcome(Result.NOT_POSSIBLE, action, latest)
         self._on_change()
         return Outcome(Result.RECORDED, action, decision)
 
     async def retry(self, *, action_id: int, user_id: str) -> Outcome:
+        try:
+            return await self._retry(action_id=action_id, user_id=user_id)
+        except DBAPIError as e:
+            log.error("store unavailable while retrying: %s", type(e).__name__)
+            return Outcome(Result.STORE_UNAVAILABLE)
+
+    async def _retry(self, *, action_id: int, user_id: str) -> Outcome:
         refused = await self.authorize(user_id)
         if refused is not None:
             return Outcome(refused)

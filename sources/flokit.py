@@ -145,6 +145,9 @@ class _Action(_Wire):
     created_at: _Timestamp = None
     approved_at: _Timestamp = None
     approved_by: str | None = None
+    # Not in FloKit's document: who proposed the action, where FloKit names them (an email or a
+    # Slack user ID). Signoff refuses to let that person decide on their own action.
+    requested_by: str | None = None
     data_signals: list[_Signal] | None = None
     guardrail_checks: list[_Guardrail] | None = None
     rollback_conditions: list[str] | None = None
@@ -200,6 +203,7 @@ def parse_action(data: object, *, detailed: bool, what: str = "FloKit action") -
         created_at=wire.created_at,
         decided_at=wire.approved_at,
         decided_by=wire.approved_by,
+        requested_by=wire.requested_by,
         detailed=detailed,
         raw=data,
     )

@@ -80,6 +80,10 @@ def refusal_text(outcome: Outcome) -> str:
             return render.stale_card_text()
         case Result.UNSUPPORTED:
             return render.stale_card_text()
+        case Result.SELF_APPROVAL:
+            return render.self_approval_text()
+        case Result.STORE_UNAVAILABLE:
+            return render.store_unavailable_text()
         case _:
             status = Status(outcome.action.status) if outcome.action else Status.READY
             return render.already_decided_text(decision_view(outcome.decision), status)

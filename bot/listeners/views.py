@@ -9,8 +9,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot import ids, render
 from bot.listeners.common import ModalContext, input_value, refusal_text
-from bot.service import DecisionService, Result
+from bot.service import DecisionService, Outcome, Result
 from sources.base import Op
+from store.models import AuditEvent
 
 
 def register(app: AsyncApp, service: DecisionService) -> None:
@@ -28,7 +29,7 @@ def register(app: AsyncApp, service: DecisionService) -> None:
         outcome = await service.decide(
             action_id=context.action_id, op=op, user_id=user_id, note=text, channel=context.channel
         )
-        if outcome.result is Result.RECORDED:
+        if outcome.result is Result.RECORDED or _already_theirs(outcome, user_id, op):
             await ack()
         else:
             await ack(response_action="errors", errors={block_id: refusal_text(outcome)[:150]})
@@ -40,3 +41,13 @@ def register(app: AsyncApp, service: DecisionService) -> None:
     @app.view(ids.REJECT_VIEW)
     async def reject(ack: AsyncAck, body: dict[str, Any]) -> None:
         await submit(ack, body, Op.REJECT, ids.REASON_BLOCK, ids.REASON_INPUT)
+
+
+def _already_theirs(outcome: Outcome, user_id: str, op: Op) -> bool:
+    """The same person's same decision already won (a redelivered or double submission):
+    close the modal as the first answer did, recording nothing more."""
+    d = outcome.decision
+    return (
+        outcome.result is Result.NOT_POSSIBLE and d is not None and d.actor == user_id and d.op == op.value
+        and d.event in (AuditEvent.REQUESTED.value, AuditEvent.RETRIED.value, AuditEvent.CONFIRMED.value)
+    )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from bot import ids
 from store import queries
 from store.models import Card
 from tests.fakes.slack_api import Message
+from tests.fakes.slack_requests import block_action_body, view_submission_body
 
 if TYPE_CHECKING:
     from tests.conftest import Harness
@@ -67,3 +69,35 @@ async def audit(h: Harness, external_id: str) -> list[Any]:
 
 def ephemerals_for(h: Harness, user: str) -> list[str]:
     return [e.get("text") or "" for e in h.slack.ephemerals if e.get("user") == user]
+
+
+# ---- driving a card through signed requests --------------------------------------------
+
+
+async def click(h: Harness, message: Message, action_id: str, user: str, value: str | None = None) -> tuple[int, str]:
+    button = buttons(message).get(action_id)
+    body = block_action_body(
+        user_id=user, action_id=action_id, value=value if value is not None else (button or {}).get("value", "0"),
+        channel=message.channel, message_ts=message.ts,
+    )
+    status, text, _ = await h.requester.post(body)
+    return status, text
+
+
+async def submit(h: Harness, view: dict[str, Any], user: str, text: str | None) -> tuple[int, str]:
+    block_id = ids.NOTE_BLOCK if view["callback_id"] == ids.APPROVE_VIEW else ids.REASON_BLOCK
+    input_id = ids.NOTE_INPUT if view["callback_id"] == ids.APPROVE_VIEW else ids.REASON_INPUT
+    body = view_submission_body(
+        user_id=user, callback_id=view["callback_id"], private_metadata=view["private_metadata"],
+        values={block_id: {input_id: text}},
+    )
+    status, answer, _ = await h.requester.post(body)
+    return status, answer
+
+
+async def open_modal(h: Harness, message: Message, action_id: str, user: str) -> dict[str, Any]:
+    before = len(h.slack.views)
+    status, _ = await click(h, message, action_id, user)
+    assert status == 200
+    await h.wait_for(lambda: len(h.slack.views) > before)
+    return h.slack.views[-1]["view"]
