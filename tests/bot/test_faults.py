@@ -146,3 +146,19 @@ async def test_unknown_action_in_a_signed_click_gets_an_explanation(harness: Har
     assert status == 200
     await h.wait_for(lambda: ephemerals_for(h, APPROVER))
     assert not h.slack.views
+
+
+async def test_a_slow_upstream_never_slows_the_ack(harness: Harness) -> None:
+    h = harness
+    action = h.flokit.add_action()
+    await h.start()
+    card = await card_for(h, action["id"])
+    h.flokit.fail_next("/approve", status=503, delay=20)  # 20 s before it even answers
+    view = await open_modal(h, card, ids.APPROVE, APPROVER)
+    started = time.monotonic()
+    status, answer = await submit(h, view, APPROVER, "while slow")
+    assert status == 200 and answer in ("", "{}")
+    assert time.monotonic() - started < 1.0  # Slack allows 3 s; the ack waits for nothing upstream
+    await h.wait_for(lambda: h.flokit.calls("POST", "/approve"))
+    await h.wait_for(lambda: "Approving" in card_text(h.slack.messages[(CHANNEL, card.ts)]))
+    assert [d.event for d in await audit(h, action["id"])][-1] == "requested"
