@@ -80,7 +80,8 @@ async def poll(ctx: JobContext) -> None:
 
 async def _poll(ctx: JobContext) -> bool:
     source = ctx.source
-    seen: set[str] = set()
+    watched = frozenset(source.listed_statuses()) | IN_FLIGHT
+    listed_open: set[int] = set()  # stored ids, held here as open, that the upstream listed
     new: list[str] = []
     moved: list[tuple[int, UpstreamAction]] = []
     for status in source.listed_statuses():
@@ -92,15 +93,20 @@ async def _poll(ctx: JobContext) -> bool:
                     session, source=source.name, external_ids=[a.external_id for a in page.actions]
                 )
             for item in page.actions:
-                seen.add(item.external_id)
                 if item.external_id not in known:
                     if item.status is Status.READY:
                         new.append(item.external_id)
-                elif known[item.external_id][1] != item.status.value:
-                    moved.append((known[item.external_id][0], item))
+                    continue
+                action_id, held_as = known[item.external_id]
+                if Status(held_as) in watched:
+                    listed_open.add(action_id)
+                if held_as != item.status.value:
+                    moved.append((action_id, item))
             offset += len(page.actions)
             if not page.actions or offset >= page.total:
                 break
+    async with ctx.db.read() as session:
+        held_open = await queries.count_in_status(session, source=source.name, statuses=watched)
 
     changed = False
     for external_id in new:
@@ -108,23 +114,32 @@ async def _poll(ctx: JobContext) -> bool:
     for action_id, item in moved:
         async with ctx.db.write() as session:
             changed |= await queries.adopt_upstream(session, action_id=action_id, upstream=item, now=ctx.clock())
-
-    # Held as open here but listed under none of the open statuses: it moved upstream to a
-    # state we cannot list (rejected, rolled back, ...). Read it to learn which.
-    watched = set(source.listed_statuses()) | IN_FLIGHT
-    async with ctx.db.read() as session:
-        held = await queries.actions_in_status(session, source=source.name, statuses=watched)
-    for action_id, external_id, _status in held:
-        if external_id in seen:
-            continue
-        try:
-            upstream = await source.get_action(external_id)
-        except NotFoundError:
-            log.warning("%s action %s is gone upstream", source.name, external_id)
-            continue
-        async with ctx.db.write() as session:
-            changed |= await queries.adopt_upstream(session, action_id=action_id, upstream=upstream, now=ctx.clock())
+    if held_open != len(listed_open):
+        changed |= await _sync_unlisted(ctx, watched, listed_open)
     return changed
+
+
+async def _sync_unlisted(ctx: JobContext, watched: frozenset[Status], listed: set[int]) -> bool:
+    """Held as open here but listed under none of the open statuses: it moved upstream to a
+    state we cannot list (rejected, rolled back, ...). Read each to learn which. Only runs
+    when the counts say some are missing, and reads the store a page at a time."""
+    source, changed, after = ctx.source, False, 0
+    while True:
+        async with ctx.db.read() as session:
+            held = await queries.actions_in_status(session, source=source.name, statuses=watched, after_id=after)
+        for action_id, external_id in held:
+            if action_id in listed:
+                continue
+            try:
+                upstream = await source.get_action(external_id)
+            except NotFoundError:
+                log.warning("%s action %s is gone upstream", source.name, external_id)
+                continue
+            async with ctx.db.write() as session:
+                changed |= await queries.adopt_upstream(session, action_id=action_id, upstream=upstream, now=ctx.clock())
+        if len(held) < 1000:
+            return changed
+        after = held[-1][0]
 
 
 async def _discover(ctx: JobContext, external_id: str) -> bool:

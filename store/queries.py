@@ -102,16 +102,29 @@ async def known_actions(
     return out
 
 
-async def actions_in_status(
-    session: AsyncSession, *, source: str, statuses: Iterable[Status]
-) -> list[tuple[int, str, str]]:
-    """(id, external id, status) of every stored action in one of ``statuses``."""
-    rows = await session.exec(
-        select(Action.id, Action.external_id, Action.status).where(
-            Action.source == source, col(Action.status).in_([s.value for s in statuses])
-        )
+async def count_in_status(session: AsyncSession, *, source: str, statuses: Iterable[Status]) -> int:
+    stmt = select(sa.func.count()).select_from(Action).where(
+        Action.source == source, col(Action.status).in_([s.value for s in statuses])
     )
-    return [(aid, ext, status) for aid, ext, status in rows]  # type: ignore[misc]
+    return int((await session.exec(stmt)).one())
+
+
+async def actions_in_status(
+    session: AsyncSession, *, source: str, statuses: Iterable[Status], after_id: int = 0, limit: int = 1000
+) -> list[tuple[int, str]]:
+    """(id, external id) of stored actions in one of ``statuses``, by id after ``after_id``:
+    a page at a time, so a large store is never loaded whole."""
+    rows = await session.exec(
+        select(Action.id, Action.external_id)
+        .where(
+            Action.source == source,
+            col(Action.status).in_([s.value for s in statuses]),
+            col(Action.id) > after_id,
+        )
+        .order_by(col(Action.id))
+        .limit(limit)
+    )
+    return [(aid, ext) for aid, ext in rows]  # type: ignore[misc]
 
 
 def _in_flight_from(status: Status) -> frozenset[Status]:
