@@ -2,7 +2,8 @@
 
 ``python app.py`` reads the settings, builds the store, the clients, the scheduler and the
 web server, and owns their lifecycle: ``Signoff.start()`` and ``Signoff.stop()`` are the one
-place where anything starts or stops.
+place where anything starts or stops. ``python app.py migrate`` applies the pending schema
+migrations and exits.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from bot.service import Clock, DecisionService, utc_now
 from bot.web import slack_events
 from settings import Settings, describe_errors
 from sources.flokit import FloKitSource
-from store.db import Database
+from store.db import Database, SchemaError
 
 log = logging.getLogger("signoff")
 
@@ -175,7 +176,11 @@ class Signoff:
     # ---- lifecycle --------------------------------------------------------------------
 
     async def start(self, *, host: str = "0.0.0.0") -> None:
-        await self.db.create_schema()
+        # Raises SchemaError when the schema cannot be (or, with AUTO_MIGRATE=false, is not) at head.
+        if self.settings.auto_migrate:
+            await self.db.migrate()
+        else:
+            await self.db.check_schema()
         self._build()
         self.scheduler.start()
         self._runner = web.AppRunner(self.web_app(), access_log=None)
@@ -252,17 +257,45 @@ async def serve(settings: Settings) -> None:
         await bot.stop()
 
 
+async def migrate(settings: Settings) -> str | None:
+    """Apply the pending schema migrations; returns the revision the database is then at."""
+    db = Database(settings.database_url)
+    try:
+        await db.migrate()
+        return await db.schema_revision()
+    finally:
+        await db.dispose()
+
+
+USAGE = """usage: python app.py [migrate]
+
+  (no command)  run the bot
+  migrate       apply pending database schema migrations, then exit"""
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
+    if args not in ([], ["migrate"]):
+        print(USAGE, file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # signoff.store says what was migrated
     try:
         settings = Settings()  # type: ignore[call-arg]
     except ValidationError as e:
         print(f"signoff: {describe_errors(e)}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(settings))
-    except StartupError as e:
+        if args == ["migrate"]:
+            revision = asyncio.run(migrate(settings))
+            print(f"database schema at revision {revision} (head)")
+        else:
+            asyncio.run(serve(settings))
+    except (StartupError, SchemaError) as e:
         print(f"signoff: {e}", file=sys.stderr)
         return 2
     return 0

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     slack_channel: str
     approvers: Annotated[list[str], NoDecode]
     database_url: str = "sqlite:///./signoff.db"
+    auto_migrate: bool = True  # apply pending schema migrations on start
     flokit_api_url: str = "https://api.flokit.ai"
     flokit_api_key: SecretStr
     poll_interval_seconds: float = Field(default=60.0, gt=0)

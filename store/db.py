@@ -1,28 +1,74 @@
-"""The database: one async engine, read sessions and write transactions.
+"""The database: one async engine, read sessions and write transactions, and the schema.
 
 SQLite runs in WAL mode with a busy timeout, and every write transaction starts with
 ``BEGIN IMMEDIATE`` so that two writers queue on the lock instead of one failing with
 ``database is locked`` when it upgrades from reading to writing. PostgreSQL uses its own
 row locks; the compare-and-set updates in ``store.queries`` make races safe on both.
+
+The schema is managed by the Alembic migrations in ``store/migrations``. ``migrate()`` applies
+the pending ones under a lock (PostgreSQL: an advisory lock; SQLite: one ``BEGIN IMMEDIATE``
+transaction), so replicas starting together apply them once; ``check_schema()`` only checks.
+A database at a revision this code does not know (written by a newer Signoff) is a
+``SchemaError`` either way.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel import SQLModel
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
+log = logging.getLogger("signoff.store")
+
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 _WRITE = "signoff_write"
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Key of the PostgreSQL advisory lock that serializes migrations ("Signoff" in ASCII).
+MIGRATION_LOCK_KEY = 0x5369676E6F6666
+
+# Alembic keeps the migration it runs in module globals (alembic.context, alembic.op): one
+# migration at a time in a process, whatever the database (the locks below are per database).
+_IN_PROCESS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+_NO_LOCK = contextlib.nullcontext()
+
+
+class SchemaError(Exception):
+    """The database's schema does not fit this Signoff; the message says what to do."""
+
+
+def alembic_config() -> Config:
+    """Alembic's configuration for Signoff's migrations, independent of the working directory."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    """The revision this code's schema is at."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "store/migrations has no revisions"
+    return head
 
 
 def async_url(url: str) -> sa.URL:
@@ -49,13 +95,68 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._reader = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self._sqlite_writers = asyncio.Lock() if self.is_sqlite else None
         self._writer = async_sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), class_=AsyncSession, expire_on_commit=False
         )
 
-    async def create_schema(self) -> None:
-        async with self.engine.begin() as conn:
-            await conn.run_sync(SQLModel.metadata.create_all)
+    async def migrate(self) -> None:
+        """Apply the pending migrations, if any. Replicas doing this at once take turns: the
+        first migrates, the others then find the schema at head."""
+        in_process = _IN_PROCESS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with in_process, self._migration_lock() as conn:
+            await conn.run_sync(_upgrade)
+
+    async def check_schema(self) -> None:
+        """Raise ``SchemaError`` unless the schema is at this code's head revision."""
+        async with self.engine.connect() as conn:
+            state = await conn.run_sync(_SchemaState.read)
+        if state.current == (state.head,):
+            return
+        if state.current:
+            found = f"schema revision {', '.join(state.current)}"
+        else:
+            found = "no Signoff schema"
+        raise SchemaError(
+            f"database has {found}, and this Signoff needs revision {state.head}: run `python app.py migrate` "
+            "(with AUTO_MIGRATE=false, migrations are not applied on start)"
+        )
+
+    async def schema_revision(self) -> str | None:
+        """The revision the database's schema is at, or None before the first migration."""
+        async with self.engine.connect() as conn:
+            heads = await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())
+        return ", ".join(heads) or None
+
+    @asynccontextmanager
+    async def _migration_lock(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a transaction that no other Signoff can be migrating in."""
+        if self.is_sqlite:
+            # BEGIN IMMEDIATE takes SQLite's write lock for the whole migration (SQLite's DDL
+            # is transactional): another process waits for it on the busy timeout.
+            async with self.engine.execution_options(**{_WRITE: True}).connect() as conn:
+                async with conn.begin():
+                    yield conn
+            return
+        async with self.engine.connect() as conn:
+            key = {"key": MIGRATION_LOCK_KEY}
+            if not (await conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), key)).scalar_one():
+                log.info("another Signoff is migrating the database; waiting for it to finish")
+                await conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), key)
+            await conn.commit()  # the advisory lock belongs to the session, not the transaction
+            try:
+                async with conn.begin():
+                    yield conn
+            finally:
+                try:
+                    await conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), key)
+                    await conn.commit()
+                except BaseException as e:
+                    # Never pool a session that may still hold the lock: ending it releases it.
+                    await conn.invalidate()
+                    if not isinstance(e, Exception):
+                        raise
+                    log.warning("could not release the migration lock (%s); closed its connection", type(e).__name__)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -69,10 +170,17 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """One write transaction: committed when the block ends, rolled back if it raises."""
-        async with self._writer() as session:
-            async with session.begin():
-                yield session
+        """One write transaction: committed when the block ends, rolled back if it raises.
+
+        On SQLite this process's writers queue first-come, first-served on a lock of their own
+        before taking SQLite's: left to SQLite's busy handler, many waiting writers retry after
+        sleeps in no order, and one click can wait seconds (bench/ack.py). The busy timeout
+        still orders writers of other processes. No write block awaits the network.
+        """
+        async with self._sqlite_writers if self._sqlite_writers is not None else _NO_LOCK:
+            async with self._writer() as session:
+                async with session.begin():
+                    yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -96,3 +204,37 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(conn: sa.Connection) -> None:
         immediate = conn.get_execution_options().get(_WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@dataclass(frozen=True)
+class _SchemaState:
+    head: str
+    current: tuple[str, ...]  # the revisions in alembic_version; empty before the first migration
+
+    @classmethod
+    def read(cls, conn: sa.Connection) -> _SchemaState:
+        script = ScriptDirectory.from_config(alembic_config())
+        head = script.get_current_head()
+        assert head is not None
+        current = tuple(MigrationContext.configure(conn).get_current_heads())
+        known = {rev.revision for rev in script.walk_revisions()}
+        unknown = [rev for rev in current if rev not in known]
+        if unknown:
+            raise SchemaError(
+                f"database schema is at revision {', '.join(unknown)}, newer than this Signoff (head {head}): "
+                "upgrade Signoff, or restore the database from a backup taken before that migration"
+            )
+        return cls(head=head, current=current)
+
+
+def _upgrade(conn: sa.Connection) -> None:
+    """Bring the schema to head on ``conn``, which holds the migration lock."""
+    state = _SchemaState.read(conn)
+    if state.current == (state.head,):
+        log.info("database schema is up to date (revision %s)", state.head)
+        return
+    config = alembic_config()
+    config.attributes["connection"] = conn
+    start = ", ".join(state.current) or "an empty database"
+    log.info("migrating database schema from %s to revision %s", start, state.head)
+    command.upgrade(config, "head")
