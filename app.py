@@ -112,9 +112,13 @@ class Signoff:
     def _build(self) -> None:
         s = self.settings
         self.http = aiohttp.ClientSession(raise_for_status=False)
-        self.source = FloKitSource(self.http, base_url=s.flokit_api_url, api_key=s.flokit_api_key.get_secret_value())
+        self.source = FloKitSource(
+            self.http, base_url=s.flokit_api_url, api_key=s.flokit_api_key.get_secret_value(),
+            timeout=s.flokit_timeout_seconds,
+        )
+        approvers = ApproverCheck(s.approver_set, self.slack)
         ctx = JobContext(
-            db=self.db, source=self.source, slack=self.slack, channel=s.slack_channel,
+            db=self.db, source=self.source, slack=self.slack, people=approvers, channel=s.slack_channel,
             kick_cards=lambda: self.kick("cards"), clock=self._clock, retry=self._retry,
         )
         specs: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
@@ -128,12 +132,14 @@ class Signoff:
             self.jobs[name] = job
             self.scheduler.add_job(
                 job.run, "interval", seconds=interval, id=name, name=name, next_run_time=now,
-                max_instances=1, coalesce=True, misfire_grace_time=None,
+                # Job.run itself never overlaps: a tick while it runs just asks for one more
+                # pass, so APScheduler need not skip (and warn about) concurrent ticks.
+                max_instances=3, coalesce=True, misfire_grace_time=None,
             )
 
         self.service = DecisionService(
             db=self.db,
-            approvers=ApproverCheck(s.approver_set, self.slack),
+            approvers=approvers,
             capabilities=self.source.capabilities,
             on_change=lambda: (self.kick("outbox"), self.kick("cards")),
             clock=self._clock,

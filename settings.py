@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     auto_migrate: bool = True  # apply pending schema migrations on start
     flokit_api_url: str = "https://api.flokit.ai"
     flokit_api_key: SecretStr
+    flokit_timeout_seconds: float = Field(default=10.0, gt=0)
     poll_interval_seconds: float = Field(default=60.0, gt=0)
     port: int = Field(default=3000, ge=0, le=65535)
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import ids, render
+from bot.auth import ApproverCheck
 from bot.service import Clock, load_card, utc_now
 from sources.base import (
     IN_FLIGHT,
@@ -55,12 +57,14 @@ class JobContext:
     db: Database
     source: ActionSource
     slack: AsyncWebClient
+    people: ApproverCheck
     channel: str
     kick_cards: Callable[[], None] = lambda: None
     clock: Clock = utc_now
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     page_size: int = 100
     batch: int = 20
+    deliveries_at_once: int = 8
     lease: timedelta = timedelta(seconds=60)
 
 
@@ -163,13 +167,19 @@ async def _discover(ctx: JobContext, external_id: str) -> bool:
 
 
 async def deliver_outbox(ctx: JobContext) -> int:
-    """Deliver every due outbox entry; returns how many were attempted."""
+    """Deliver every due outbox entry, a few at a time; returns how many were attempted.
+    Each entry is its own action's only one in flight (the compare-and-set saw to that)."""
     attempted = 0
+    limit = asyncio.Semaphore(ctx.deliveries_at_once)
+
+    async def deliver(entry: Outbox) -> None:
+        async with limit:
+            await _deliver(ctx, entry)
+
     while True:
         async with ctx.db.write() as session:
             entries = await queries.claim_outbox(session, now=ctx.clock(), lease=ctx.lease, limit=ctx.batch)
-        for entry in entries:
-            await _deliver(ctx, entry)
+        await asyncio.gather(*(deliver(entry) for entry in entries))
         attempted += len(entries)
         if len(entries) < ctx.batch:
             return attempted
@@ -182,12 +192,7 @@ async def _identifier(ctx: JobContext, entry: Outbox) -> str:
         return entry.actor_identifier
     identifier = entry.actor
     if entry.actor[:1] in ("U", "W"):
-        try:
-            response = await ctx.slack.users_info(user=entry.actor)
-            email = ((response.get("user") or {}).get("profile") or {}).get("email")
-            identifier = email or entry.actor
-        except SlackApiError as e:
-            log.warning("users.info for %s failed (%s); sending the Slack user ID", entry.actor, e.response.get("error"))
+        identifier = await ctx.people.email(entry.actor) or entry.actor
     async with ctx.db.write() as session:
         await queries.set_outbox_identifier(session, outbox_id=entry.id or 0, identifier=identifier)
     return identifier

@@ -151,7 +151,7 @@ async def test_unknown_action_in_a_signed_click_gets_an_explanation(harness: Har
 async def test_a_slow_upstream_never_slows_the_ack(harness: Harness) -> None:
     h = harness
     action = h.flokit.add_action()
-    await h.start()
+    await h.start(flokit_timeout_seconds=1.5)
     card = await card_for(h, action["id"])
     h.flokit.fail_next("/approve", status=503, delay=20)  # 20 s before it even answers
     view = await open_modal(h, card, ids.APPROVE, APPROVER)
@@ -162,3 +162,6 @@ async def test_a_slow_upstream_never_slows_the_ack(harness: Harness) -> None:
     await h.wait_for(lambda: h.flokit.calls("POST", "/approve"))
     await h.wait_for(lambda: "Approving" in card_text(h.slack.messages[(CHANNEL, card.ts)]))
     assert [d.event for d in await audit(h, action["id"])][-1] == "requested"
+    # The client gives up after FLOKIT_TIMEOUT_SECONDS and tries again, and the retry lands.
+    await h.wait_for(lambda: ids.ROLLBACK in buttons(h.slack.messages[(CHANNEL, card.ts)]), timeout=10)
+    assert [d.event for d in await audit(h, action["id"])].count("confirmed") == 1
