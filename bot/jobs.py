@@ -12,7 +12,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -87,10 +87,11 @@ async def _poll(ctx: JobContext) -> bool:
     watched = frozenset(source.listed_statuses()) | IN_FLIGHT
     listed_open: set[int] = set()  # stored ids, held here as open, that the upstream listed
     new: list[str] = []
-    moved: list[tuple[int, UpstreamAction]] = []
+    moved: list[tuple[int, UpstreamAction, datetime]] = []
     for status in source.listed_statuses():
         offset = 0
         while True:
+            observed_at = ctx.clock()
             page = await source.list_actions(status=status, limit=ctx.page_size, offset=offset)
             async with ctx.db.read() as session:
                 known = await queries.known_actions(
@@ -105,7 +106,7 @@ async def _poll(ctx: JobContext) -> bool:
                 if Status(held_as) in watched:
                     listed_open.add(action_id)
                 if held_as != item.status.value:
-                    moved.append((action_id, item))
+                    moved.append((action_id, item, observed_at))
             offset += len(page.actions)
             if not page.actions or offset >= page.total:
                 break
@@ -115,9 +116,11 @@ async def _poll(ctx: JobContext) -> bool:
     changed = False
     for external_id in new:
         changed |= await _discover(ctx, external_id)
-    for action_id, item in moved:
+    for action_id, item, observed_at in moved:
         async with ctx.db.write() as session:
-            changed |= await queries.adopt_upstream(session, action_id=action_id, upstream=item, now=ctx.clock())
+            changed |= await queries.adopt_upstream(
+                session, action_id=action_id, upstream=item, now=ctx.clock(), observed_at=observed_at
+            )
     if held_open != len(listed_open):
         changed |= await _sync_unlisted(ctx, watched, listed_open)
     return changed
@@ -134,13 +137,16 @@ async def _sync_unlisted(ctx: JobContext, watched: frozenset[Status], listed: se
         for action_id, external_id in held:
             if action_id in listed:
                 continue
+            observed_at = ctx.clock()
             try:
                 upstream = await source.get_action(external_id)
             except NotFoundError:
                 log.warning("%s action %s is gone upstream", source.name, external_id)
                 continue
             async with ctx.db.write() as session:
-                changed |= await queries.adopt_upstream(session, action_id=action_id, upstream=upstream, now=ctx.clock())
+                changed |= await queries.adopt_upstream(
+                    session, action_id=action_id, upstream=upstream, now=ctx.clock(), observed_at=observed_at
+                )
         if len(held) < 1000:
             return changed
         after = held[-1][0]

@@ -140,15 +140,20 @@ async def adopt_upstream(
     action_id: int,
     upstream: UpstreamAction,
     now: datetime,
+    observed_at: datetime | None = None,
     event: AuditEvent = AuditEvent.UPSTREAM,
 ) -> bool:
     """Take the upstream's word for the action's state. Returns True if anything changed.
 
     While a decision is in flight and the upstream still shows the state it was made in,
     Signoff keeps its own in-flight state (the decision has not reached the upstream yet).
+    A word read at ``observed_at`` is ignored if the action changed here since: the store
+    already knows something newer (a decision delivered meanwhile), and the next read will tell.
     """
     action = await get_action(session, action_id=action_id, lock=True)
     if action is None:
+        return False
+    if observed_at is not None and action.updated_at is not None and action.updated_at > observed_at:
         return False
     current = Status(action.status)
     if current in IN_FLIGHT and upstream.status in _in_flight_from(current):

@@ -3,6 +3,7 @@ stores. Nothing a person decided is lost or applied twice; bad input gets a clea
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -165,3 +166,24 @@ async def test_a_slow_upstream_never_slows_the_ack(harness: Harness) -> None:
     # The client gives up after FLOKIT_TIMEOUT_SECONDS and tries again, and the retry lands.
     await h.wait_for(lambda: ids.ROLLBACK in buttons(h.slack.messages[(CHANNEL, card.ts)]), timeout=10)
     assert [d.event for d in await audit(h, action["id"])].count("confirmed") == 1
+
+
+async def test_a_stale_poll_page_never_undoes_a_delivered_decision(harness: Harness) -> None:
+    h = harness
+    action = h.flokit.add_action()
+    await h.start()
+    card = await card_for(h, action["id"])
+    # The next "ready" page is read now but arrives late, after the decision has landed.
+    snapshot = {"actions": [{k: v for k, v in action.items() if k in ("id", "type", "status", "title", "rationale",
+                                                                       "expected_impact", "created_at")}],
+                "total": 1, "limit": 100, "offset": 0}
+    h.flokit.fail_next("/v1/actions", status=200, body=json.dumps(snapshot), delay=1.5)
+    polling = asyncio.ensure_future(h.poll())
+    await h.wait_for(lambda: h.flokit.calls("GET", "/v1/actions"))
+    view = await open_modal(h, card, ids.APPROVE, APPROVER)
+    await submit(h, view, APPROVER, None)
+    await h.wait_for(lambda: ids.ROLLBACK in buttons(h.slack.messages[(CHANNEL, card.ts)]))
+    await polling
+    await h.poll()
+    assert ids.ROLLBACK in buttons(h.slack.messages[(CHANNEL, card.ts)])
+    assert ("upstream", "ready") not in [(d.event, d.to_status) for d in await audit(h, action["id"])]
