@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import aiohttp
 from aiohttp import web
@@ -39,6 +39,7 @@ MAX_REQUEST_BYTES = 1024 * 1024  # Slack's payloads are far smaller; larger bodi
 OUTBOX_INTERVAL_SECONDS = 1.0
 CARDS_INTERVAL_SECONDS = 5.0
 STOP_GRACE_SECONDS = 20.0
+SLACK_TIMEOUT_SECONDS = 10
 
 
 class StartupError(Exception):
@@ -93,6 +94,7 @@ class Signoff:
         self.slack = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
             base_url=settings.slack_api_url,
+            timeout=SLACK_TIMEOUT_SECONDS,
             # Only 429s are retried in the client: Slack did not act on them. A 5xx or a broken
             # connection may come after Slack posted the message, so the card sync retries
             # those itself, looking for the card before posting again.
@@ -120,6 +122,8 @@ class Signoff:
         ctx = JobContext(
             db=self.db, source=self.source, slack=self.slack, people=approvers, channel=s.slack_channel,
             kick_cards=lambda: self.kick("cards"), clock=self._clock, retry=self._retry,
+            # One delivery: the email lookup and one FloKit call, each bounded by a timeout.
+            outbox_lease=timedelta(seconds=SLACK_TIMEOUT_SECONDS + 2 * s.flokit_timeout_seconds + 5),
         )
         specs: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
             ("poll", lambda: jobs.poll(ctx), s.poll_interval_seconds),

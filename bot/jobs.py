@@ -65,7 +65,11 @@ class JobContext:
     page_size: int = 100
     batch: int = 20
     deliveries_at_once: int = 8
-    lease: timedelta = timedelta(seconds=60)
+    # How long a claimed item is this worker's. If the worker dies, another takes the item
+    # over after this. An outbox lease must outlast one upstream call (app.py derives it from
+    # FLOKIT_TIMEOUT_SECONDS); a card lease, one Slack call with its 429 waits.
+    outbox_lease: timedelta = timedelta(seconds=35)
+    card_lease: timedelta = timedelta(seconds=60)
 
 
 # ---- poll -------------------------------------------------------------------------------
@@ -184,7 +188,7 @@ async def deliver_outbox(ctx: JobContext) -> int:
 
     while True:
         async with ctx.db.write() as session:
-            entries = await queries.claim_outbox(session, now=ctx.clock(), lease=ctx.lease, limit=ctx.batch)
+            entries = await queries.claim_outbox(session, now=ctx.clock(), lease=ctx.outbox_lease, limit=ctx.batch)
         await asyncio.gather(*(deliver(entry) for entry in entries))
         attempted += len(entries)
         if len(entries) < ctx.batch:
@@ -287,7 +291,7 @@ async def sync_cards(ctx: JobContext) -> int:
     handled = 0
     while True:
         async with ctx.db.write() as session:
-            claimed = await queries.claim_cards(session, now=ctx.clock(), lease=ctx.lease, limit=ctx.batch)
+            claimed = await queries.claim_cards(session, now=ctx.clock(), lease=ctx.card_lease, limit=ctx.batch)
             # A card already "posting" was claimed before by a worker that may have posted it.
             recovering = {card.id for card, _ in claimed if card.state == CardState.POSTING.value}
             for card, _action in claimed:
