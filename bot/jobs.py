@@ -63,8 +63,10 @@ class JobContext:
     clock: Clock = utc_now
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     page_size: int = 100
-    batch: int = 20
+    # Claim only what one worker finishes well within its lease: one round of concurrent
+    # deliveries, a few cards posted one after another.
     deliveries_at_once: int = 8
+    card_batch: int = 5
     # How long a claimed item is this worker's. If the worker dies, another takes the item
     # over after this. An outbox lease must outlast one upstream call (app.py derives it from
     # FLOKIT_TIMEOUT_SECONDS); a card lease, one Slack call with its 429 waits.
@@ -188,10 +190,10 @@ async def deliver_outbox(ctx: JobContext) -> int:
 
     while True:
         async with ctx.db.write() as session:
-            entries = await queries.claim_outbox(session, now=ctx.clock(), lease=ctx.outbox_lease, limit=ctx.batch)
+            entries = await queries.claim_outbox(session, now=ctx.clock(), lease=ctx.outbox_lease, limit=ctx.deliveries_at_once)
         await asyncio.gather(*(deliver(entry) for entry in entries))
         attempted += len(entries)
-        if len(entries) < ctx.batch:
+        if len(entries) < ctx.deliveries_at_once:
             return attempted
 
 
@@ -291,7 +293,7 @@ async def sync_cards(ctx: JobContext) -> int:
     handled = 0
     while True:
         async with ctx.db.write() as session:
-            claimed = await queries.claim_cards(session, now=ctx.clock(), lease=ctx.card_lease, limit=ctx.batch)
+            claimed = await queries.claim_cards(session, now=ctx.clock(), lease=ctx.card_lease, limit=ctx.card_batch)
             # A card already "posting" was claimed before by a worker that may have posted it.
             recovering = {card.id for card, _ in claimed if card.state == CardState.POSTING.value}
             for card, _action in claimed:
@@ -300,7 +302,7 @@ async def sync_cards(ctx: JobContext) -> int:
         for card, action in claimed:
             await _sync_card(ctx, card, action, recovering=card.id in recovering)
         handled += len(claimed)
-        if len(claimed) < ctx.batch:
+        if len(claimed) < ctx.card_batch:
             return handled
 
 

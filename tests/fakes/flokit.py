@@ -138,6 +138,7 @@ class FakeFloKit:
 
     def __init__(self, *, api_key: str = DEFAULT_API_KEY) -> None:
         self.api_key = api_key
+        self._other_keys: set[str] = set()
         self.url = ""
         self.actions: dict[str, dict[str, Any]] = {}
         self.requests: list[Recorded] = []
@@ -283,6 +284,16 @@ class FakeFloKit:
             )
         )
 
+    def accept_key(self, key: str) -> None:
+        """Also accept ``key``: clients given keys of their own (bot replicas, say) can then be
+        told apart by the ``Authorization`` header of what they sent (:meth:`sent_by`)."""
+        self._other_keys.add(key)
+
+    @staticmethod
+    def sent_by(request: Recorded) -> str:
+        """The API key a recorded request carried (empty when it had none)."""
+        return request.headers.get("Authorization", "").removeprefix("Bearer ")
+
     def clear_faults(self) -> None:
         """Forget every fault not yet used up."""
         self._faults.clear()
@@ -328,7 +339,7 @@ class FakeFloKit:
         )
 
     async def _handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+        if request.headers.get("Authorization") not in {f"Bearer {k}" for k in (self.api_key, *self._other_keys)}:
             return _error(401, "unauthorized", "Missing or invalid API key")
         try:
             return await handler(request)
