@@ -24,16 +24,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-# The same identities the tests use (tests/conftest.py); defined here so that the
-# benchmarks do not import pytest.
-SIGNING_SECRET = "test-signing-secret"
-BOT_TOKEN = "xoxb-test-token"
-FLOKIT_KEY = "test-flokit-key"
-CHANNEL = "C0CARDS"
-APPROVER = "U0APPROVER"
-APPROVER_EMAIL = "approver@example.com"
-
-DEFAULT_POSTGRES_URL = os.environ.get("SIGNOFF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.fakes.identities import (  # noqa: E402,F401  (after the sys.path insert above)
+    APPROVER,
+    APPROVER_EMAIL,
+    BOT_TOKEN,
+    CHANNEL,
+    FLOKIT_KEY,
+    SIGNING_SECRET,
+)
+from tests.fakes.identities import POSTGRES_URL as DEFAULT_POSTGRES_URL  # noqa: E402
 
 
 @contextlib.contextmanager

@@ -17,20 +17,21 @@ from bot.jobs import RetryPolicy
 from settings import Settings
 from tests.fakes.flokit import FakeFloKit
 from tests.fakes.slack_api import FakeSlack
+from tests.fakes.identities import (  # noqa: F401  (re-exported for the tests)
+    APPROVER,
+    APPROVER_EMAIL,
+    BOT_TOKEN,
+    CHANNEL,
+    FLOKIT_KEY,
+    GROUP,
+    GROUP_MEMBER,
+    OTHER_APPROVER,
+    OUTSIDER,
+    POSTGRES_URL,
+    SIGNING_SECRET,
+)
 from tests.fakes.slack_requests import SlackRequester
 
-SIGNING_SECRET = "test-signing-secret"
-BOT_TOKEN = "xoxb-test-token"
-FLOKIT_KEY = "test-flokit-key"
-CHANNEL = "C0CARDS"
-APPROVER = "U0APPROVER"
-APPROVER_EMAIL = "approver@example.com"
-OTHER_APPROVER = "U0OTHER"
-OUTSIDER = "U0OUTSIDER"
-GROUP = "S0LEADS"
-GROUP_MEMBER = "U0LEAD"
-
-POSTGRES_URL = os.environ.get("SIGNOFF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("SIGNOFF_REQUIRE_POSTGRES", "") not in ("", "0", "false")
 FAST_RETRY = RetryPolicy(base_seconds=0.05, cap_seconds=0.2, max_attempts=4)
 

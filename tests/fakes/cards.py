@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 from bot import ids
 from store import queries
 from store.models import Card
+from tests.fakes.identities import CHANNEL
 from tests.fakes.slack_api import Message
 from tests.fakes.slack_requests import block_action_body, view_submission_body
 
 if TYPE_CHECKING:
     from tests.conftest import Harness
 
-CHANNEL = "C0CARDS"
 
 
 def card_text(message: Message) -> str:
