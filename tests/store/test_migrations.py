@@ -311,3 +311,27 @@ def test_a_schema_error_on_start_or_migrate_exits_2_with_the_message(
     asyncio.run(from_the_future())
     assert app.main(["migrate"]) == 2
     assert "signoff: database schema is at revision ffff, newer than this Signoff" in capsys.readouterr().err
+
+
+async def test_a_new_sqlite_file_switches_to_wal_while_another_process_holds_it(tmp_path: Any) -> None:
+    # Switching a file to WAL needs it to itself, and SQLite refuses at once (no busy handler)
+    # while another process writes: two replicas starting on a new file hit exactly this.
+    import sqlite3
+    import threading
+
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE other_process (x)")
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    db = Database(f"sqlite:///{path}")
+    try:
+        await db.ping()
+        async with db.engine.connect() as conn:
+            mode = (await conn.execute(sa.text("PRAGMA journal_mode"))).scalar_one()
+        assert mode == "wal"
+    finally:
+        release.join()
+        holder.close()
+        await db.dispose()
