@@ -24,13 +24,16 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import jobs, listeners
+from bot import jobs, listeners, watch
 from bot.auth import ApproverCheck
 from bot.jobs import JobContext, RetryPolicy
 from bot.service import Clock, DecisionService, utc_now
+from bot.watch import WatchContext
 from bot.web import slack_events
+from policy import Policy, PolicyError, load_policy
 from settings import Settings, describe_errors
 from sources.flokit import FloKitSource
+from sources.metrics import HttpMetrics, MetricsProvider
 from store.db import Database, SchemaError
 
 log = logging.getLogger("signoff")
@@ -38,6 +41,8 @@ log = logging.getLogger("signoff")
 MAX_REQUEST_BYTES = 1024 * 1024  # Slack's payloads are far smaller; larger bodies get a 413
 OUTBOX_INTERVAL_SECONDS = 1.0
 CARDS_INTERVAL_SECONDS = 5.0
+NOTICES_INTERVAL_SECONDS = 5.0
+WATCH_TICK_SECONDS = 60.0  # the watch job looks for due rules this often (or each interval, if shorter)
 STOP_GRACE_SECONDS = 20.0
 SLACK_TIMEOUT_SECONDS = 10
 
@@ -90,6 +95,10 @@ class Signoff:
 
     def __init__(self, settings: Settings, *, retry: RetryPolicy | None = None, clock: Clock = utc_now) -> None:
         self.settings = settings
+        try:
+            self.policy: Policy = load_policy(settings.signoff_config, auto_rollback=settings.auto_rollback)
+        except PolicyError as e:
+            raise StartupError(str(e)) from e
         self.db = Database(settings.database_url)
         self.slack = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
@@ -121,14 +130,32 @@ class Signoff:
         approvers = ApproverCheck(s.approver_set, self.slack)
         ctx = JobContext(
             db=self.db, source=self.source, slack=self.slack, people=approvers, channel=s.slack_channel,
-            kick_cards=lambda: self.kick("cards"), clock=self._clock, retry=self._retry,
+            # A changed action also may owe thread notices, or need its rollback watch set up.
+            kick_cards=lambda: self.kick("cards", "notices", "watch"), clock=self._clock, retry=self._retry,
             # One delivery: the email lookup and one FloKit call, each bounded by a timeout.
             outbox_lease=timedelta(seconds=SLACK_TIMEOUT_SECONDS + 2 * s.flokit_timeout_seconds + 5),
+        )
+        metrics: MetricsProvider | None = None
+        if s.metrics_url:
+            metrics = HttpMetrics(
+                self.http, url=s.metrics_url, timeout=s.metrics_timeout_seconds, clock=self._clock,
+                token=s.metrics_token.get_secret_value() if s.metrics_token else None,
+            )
+        watch_tick = min(s.rollback_check_interval_seconds, WATCH_TICK_SECONDS)
+        watch_ctx = WatchContext(
+            db=self.db, metrics=metrics, policy=self.policy, clock=self._clock,
+            interval=timedelta(seconds=s.rollback_check_interval_seconds), tick=timedelta(seconds=watch_tick),
+            max_age=timedelta(seconds=s.metrics_max_age_seconds),
+            kick_outbox=lambda: self.kick("outbox"), kick_cards=lambda: self.kick("cards", "notices"),
+            lease=timedelta(seconds=2 * s.metrics_timeout_seconds + 30),
         )
         specs: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
             ("poll", lambda: jobs.poll(ctx), s.poll_interval_seconds),
             ("outbox", lambda: jobs.deliver_outbox(ctx), OUTBOX_INTERVAL_SECONDS),
             ("cards", lambda: jobs.sync_cards(ctx), CARDS_INTERVAL_SECONDS),
+            ("notices", lambda: jobs.post_notices(ctx), NOTICES_INTERVAL_SECONDS),
+            # Checks only the rules that are due; kicked when an action was just approved.
+            ("watch", lambda: watch.check_rules(watch_ctx), watch_tick),
         ]
         now = datetime.now(timezone.utc)
         for name, fn, interval in specs:
@@ -145,7 +172,7 @@ class Signoff:
             db=self.db,
             approvers=approvers,
             capabilities=self.source.capabilities,
-            on_change=lambda: (self.kick("outbox"), self.kick("cards")),
+            on_change=lambda: self.kick("outbox", "cards"),
             clock=self._clock,
         )
         self.bolt = AsyncApp(
@@ -156,10 +183,11 @@ class Signoff:
         )
         listeners.register(self.bolt, self.service)
 
-    def kick(self, name: str) -> None:
-        job = self.jobs.get(name)
-        if job is not None:
-            job.kick()
+    def kick(self, *names: str) -> None:
+        for name in names:
+            job = self.jobs.get(name)
+            if job is not None:
+                job.kick()
 
     def web_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)

@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     flokit_timeout_seconds: float = Field(default=10.0, gt=0)
     poll_interval_seconds: float = Field(default=60.0, gt=0)
     port: int = Field(default=3000, ge=0, le=65535)
+    # The rollback watch (issue 4): where metric values come from and how often rules are checked.
+    metrics_url: str | None = None
+    metrics_token: SecretStr | None = None
+    metrics_timeout_seconds: float = Field(default=10.0, gt=0)
+    metrics_max_age_seconds: float = Field(default=6 * 3600.0, gt=0)  # older values are "stale"
+    rollback_check_interval_seconds: float = Field(default=300.0, gt=0)
+    auto_rollback: bool = False  # roll back by itself when a rule trips (signoff.toml may override per type)
+    # Routing and policy by action type; optional. The default path is used only if the file exists.
+    signoff_config: str | None = None
 
     @field_validator("slack_bot_token")
     @classmethod
@@ -70,9 +79,16 @@ class Settings(BaseSettings):
     def _empty_secret(cls, v: SecretStr | None) -> SecretStr | None:
         return v if v is not None and v.get_secret_value() else None
 
-    @field_validator("slack_api_url", "flokit_api_url")
+    @field_validator("metrics_url", "metrics_token", "signoff_config", mode="before")
     @classmethod
-    def _http_url(cls, v: str) -> str:
+    def _blank_is_unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("slack_api_url", "flokit_api_url", "metrics_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
         if not re.match(r"^https?://[^/\s]+", v):
             raise ValueError("must be an http(s) URL")
         return v

@@ -21,3 +21,5 @@ REASON_INPUT: Final = "signoff.reason_input"
 
 # Message metadata attached to every card, so a card can be found in the channel again.
 CARD_EVENT_TYPE: Final = "signoff_card"
+# Message metadata on every notice in a card's thread (status changes, tripped rules).
+NOTICE_EVENT_TYPE: Final = "signoff_notice"

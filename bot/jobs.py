@@ -3,6 +3,7 @@
 - ``poll``: the source's actions into the store (new ones, and status changes seen upstream).
 - ``deliver_outbox``: queued decisions to the source, with backoff, reconciling on 409.
 - ``sync_cards``: the store onto Slack: post each new card once, re-render changed ones.
+- ``post_notices``: the messages owed in cards' threads (state changes, tripped rules), once each.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import ids, render
+from bot import ids, render, render_notices
 from bot.auth import ApproverCheck
 from bot.service import Clock, load_card, utc_now
 from sources.base import (
@@ -34,7 +35,7 @@ from sources.base import (
 )
 from store import queries
 from store.db import Database
-from store.models import Action, Card, CardState, Outbox
+from store.models import Action, Card, CardState, Notice, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class JobContext:
     # FLOKIT_TIMEOUT_SECONDS); a card lease, one Slack call with its 429 waits.
     outbox_lease: timedelta = timedelta(seconds=35)
     card_lease: timedelta = timedelta(seconds=60)
+    notice_lease: timedelta = timedelta(seconds=60)
+    notice_batch: int = 5
 
 
 # ---- poll -------------------------------------------------------------------------------
@@ -346,6 +349,77 @@ async def _find_posted(ctx: JobContext, card: Card, action_id: int) -> str | Non
             metadata = message.get("metadata") or {}
             payload = metadata.get("event_payload") or {}
             if metadata.get("event_type") == ids.CARD_EVENT_TYPE and payload.get("action_id") == action_id:
+                return str(message["ts"])
+        cursor = (response.get("response_metadata") or {}).get("next_cursor")
+        if not cursor:
+            return None
+    return None
+
+
+# ---- notices ----------------------------------------------------------------------------
+
+# Slack errors that no retry will fix: the notice is given up (the card still shows the state).
+_NOTICE_FATAL = frozenset({"channel_not_found", "is_archived", "not_in_channel", "thread_not_found", "msg_too_long"})
+
+
+async def post_notices(ctx: JobContext) -> int:
+    """Post the notices owed in cards' threads, oldest first; returns how many were handled."""
+    handled = 0
+    while True:
+        async with ctx.db.write() as session:
+            claimed = await queries.claim_notices(session, now=ctx.clock(), lease=ctx.notice_lease, limit=ctx.notice_batch)
+        for notice, card in claimed:
+            await _post_notice(ctx, notice, card)
+        handled += len(claimed)
+        if len(claimed) < ctx.notice_batch:
+            return handled
+
+
+async def _post_notice(ctx: JobContext, notice: Notice, card: Card) -> None:
+    assert notice.id is not None and card.ts is not None
+    async with ctx.db.read() as session:
+        action = await queries.get_action(session, action_id=notice.action_id)
+    assert action is not None
+    view = render_notices.NoticeView(
+        notice_id=notice.id, action_id=notice.action_id, kind=notice.kind, payload=dict(notice.payload or {}),
+        source=action.source, title=action.title,
+    )
+    try:
+        # Claimed before (state "posting") by a worker that may have posted it: look first.
+        ts = await _find_notice(ctx, card, notice.id) if notice.attempts > 1 else None
+        if ts is None:
+            response = await ctx.slack.chat_postMessage(
+                channel=card.channel, thread_ts=card.ts, reply_broadcast=notice.broadcast,
+                text=render_notices.notice_text(view), blocks=render_notices.notice_blocks(view),
+                metadata=render_notices.notice_metadata(view), unfurl_links=False, unfurl_media=False,
+            )
+            ts = str(response["ts"])
+        async with ctx.db.write() as session:
+            await queries.notice_posted(session, notice_id=notice.id, ts=ts, now=ctx.clock())
+    except SlackApiError as e:
+        error = str(e.response.get("error") or e)
+        async with ctx.db.write() as session:
+            if error in _NOTICE_FATAL or notice.attempts >= ctx.retry.max_attempts:
+                log.error("notice %s for action %s given up: Slack said %s", notice.id, notice.action_id, error)
+                await queries.notice_failed(session, notice_id=notice.id, error=error)
+                return
+            next_at = ctx.clock() + ctx.retry.delay(notice.attempts - 1)
+            log.warning("notice %s for action %s: Slack said %s; retrying at %s", notice.id, notice.action_id,
+                        error, next_at.isoformat())
+            await queries.notice_retry_later(session, notice_id=notice.id, error=error, next_attempt_at=next_at)
+
+
+async def _find_notice(ctx: JobContext, card: Card, notice_id: int) -> str | None:
+    """A notice already posted in the card's thread, found by the metadata it carries."""
+    cursor = None
+    for _ in range(10):
+        response = await ctx.slack.conversations_replies(
+            channel=card.channel, ts=card.ts or "", include_all_metadata=True, limit=200, cursor=cursor
+        )
+        for message in response.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            payload = metadata.get("event_payload") or {}
+            if metadata.get("event_type") == ids.NOTICE_EVENT_TYPE and payload.get("notice_id") == notice_id:
                 return str(message["ts"])
         cursor = (response.get("response_metadata") or {}).get("next_cursor")
         if not cursor:

@@ -37,7 +37,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.metadata import Metadata
 from slack_sdk.models.views import View
 
-from bot import ids
+from bot import ids, rules
 from sources.base import IN_FLIGHT, TRANSITIONS, Op, Status
 
 # ---- Block Kit limits ------------------------------------------------------------------
@@ -94,6 +94,20 @@ class CardView:
     decided_by_upstream: str | None  # "approved_by" as the upstream reports it
     last_error: str | None  # set when the last upstream call failed for good
     retry_available: bool  # a failed call can be retried
+    watches: tuple[WatchView, ...] = ()  # the rollback watch, once the action is approved
+
+
+@dataclass(frozen=True)
+class WatchView:
+    """How the watch of one rollback condition stands."""
+
+    position: int  # index into CardView.rollback_conditions
+    reading: str  # store.models.Reading: pending | ok | missing | stale | error | no_provider
+    detail: str | None
+    tripped: bool
+    baseline: float | None
+    active: bool
+    ended: str | None  # "window_over", "action rolled_back", ...
 
 
 # ---- words -----------------------------------------------------------------------------
@@ -358,10 +372,51 @@ def _guardrails_block(checks: Sequence[Any]) -> SectionBlock:
     return _section(_fit_lines(head, [_guardrail_line(c) for c in ordered], MAX_TEXT))
 
 
-def _conditions_block(conditions: Sequence[Any]) -> SectionBlock | None:
+_READINGS = {
+    "pending": "⏳ not checked yet",
+    "ok": "✅ within limit",
+    "missing": "⚠️ no data",
+    "stale": "⚠️ stale data",
+    "error": "⚠️ cannot read the metric",
+    "no_provider": "⚠️ not watched: no metrics source configured",
+}
+
+
+def watch_state(watch: WatchView) -> str:
+    """A rule's watch in a few words: tripped, within limit, no data..."""
+    if not watch.active:
+        if watch.ended == "window_over":
+            return "⏹ window over, no longer watched"
+        return "⏹ no longer watched"
+    if watch.tripped:
+        state = "🚨 *tripped*"
+    else:
+        state = _READINGS.get(watch.reading, esc_clip(watch.reading, 40))
+        if watch.reading in ("missing", "stale", "error") and watch.detail:
+            state += f": {esc_clip(_one_line(watch.detail), _ITEM_DETAIL)}"
+    if watch.baseline is not None:
+        state += f" · baseline {_number(round(watch.baseline, 6))}"
+    return state
+
+
+def rule_line(condition: Any, watch: WatchView | None = None) -> str:
+    """One rollback condition, with the rule it was read as (or "checked by a person")."""
+    text = _one_line(condition)
+    parsed = rules.parse_condition(text)
+    line = f"• {esc_clip(text, _ITEM_DETAIL)}\n"
+    if isinstance(parsed, rules.Unparsed):
+        return line + f"      👤 _checked by a person_ ({esc_clip(parsed.reason, _ITEM_LABEL)})"
+    line += f"      `{esc_clip(parsed.describe(), _ITEM_DETAIL)}`"
+    if watch is not None:
+        line += f" — {watch_state(watch)}"
+    return line
+
+
+def _conditions_block(conditions: Sequence[Any], watches: Sequence[WatchView] = ()) -> SectionBlock | None:
     if not conditions:
         return None
-    lines = [f"• {esc_clip(_one_line(c), _ITEM_DETAIL)}" for c in conditions]
+    by_position = {w.position: w for w in watches}
+    lines = [rule_line(c, by_position.get(i)) for i, c in enumerate(conditions)]
     return _section(_fit_lines("*Rollback conditions*", lines, MAX_TEXT))
 
 
@@ -474,7 +529,7 @@ def card_blocks(card: CardView) -> list[Block]:
         _facts_block(card),
         _signals_block(card.data_signals or []),
         _guardrails_block(card.guardrail_checks or []),
-        _conditions_block(card.rollback_conditions or []),
+        _conditions_block(card.rollback_conditions or [], card.watches),
         DividerBlock(),
         ContextBlock(elements=[_mrkdwn(clip(status_line(card), MAX_TEXT))]),
     ]

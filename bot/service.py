@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -19,11 +19,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.auth import ApproverCheck, Verdict
-from bot.render import CardView, DecisionView
+from bot.render import CardView, DecisionView, WatchView
 from sources.base import TRANSITIONS, Capabilities, Op, Status
 from store import queries
 from store.db import Database
-from store.models import Action, AuditEvent, Decision, Outbox, OutboxState
+from store.models import Action, AuditEvent, Decision, Outbox, OutboxState, Watch
 
 Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
@@ -64,9 +64,16 @@ def decision_view(decision: Decision | None) -> DecisionView | None:
 _FOLLOWS_APPROVAL = frozenset({Status.APPROVED, Status.RUNNING, Status.SUCCEEDED})
 
 
+def watch_view(watch: Watch) -> WatchView:
+    return WatchView(
+        position=watch.position, reading=watch.reading, detail=watch.reading_detail, tripped=watch.tripped,
+        baseline=watch.baseline, active=watch.active, ended=watch.ended,
+    )
+
+
 def card_view(
     action: Action, decision: Decision | None, outbox: Outbox | None, caps: Capabilities,
-    confirmed: Decision | None = None,
+    confirmed: Decision | None = None, watches: Sequence[Watch] = (),
 ) -> CardView:
     """What a card shows. Once the upstream moves an action we approved on (to running, say),
     the card keeps crediting our approval rather than the upstream's record of it."""
@@ -97,6 +104,7 @@ def card_view(
         decided_by_upstream=decided_by_upstream,
         last_error=action.last_error,
         retry_available=failed and action.last_error is not None,
+        watches=tuple(watch_view(w) for w in watches),
     )
 
 
@@ -105,7 +113,8 @@ async def load_card(session: AsyncSession, *, action: Action, caps: Capabilities
     decision = await queries.latest_decision(session, action_id=action.id)
     outbox = await queries.latest_outbox(session, action_id=action.id)
     confirmed = await queries.latest_confirmed(session, action_id=action.id)
-    return card_view(action, decision, outbox, caps, confirmed)
+    watches = await queries.watches_for(session, action_id=action.id) if action.watch_started_at else ()
+    return card_view(action, decision, outbox, caps, confirmed, watches)
 
 
 class DecisionService:
@@ -167,8 +176,9 @@ class DecisionService:
             if action is None:
                 return Outcome(Result.UNKNOWN_ACTION)
             if channel is not None and ts is not None:
-                card = await queries.card_for_message(session, channel=channel, ts=ts)
-                if card is None or card.action_id != action_id:
+                # The card itself, or a notice in its thread (a tripped rule's Rollback button).
+                shown = await queries.message_action(session, channel=channel, ts=ts)
+                if shown != action_id:
                     return Outcome(Result.WRONG_CARD, action)
             if op is not None:
                 if op not in self._caps.ops:

@@ -1,4 +1,5 @@
-"""SQLModel tables: actions, their Slack cards, the audit trail of decisions, the outbox."""
+"""SQLModel tables: actions, their Slack cards, the audit trail of decisions, the outbox,
+the rollback watches and the notices posted in a card's thread."""
 
 from __future__ import annotations
 
@@ -92,6 +93,8 @@ class Action(SQLModel, table=True):
     version: int = Field(default=1)
     first_seen_at: datetime | None = _ts()
     updated_at: datetime | None = _ts()
+    # When the rollback watch was set up for this action (None: not yet, or never needed).
+    watch_started_at: datetime | None = _ts()
 
 
 class Card(SQLModel, table=True):
@@ -155,3 +158,73 @@ class Outbox(SQLModel, table=True):
     notify_channel: str | None = Field(default=None, max_length=32)
     created_at: datetime | None = _ts(nullable=False)
     completed_at: datetime | None = _ts()
+
+
+class Reading(str, enum.Enum):
+    """How the last check of a watched rule went."""
+
+    PENDING = "pending"  # not checked yet
+    OK = "ok"  # a fresh value was read and evaluated
+    MISSING = "missing"  # the metrics provider has no such metric
+    STALE = "stale"  # the provider's value is older than the staleness limit
+    ERROR = "error"  # the provider could not be read, or answered garbage
+    NO_PROVIDER = "no_provider"  # no metrics provider is configured
+
+
+class Watch(SQLModel, table=True):
+    """One parsed rollback condition of one approved or running action, checked on a schedule."""
+
+    __tablename__ = "watches"
+    __table_args__ = (sa.UniqueConstraint("action_id", "position", name="uq_watches_action_position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="actions.id", index=True)
+    position: int  # the condition's index in the action's rollback_conditions
+    condition: str  # the condition as the upstream wrote it
+    rule: dict[str, Any] = Field(sa_type=sa.JSON, nullable=False)  # bot.rules.Rule.to_json()
+    metric: str = Field(max_length=64)
+    active: bool = Field(default=True, index=True)
+    started_at: datetime | None = _ts(nullable=False)  # execution: the window counts from here
+    ends_at: datetime | None = _ts()  # None: watched for as long as the action runs
+    baseline: float | None = None
+    baseline_at: datetime | None = _ts()
+    reading: str = Field(default=Reading.PENDING.value, max_length=16)
+    reading_detail: str | None = None
+    last_value: float | None = None
+    last_observed_at: datetime | None = _ts()
+    checked_at: datetime | None = _ts()
+    tripped: bool = Field(default=False)
+    trips: int = Field(default=0)
+    tripped_at: datetime | None = _ts()
+    ended: str | None = Field(default=None, max_length=32)  # why it stopped: window_over, action_left
+    next_check_at: datetime | None = _ts(nullable=False, index=True)
+    lease_until: datetime | None = _ts()
+
+
+class NoticeState(str, enum.Enum):
+    PENDING = "pending"
+    POSTING = "posting"  # a worker claimed it; look in the thread before posting again
+    POSTED = "posted"
+    FAILED = "failed"  # Slack refused it for good (the card's channel is gone, say)
+
+
+class Notice(SQLModel, table=True):
+    """A message owed in an action's card thread (a status change, a tripped rule), posted
+    once: the key makes creating it idempotent, the state and lease make posting it so."""
+
+    __tablename__ = "notices"
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="actions.id", index=True)
+    key: str = Field(max_length=128, unique=True)
+    kind: str = Field(max_length=32)
+    payload: dict[str, Any] = Field(sa_type=sa.JSON, nullable=False)
+    broadcast: bool = Field(default=False)  # also shown in the channel (reply_broadcast)
+    state: str = Field(default=NoticeState.PENDING.value, max_length=16, index=True)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime | None = _ts(nullable=False)
+    lease_until: datetime | None = _ts()
+    last_error: str | None = None
+    ts: str | None = Field(default=None, max_length=32, index=True)
+    created_at: datetime | None = _ts(nullable=False)
+    posted_at: datetime | None = _ts()

@@ -8,6 +8,7 @@ appends to the audit trail, which has no update or delete path.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +18,19 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sources.base import IN_FLIGHT, TRANSITIONS, Op, Status, UpstreamAction
-from store.models import Action, AuditEvent, Card, CardState, Decision, Outbox, OutboxState
+from store.models import (
+    Action,
+    AuditEvent,
+    Card,
+    CardState,
+    Decision,
+    Notice,
+    NoticeState,
+    Outbox,
+    OutboxState,
+    Reading,
+    Watch,
+)
 
 # ---- actions ----------------------------------------------------------------------------
 
@@ -167,10 +180,11 @@ async def adopt_upstream(
     if current != upstream.status:
         action.status = upstream.status.value
         action.last_error = None
-        await append_audit(
+        entry = await append_audit(
             session, action_id=action_id, event=event, actor="upstream",
             from_status=current.value, to_status=upstream.status.value, note=upstream.decided_by, now=now,
         )
+        await _status_notice(session, decision=entry, now=now)
     action.version += 1
     action.updated_at = now
     session.add(action)
@@ -380,10 +394,11 @@ async def _moved(
     action.updated_at = now
     session.add_all([outbox, action])
     await _card_dirty(session, action_id=action.id or 0, version=action.version)
-    await append_audit(
+    entry = await append_audit(
         session, action_id=action.id or 0, event=event, op=Op(outbox.op), actor=actor, note=note,
         from_status=before, to_status=status, now=now,
     )
+    await _status_notice(session, decision=entry, now=now, error=error)
     return action
 
 
@@ -536,3 +551,255 @@ async def card_for_message(session: AsyncSession, *, channel: str, ts: str) -> C
 
 async def card_for_action(session: AsyncSession, *, action_id: int) -> Card | None:
     return (await session.exec(select(Card).where(Card.action_id == action_id))).first()
+
+
+async def _status_notice(session: AsyncSession, *, decision: Decision, now: datetime, error: str | None = None) -> None:
+    """Tell the card's thread about a state change that landed (never a request in flight)."""
+    assert decision.id is not None
+    await add_notice(
+        session, action_id=decision.action_id, key=f"audit:{decision.id}", kind="status", now=now,
+        payload={
+            "event": decision.event, "op": decision.op, "actor": decision.actor, "note": decision.note,
+            "from_status": decision.from_status, "to_status": decision.to_status, "error": error,
+        },
+    )
+
+
+# ---- notices ----------------------------------------------------------------------------
+
+
+async def add_notice(
+    session: AsyncSession, *, action_id: int, key: str, kind: str, payload: dict[str, Any], now: datetime,
+    broadcast: bool = False,
+) -> bool:
+    """Owe a message in the action's card thread, once per ``key``; False if already owed."""
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Notice)
+    stmt = insert.values(
+        action_id=action_id, key=key, kind=kind, payload=payload, broadcast=broadcast,
+        state=NoticeState.PENDING.value, attempts=0, next_attempt_at=now, created_at=now,
+    ).on_conflict_do_nothing(index_elements=["key"])
+    result = await session.exec(stmt.returning(col(Notice.id)))
+    return result.scalar_one_or_none() is not None
+
+
+async def claim_notices(
+    session: AsyncSession, *, now: datetime, lease: timedelta, limit: int
+) -> list[tuple[Notice, Card]]:
+    """Lease due notices whose card is posted (a thread needs its parent), oldest first."""
+    stmt = (
+        select(Notice, Card)
+        .join(Card, col(Card.action_id) == col(Notice.action_id))
+        .where(
+            col(Notice.state).in_([NoticeState.PENDING.value, NoticeState.POSTING.value]),
+            col(Notice.next_attempt_at) <= now,
+            sa.or_(col(Notice.lease_until).is_(None), col(Notice.lease_until) < now),
+            col(Card.ts).is_not(None),
+        )
+        .order_by(col(Notice.id))
+        .limit(limit)
+        .with_for_update(of=Notice, skip_locked=True)  # type: ignore[arg-type]
+    )
+    rows = [(notice, card) for notice, card in (await session.exec(stmt)).all()]
+    for notice, _card in rows:
+        notice.lease_until = now + lease
+        notice.attempts += 1
+        if notice.state == NoticeState.PENDING.value:
+            notice.state = NoticeState.POSTING.value
+        session.add(notice)
+    return rows
+
+
+async def notice_posted(session: AsyncSession, *, notice_id: int, ts: str, now: datetime) -> None:
+    await session.exec(
+        sa.update(Notice)
+        .where(col(Notice.id) == notice_id)
+        .values(state=NoticeState.POSTED.value, ts=ts, posted_at=now, lease_until=None, last_error=None)
+    )
+
+
+async def notice_retry_later(session: AsyncSession, *, notice_id: int, error: str, next_attempt_at: datetime) -> None:
+    await session.exec(
+        sa.update(Notice)
+        .where(col(Notice.id) == notice_id)
+        .values(last_error=error, next_attempt_at=next_attempt_at, lease_until=None)
+    )
+
+
+async def notice_failed(session: AsyncSession, *, notice_id: int, error: str) -> None:
+    await session.exec(
+        sa.update(Notice)
+        .where(col(Notice.id) == notice_id)
+        .values(state=NoticeState.FAILED.value, last_error=error, lease_until=None)
+    )
+
+
+async def notices_for(session: AsyncSession, *, action_id: int) -> Sequence[Notice]:
+    stmt = select(Notice).where(Notice.action_id == action_id).order_by(col(Notice.id))
+    return (await session.exec(stmt)).all()
+
+
+async def message_action(session: AsyncSession, *, channel: str, ts: str) -> int | None:
+    """The action a Signoff message shows: its card, or a notice in the card's thread."""
+    card = await card_for_message(session, channel=channel, ts=ts)
+    if card is not None:
+        return card.action_id
+    stmt = (
+        select(Notice.action_id)
+        .join(Card, col(Card.action_id) == col(Notice.action_id))
+        .where(Notice.ts == ts, Card.channel == channel)
+    )
+    return (await session.exec(stmt)).first()
+
+
+# ---- watches ----------------------------------------------------------------------------
+
+
+async def actions_to_watch(session: AsyncSession, *, statuses: Iterable[Status], limit: int) -> Sequence[Action]:
+    """Approved or running actions whose watch is not set up yet."""
+    stmt = (
+        select(Action)
+        .where(col(Action.status).in_([s.value for s in statuses]), col(Action.watch_started_at).is_(None))
+        .order_by(col(Action.id))
+        .limit(limit)
+    )
+    return (await session.exec(stmt)).all()
+
+
+@dataclass(frozen=True)
+class NewWatch:
+    position: int
+    condition: str
+    rule: dict[str, Any]
+    metric: str
+    ends_at: datetime | None
+
+
+async def start_watch(
+    session: AsyncSession, *, action_id: int, started_at: datetime, watches: Sequence[NewWatch], now: datetime
+) -> bool:
+    """Set up an action's watch once: False if another worker did it first."""
+    result = await session.exec(
+        sa.update(Action)
+        .where(col(Action.id) == action_id, col(Action.watch_started_at).is_(None))
+        .values(watch_started_at=started_at)
+    )
+    if result.rowcount != 1:
+        return False
+    for w in watches:
+        session.add(
+            Watch(
+                action_id=action_id, position=w.position, condition=w.condition, rule=w.rule, metric=w.metric,
+                active=True, started_at=started_at, ends_at=w.ends_at, reading=Reading.PENDING.value,
+                next_check_at=now,
+            )
+        )
+    if watches:
+        await _bump(session, action_id=action_id)
+    return True
+
+
+async def _bump(session: AsyncSession, *, action_id: int) -> None:
+    """Something the card shows changed without the action's state changing: re-render it."""
+    action = await get_action(session, action_id=action_id, lock=True)
+    if action is None:
+        return
+    action.version += 1
+    session.add(action)
+    await _card_dirty(session, action_id=action_id, version=action.version)
+
+
+async def claim_watches(
+    session: AsyncSession, *, now: datetime, lease: timedelta, limit: int
+) -> list[tuple[Watch, Action]]:
+    """Lease due watches to this worker; rows another worker holds are skipped."""
+    stmt = (
+        select(Watch, Action)
+        .join(Action, col(Action.id) == col(Watch.action_id))
+        .where(
+            col(Watch.active),
+            col(Watch.next_check_at) <= now,
+            sa.or_(col(Watch.lease_until).is_(None), col(Watch.lease_until) < now),
+        )
+        .order_by(col(Watch.next_check_at), col(Watch.id))
+        .limit(limit)
+        .with_for_update(of=Watch, skip_locked=True)  # type: ignore[arg-type]
+    )
+    rows = [(watch, action) for watch, action in (await session.exec(stmt)).all()]
+    for watch, _action in rows:
+        watch.lease_until = now + lease
+        session.add(watch)
+    return rows
+
+
+async def get_watch(session: AsyncSession, *, watch_id: int) -> Watch | None:
+    stmt = select(Watch).where(Watch.id == watch_id).with_for_update()
+    return (await session.exec(stmt.execution_options(populate_existing=True))).first()
+
+
+async def watches_for(session: AsyncSession, *, action_id: int) -> Sequence[Watch]:
+    stmt = select(Watch).where(Watch.action_id == action_id).order_by(col(Watch.position))
+    return (await session.exec(stmt)).all()
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What one check of a watch found, to be written back in one transaction."""
+
+    reading: Reading
+    detail: str | None = None
+    value: float | None = None
+    observed_at: datetime | None = None
+    baseline: float | None = None  # set on the first fresh value, for relative rules
+    tripped: bool | None = None  # None: not evaluated (no fresh value); keep the trip state
+    ended: str | None = None  # stop watching, for this reason
+
+
+async def record_check(
+    session: AsyncSession, *, watch_id: int, result: CheckResult, now: datetime, next_check_at: datetime
+) -> tuple[Watch, str | None] | None:
+    """Write one check back. Returns the watch and its transition ("tripped", "recovered",
+    "ended", or None), or None if the watch is gone or ended meanwhile. The trip flag is
+    compared and set here, under the row lock: a trip is reported once however many workers
+    looked."""
+    watch = await get_watch(session, watch_id=watch_id)
+    if watch is None or not watch.active:
+        return None
+    shown_before = (watch.reading, watch.tripped, watch.baseline is None, watch.active)
+    transition: str | None = None
+    watch.reading = result.reading.value
+    watch.reading_detail = result.detail
+    watch.checked_at = now
+    if result.value is not None:
+        watch.last_value = result.value
+        watch.last_observed_at = result.observed_at
+    if result.baseline is not None and watch.baseline is None:
+        watch.baseline = result.baseline
+        watch.baseline_at = result.observed_at or now
+    if result.tripped is True and not watch.tripped:
+        watch.tripped, watch.trips, watch.tripped_at = True, watch.trips + 1, now
+        transition = "tripped"
+    elif result.tripped is False and watch.tripped:
+        watch.tripped = False
+        transition = "recovered"
+    if result.ended is not None:
+        watch.active, watch.ended = False, result.ended
+        transition = transition or "ended"
+    watch.next_check_at = next_check_at
+    watch.lease_until = None
+    session.add(watch)
+    if (watch.reading, watch.tripped, watch.baseline is None, watch.active) != shown_before:
+        await _bump(session, action_id=watch.action_id)
+    return watch, transition
+
+
+async def end_watches(session: AsyncSession, *, action_id: int, reason: str) -> int:
+    """Stop watching every rule of an action (it left approved/running)."""
+    result = await session.exec(
+        sa.update(Watch)
+        .where(col(Watch.action_id) == action_id, col(Watch.active))
+        .values(active=False, ended=reason, lease_until=None)
+    )
+    if result.rowcount:
+        await _bump(session, action_id=action_id)
+    return int(result.rowcount or 0)

@@ -14,6 +14,7 @@ import pytest
 
 from app import Signoff
 from bot.jobs import RetryPolicy
+from bot.service import Clock, utc_now
 from settings import Settings
 from tests.fakes.flokit import FakeFloKit
 from tests.fakes.slack_api import FakeSlack
@@ -121,9 +122,9 @@ class Harness:
         assert self.bot is not None and self.bot.port
         return SlackRequester(f"http://127.0.0.1:{self.bot.port}/slack/events", SIGNING_SECRET, self.http)
 
-    async def start(self, *, retry: RetryPolicy = FAST_RETRY, **overrides: Any) -> Signoff:
+    async def start(self, *, retry: RetryPolicy = FAST_RETRY, clock: Clock | None = None, **overrides: Any) -> Signoff:
         settings = make_settings(flokit=self.flokit, slack=self.slack, database_url=self.database_url, **overrides)
-        bot = Signoff(settings, retry=retry)
+        bot = Signoff(settings, retry=retry, clock=clock or utc_now)
         await bot.start(host="127.0.0.1")
         self.bots.append(bot)
         self.bot = bot
@@ -144,8 +145,13 @@ class Harness:
 
     async def poll(self) -> None:
         """Run one poll now and wait until it is done."""
-        assert self.bot is not None
-        job = self.bot.jobs["poll"]
+        await self.run_job("poll")
+
+    async def run_job(self, name: str, bot: Signoff | None = None) -> None:
+        """Run one of the bot's scheduled jobs now and wait until it is done."""
+        bot = bot or self.bot
+        assert bot is not None
+        job = bot.jobs[name]
         await job.wait_idle()
         await job.run()
 

@@ -564,8 +564,14 @@ async def test_replicas_decide_and_deliver_once_and_survive_a_sigkill(
     # one card per ready action, posted once
     posts = Counter(
         ((c.params.get("metadata") or {}).get("event_payload") or {}).get("external_id")
-        for c in slack.calls_to("chat.postMessage")
+        for c in slack.calls_to("chat.postMessage") if not c.params.get("thread_ts")
     )
+    # and each notice in a card's thread (a decision that landed) posted once
+    notices = Counter(
+        ((c.params.get("metadata") or {}).get("event_payload") or {}).get("notice_id")
+        for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts")
+    )
+    assert all(n == 1 for n in notices.values()), notices
     for x in carded:
         assert len(cards_for(slack, x)) == 1 and posts[x] == 1, (x, len(cards_for(slack, x)), posts[x])
     assert set(posts) == set(carded), set(posts) ^ set(carded)
