@@ -96,3 +96,20 @@ def test_secrets_do_not_show_in_repr(env: Any) -> None:
     text = repr(load())
     for secret in ("xoxb-1-secret", "shh-signing", "fk-secret-key"):
         assert secret not in text
+
+
+def test_rollback_watch_settings_default_and_validate(env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("METRICS_URL", "METRICS_TOKEN", "ROLLBACK_CHECK_INTERVAL_SECONDS", "AUTO_ROLLBACK", "SIGNOFF_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    env()
+    s = load()
+    assert s.metrics_url is None and s.rollback_check_interval_seconds == 300 and s.auto_rollback is False
+    env(METRICS_URL="", AUTO_ROLLBACK="true", ROLLBACK_CHECK_INTERVAL_SECONDS="2.5", METRICS_TOKEN="mt-secret")
+    s = load()
+    assert s.metrics_url is None and s.auto_rollback is True and s.rollback_check_interval_seconds == 2.5
+    assert "mt-secret" not in repr(s)
+    env(METRICS_URL="metrics.internal/v1", ROLLBACK_CHECK_INTERVAL_SECONDS="0")
+    with pytest.raises(ValidationError) as raised:
+        load()
+    message = describe_errors(raised.value)
+    assert "METRICS_URL: must be an http(s) URL" in message and "ROLLBACK_CHECK_INTERVAL_SECONDS" in message
