@@ -24,14 +24,16 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import jobs, listeners, watch
+from bot import home, jobs, listeners, reminders, watch
 from bot.auth import ApproverCheck
+from bot.command_service import CommandService
 from bot.jobs import JobContext, RetryPolicy
 from bot.service import Clock, DecisionService, utc_now
+from bot.reminders import ReminderContext
 from bot.watch import WatchContext
 from bot.web import slack_events
-from policy import Policy, PolicyError, load_policy
-from settings import Settings, describe_errors
+from policy import Policy, PolicyError, Timings, load_policy
+from settings import Approvers, Settings, describe_errors
 from sources.flokit import FloKitSource
 from sources.metrics import HttpMetrics, MetricsProvider
 from store.db import Database, SchemaError
@@ -42,9 +44,15 @@ MAX_REQUEST_BYTES = 1024 * 1024  # Slack's payloads are far smaller; larger bodi
 OUTBOX_INTERVAL_SECONDS = 1.0
 CARDS_INTERVAL_SECONDS = 5.0
 NOTICES_INTERVAL_SECONDS = 5.0
+HOMES_INTERVAL_SECONDS = 10.0  # App Home refresh: cheap when nothing changed (one fingerprint per viewer)
+REMINDERS_INTERVAL_SECONDS = 60.0
 WATCH_TICK_SECONDS = 60.0  # the watch job looks for due rules this often (or each interval, if shorter)
 STOP_GRACE_SECONDS = 20.0
 SLACK_TIMEOUT_SECONDS = 10
+
+
+def _seconds(value: float | None) -> timedelta | None:
+    return timedelta(seconds=value) if value is not None else None
 
 
 class StartupError(Exception):
@@ -95,10 +103,22 @@ class Signoff:
 
     def __init__(self, settings: Settings, *, retry: RetryPolicy | None = None, clock: Clock = utc_now) -> None:
         self.settings = settings
+        defaults = Timings(
+            remind_after=_seconds(settings.remind_after_seconds),
+            escalate_after=_seconds(settings.escalate_after_seconds),
+            expire_after=_seconds(settings.expire_after_seconds),
+            escalation_channel=settings.escalation_channel,
+        )
         try:
-            self.policy: Policy = load_policy(settings.signoff_config, auto_rollback=settings.auto_rollback)
+            self.policy: Policy = load_policy(
+                settings.signoff_config, auto_rollback=settings.auto_rollback, defaults=defaults
+            )
         except PolicyError as e:
             raise StartupError(str(e)) from e
+        self._default_approvers = settings.approver_set
+        self._route_approvers = {
+            i: Approvers(list(r.approvers)) for i, r in enumerate(self.policy.routes) if r.approvers is not None
+        }
         self.db = Database(settings.database_url)
         self.slack = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
@@ -120,6 +140,15 @@ class Signoff:
 
     # ---- building ---------------------------------------------------------------------
 
+    def approvers_for(self, action_type: str, risk: str | None) -> Approvers:
+        """Who may decide an action: its route's approvers, else APPROVERS."""
+        route = self.policy.route_for(action_type, risk)
+        if route is not None:
+            found = self._route_approvers.get(self.policy.routes.index(route))
+            if found is not None:
+                return found
+        return self._default_approvers
+
     def _build(self) -> None:
         s = self.settings
         self.http = aiohttp.ClientSession(raise_for_status=False)
@@ -127,13 +156,19 @@ class Signoff:
             self.http, base_url=s.flokit_api_url, api_key=s.flokit_api_key.get_secret_value(),
             timeout=s.flokit_timeout_seconds,
         )
-        approvers = ApproverCheck(s.approver_set, self.slack)
+        approvers = ApproverCheck(self._default_approvers, self.slack)
         ctx = JobContext(
             db=self.db, source=self.source, slack=self.slack, people=approvers, channel=s.slack_channel,
             # A changed action also may owe thread notices, or need its rollback watch set up.
-            kick_cards=lambda: self.kick("cards", "notices", "watch"), clock=self._clock, retry=self._retry,
+            kick_cards=lambda: self.kick("cards", "notices", "watch", "homes"), clock=self._clock, retry=self._retry,
             # One delivery: the email lookup and one FloKit call, each bounded by a timeout.
             outbox_lease=timedelta(seconds=SLACK_TIMEOUT_SECONDS + 2 * s.flokit_timeout_seconds + 5),
+            policy=self.policy, digest_threshold=s.digest_threshold,
+            pacer=jobs.Pacer(s.slack_post_interval_seconds),
+        )
+        reminder_ctx = ReminderContext(
+            db=self.db, policy=self.policy, approvers_for=self.approvers_for, quiet=s.quiet, clock=self._clock,
+            kick_notices=lambda: self.kick("notices"), kick_cards=lambda: self.kick("cards"),
         )
         metrics: MetricsProvider | None = None
         if s.metrics_url:
@@ -146,16 +181,23 @@ class Signoff:
             db=self.db, metrics=metrics, policy=self.policy, clock=self._clock,
             interval=timedelta(seconds=s.rollback_check_interval_seconds), tick=timedelta(seconds=watch_tick),
             max_age=timedelta(seconds=s.metrics_max_age_seconds),
-            kick_outbox=lambda: self.kick("outbox"), kick_cards=lambda: self.kick("cards", "notices"),
+            kick_outbox=lambda: self.kick("outbox"), kick_cards=lambda: self.kick("cards", "notices", "homes"),
             lease=timedelta(seconds=2 * s.metrics_timeout_seconds + 30),
+        )
+        self.home = home.HomeService(
+            db=self.db, slack=self.slack, approvers=approvers, capabilities=self.source.capabilities,
+            channel=s.slack_channel, clock=self._clock, approvers_for=self.approvers_for,
         )
         specs: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
             ("poll", lambda: jobs.poll(ctx), s.poll_interval_seconds),
             ("outbox", lambda: jobs.deliver_outbox(ctx), OUTBOX_INTERVAL_SECONDS),
             ("cards", lambda: jobs.sync_cards(ctx), CARDS_INTERVAL_SECONDS),
             ("notices", lambda: jobs.post_notices(ctx), NOTICES_INTERVAL_SECONDS),
+            # Republishes the App Home of recent viewers whose content changed.
+            ("homes", lambda: home.refresh(self.home), HOMES_INTERVAL_SECONDS),
             # Checks only the rules that are due; kicked when an action was just approved.
             ("watch", lambda: watch.check_rules(watch_ctx), watch_tick),
+            ("reminders", lambda: reminders.remind(reminder_ctx), REMINDERS_INTERVAL_SECONDS),
         ]
         now = datetime.now(timezone.utc)
         for name, fn, interval in specs:
@@ -172,8 +214,10 @@ class Signoff:
             db=self.db,
             approvers=approvers,
             capabilities=self.source.capabilities,
-            on_change=lambda: self.kick("outbox", "cards"),
+            on_change=lambda: self.kick("outbox", "cards", "homes"),
             clock=self._clock,
+            approvers_for=self.approvers_for,
+            policy=self.policy,
         )
         self.bolt = AsyncApp(
             client=self.slack,
@@ -181,7 +225,8 @@ class Signoff:
             request_verification_enabled=not s.socket_mode,
             logger=logging.getLogger("signoff.bolt"),
         )
-        listeners.register(self.bolt, self.service)
+        commands = CommandService(db=self.db, decisions=self.service, clock=self._clock)
+        listeners.register(self.bolt, self.service, home=self.home, commands=commands)
 
     def kick(self, *names: str) -> None:
         for name in names:

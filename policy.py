@@ -1,12 +1,19 @@
 """Routing and policy by action type, from an optional ``signoff.toml`` beside the environment.
 
-The file holds a list of routes; for each action the first route whose ``types`` include the
-action's type (or that names no types) applies, and whatever it leaves unset falls back to
-the environment's settings. Validated once at start, by ``app.py``: an unknown key, a wrong
+The file holds a list of routes; for each action the first route that matches it applies (its
+``types`` include the action's type, or it names none; likewise ``risk``), and whatever it
+leaves unset falls back to the environment's settings. A route picks the channel, the
+approvers, how many distinct approvers are needed (the two-person rule), whether failed
+guardrails need a typed confirmation before Approve, the reminder timings and auto-rollback. Validated once at start, by ``app.py``: an unknown key, a wrong
 type or an unreadable file is a clear error naming the route and field, never a crash later.
 
     [[routes]]
     types = ["budget_shift"]
+    channel = "C0BUDGETS"
+    approvers = ["S0FINANCE"]
+    required_approvals = 2
+    confirm_failed_guardrails = true
+    remind_after = "2h"
     auto_rollback = true
 
     [[routes]]
@@ -16,11 +23,14 @@ type or an unreadable file is a clear error naming the route and field, never a 
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_PATH = "signoff.toml"
 
@@ -29,14 +39,76 @@ class PolicyError(Exception):
     """The policy file is missing, unreadable or invalid; the message says where and why."""
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
+_APPROVER = re.compile(r"^(\*|[UWS][A-Z0-9]{2,})$")
+
+
+def _duration(value: object) -> object:
+    """Seconds as a number, or text such as "90s", "30m", "4h", "2d", "1w"."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 4h or a number of seconds")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    else:
+        raise ValueError("must be a duration such as 4h or a number of seconds")
+    if seconds <= 0:
+        raise ValueError("must be more than zero")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
 class Route(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     types: tuple[str, ...] = ()  # action types this route applies to; empty: every type
+    risk: tuple[str, ...] = ()  # risks it applies to, where the source reports one; empty: any
+    channel: str | None = None  # where the cards go; unset: SLACK_CHANNEL
+    approvers: tuple[str, ...] | None = None  # who may decide; unset: APPROVERS
+    required_approvals: int = Field(default=1, ge=1, le=5)  # distinct approvers needed
+    confirm_failed_guardrails: bool = False  # Approve needs a typed confirmation if a guardrail failed
+    remind_after: Duration | None = None
+    escalate_after: Duration | None = None
+    expire_after: Duration | None = None
+    escalation_channel: str | None = None
     auto_rollback: bool | None = None  # roll back by itself when a rule trips; unset: AUTO_ROLLBACK
 
-    def matches(self, action_type: str) -> bool:
-        return not self.types or action_type in self.types
+    def matches(self, action_type: str, risk: str | None = None) -> bool:
+        if self.types and action_type not in self.types:
+            return False
+        return not self.risk or (risk is not None and risk.casefold() in {r.casefold() for r in self.risk})
+
+    @field_validator("channel", "escalation_channel")
+    @classmethod
+    def _channel(cls, v: str | None) -> str | None:
+        if v is not None and not _CHANNEL.match(v):
+            raise ValueError("must be a channel ID such as C0123456789 (not a #name)")
+        return v
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is None:
+            return None
+        bad = [e for e in v if not _APPROVER.match(e)]
+        if bad or not v:
+            raise ValueError(f"must list Slack user IDs (U…/W…), user-group IDs (S…) or *; not {', '.join(bad) or 'empty'}")
+        return v
+
+
+@dataclass(frozen=True)
+class Timings:
+    """When an action still awaiting a decision is reminded about, escalated and expired."""
+
+    remind_after: timedelta | None
+    escalate_after: timedelta | None
+    expire_after: timedelta | None
+    escalation_channel: str | None
 
 
 class PolicyFile(BaseModel):
@@ -51,18 +123,42 @@ class Policy:
 
     auto_rollback: bool = False
     routes: tuple[Route, ...] = ()
+    defaults: Timings = Timings(None, None, None, None)
 
-    def route_for(self, action_type: str) -> Route | None:
-        return next((r for r in self.routes if r.matches(action_type)), None)
+    def route_for(self, action_type: str, risk: str | None = None) -> Route | None:
+        return next((r for r in self.routes if r.matches(action_type, risk)), None)
 
-    def auto_rollback_for(self, action_type: str) -> bool:
-        route = self.route_for(action_type)
+    def auto_rollback_for(self, action_type: str, risk: str | None = None) -> bool:
+        route = self.route_for(action_type, risk)
         if route is not None and route.auto_rollback is not None:
             return route.auto_rollback
         return self.auto_rollback
 
+    def channel_for(self, action_type: str, risk: str | None, default: str) -> str:
+        route = self.route_for(action_type, risk)
+        return route.channel if route is not None and route.channel else default
 
-def load_policy(path: str | None, *, auto_rollback: bool) -> Policy:
+    def required_approvals(self, action_type: str, risk: str | None = None) -> int:
+        route = self.route_for(action_type, risk)
+        return route.required_approvals if route is not None else 1
+
+    def confirm_failed_guardrails(self, action_type: str, risk: str | None = None) -> bool:
+        route = self.route_for(action_type, risk)
+        return route is not None and route.confirm_failed_guardrails
+
+    def timings(self, action_type: str, risk: str | None = None) -> Timings:
+        route, d = self.route_for(action_type, risk), self.defaults
+        if route is None:
+            return d
+        return Timings(
+            remind_after=route.remind_after or d.remind_after,
+            escalate_after=route.escalate_after or d.escalate_after,
+            expire_after=route.expire_after or d.expire_after,
+            escalation_channel=route.escalation_channel or d.escalation_channel,
+        )
+
+
+def load_policy(path: str | None, *, auto_rollback: bool, defaults: Timings | None = None) -> Policy:
     """The policy from ``path`` (an error if given and missing), else from ``signoff.toml``
     in the working directory if there is one, else the settings alone."""
     explicit = path is not None
@@ -70,7 +166,7 @@ def load_policy(path: str | None, *, auto_rollback: bool) -> Policy:
     if not file.exists():
         if explicit:
             raise PolicyError(f"SIGNOFF_CONFIG names {file}, which does not exist")
-        return Policy(auto_rollback=auto_rollback)
+        return Policy(auto_rollback=auto_rollback, defaults=defaults or Policy.defaults)
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
@@ -81,7 +177,7 @@ def load_policy(path: str | None, *, auto_rollback: bool) -> Policy:
         parsed = PolicyFile.model_validate(data)
     except ValidationError as e:
         raise PolicyError(f"{file} is invalid:\n{_describe(e)}") from e
-    return Policy(auto_rollback=auto_rollback, routes=parsed.routes)
+    return Policy(auto_rollback=auto_rollback, routes=parsed.routes, defaults=defaults or Policy.defaults)
 
 
 def _describe(error: ValidationError) -> str:

@@ -7,7 +7,10 @@ hands each part the values it needs.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime, time
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -57,6 +60,16 @@ class Settings(BaseSettings):
     auto_rollback: bool = False  # roll back by itself when a rule trips (signoff.toml may override per type)
     # Routing and policy by action type; optional. The default path is used only if the file exists.
     signoff_config: str | None = None
+    # Nothing waits forever unnoticed: reminders, escalation, expiry of undecided actions.
+    remind_after_seconds: float | None = Field(default=4 * 3600.0, gt=0)
+    escalate_after_seconds: float | None = Field(default=24 * 3600.0, gt=0)
+    escalation_channel: str | None = None  # unset: no escalation
+    expire_after_seconds: float | None = Field(default=None, gt=0)  # unset: never expire
+    quiet_hours: str | None = None  # e.g. "22:00-07:00": reminders wait until it ends
+    quiet_hours_timezone: str = "UTC"
+    # Flood control: a poll finding more new actions than this posts one digest instead.
+    digest_threshold: int = Field(default=10, ge=1)
+    slack_post_interval_seconds: float = Field(default=1.0, ge=0)  # per channel, per process
 
     @field_validator("slack_bot_token")
     @classmethod
@@ -79,7 +92,10 @@ class Settings(BaseSettings):
     def _empty_secret(cls, v: SecretStr | None) -> SecretStr | None:
         return v if v is not None and v.get_secret_value() else None
 
-    @field_validator("metrics_url", "metrics_token", "signoff_config", mode="before")
+    @field_validator(
+        "metrics_url", "metrics_token", "signoff_config", "escalation_channel", "quiet_hours",
+        "remind_after_seconds", "escalate_after_seconds", "expire_after_seconds", mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
@@ -98,9 +114,27 @@ class Settings(BaseSettings):
     def _trailing_slash(cls, v: str) -> str:
         return v if v.endswith("/") else v + "/"
 
-    @field_validator("slack_channel")
+    @field_validator("quiet_hours")
     @classmethod
-    def _channel(cls, v: str) -> str:
+    def _quiet_hours(cls, v: str | None) -> str | None:
+        if v is not None:
+            quiet_window(v)  # raises ValueError with the reason
+        return v
+
+    @field_validator("quiet_hours_timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError("must be an IANA time zone such as Europe/Berlin or UTC") from e
+        return v
+
+    @field_validator("slack_channel", "escalation_channel")
+    @classmethod
+    def _channel(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
         v = v.strip()
         if not _CHANNEL.match(v):
             raise ValueError("must be a channel ID such as C0123456789 (not a #name)")
@@ -141,6 +175,38 @@ class Settings(BaseSettings):
     @property
     def approver_set(self) -> Approvers:
         return Approvers(self.approvers)
+
+    @property
+    def quiet(self) -> QuietHours | None:
+        if self.quiet_hours is None:
+            return None
+        start, end = quiet_window(self.quiet_hours)
+        return QuietHours(start, end, ZoneInfo(self.quiet_hours_timezone))
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A daily window (possibly across midnight) in which no reminders are posted."""
+
+    start: time
+    end: time
+    zone: ZoneInfo
+
+    def contains(self, at: datetime) -> bool:
+        local = at.astimezone(self.zone).time()
+        if self.start <= self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+
+def quiet_window(text: str) -> tuple[time, time]:
+    m = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", text)
+    if not m:
+        raise ValueError("must look like 22:00-07:00")
+    h1, m1, h2, m2 = (int(g) for g in m.groups())
+    if not (h1 < 24 and h2 < 24 and m1 < 60 and m2 < 60) or (h1, m1) == (h2, m2):
+        raise ValueError("must be two different times of day, like 22:00-07:00")
+    return time(h1, m1), time(h2, m2)
 
 
 def describe_errors(error: ValidationError) -> str:

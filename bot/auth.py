@@ -40,11 +40,18 @@ class ApproverCheck:
         self._locks: dict[str, asyncio.Lock] = {}
         self._emails: dict[str, tuple[float, str | None]] = {}
 
-    async def check(self, user_id: str) -> Verdict:
-        if self._approvers.everyone or user_id in self._approvers.users:
+    @property
+    def default(self) -> Approvers:
+        """``APPROVERS``: who may decide where no route names its own approvers."""
+        return self._approvers
+
+    async def check(self, user_id: str, approvers: Approvers | None = None) -> Verdict:
+        """Whether the user may decide: against ``APPROVERS``, or the given set (a route's)."""
+        approvers = approvers or self._approvers
+        if approvers.everyone or user_id in approvers.users:
             return Verdict.ALLOWED
         unknown = False
-        for group in sorted(self._approvers.groups):
+        for group in sorted(approvers.groups):
             try:
                 members = await self._members(group)
             except SlackApiError as e:

@@ -21,6 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import ids, render, render_notices
 from bot.auth import ApproverCheck
 from bot.service import Clock, load_card, utc_now
+from policy import Policy
 from sources.base import (
     IN_FLIGHT,
     TRANSITIONS,
@@ -35,7 +36,7 @@ from sources.base import (
 )
 from store import queries
 from store.db import Database
-from store.models import Action, Card, CardState, Notice, Outbox
+from store.models import Action, Card, CardState, Digest, Notice, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,26 @@ class RetryPolicy:
     def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> timedelta:
         ceiling = min(self.cap_seconds, self.base_seconds * (2 ** max(0, attempt)))
         return timedelta(seconds=ceiling / 2 + rng() * ceiling / 2)
+
+
+class Pacer:
+    """At most one message per ``interval`` seconds to each channel, from this process:
+    Slack allows about one per second per channel, and a flood should not meet its 429s."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._next: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def wait(self, channel: str) -> None:
+        if self.interval <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        async with self._locks.setdefault(channel, asyncio.Lock()):
+            delay = self._next.get(channel, 0.0) - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._next[channel] = loop.time() + self.interval
 
 
 @dataclass
@@ -75,6 +96,9 @@ class JobContext:
     card_lease: timedelta = timedelta(seconds=60)
     notice_lease: timedelta = timedelta(seconds=60)
     notice_batch: int = 5
+    policy: Policy = field(default_factory=Policy)  # routes pick each new action's channel
+    digest_threshold: int = 10  # more new actions than this for one channel in one poll: a digest
+    pacer: Pacer = field(default_factory=lambda: Pacer(0.0))
 
 
 # ---- poll -------------------------------------------------------------------------------
@@ -122,9 +146,7 @@ async def _poll(ctx: JobContext) -> bool:
     async with ctx.db.read() as session:
         held_open = await queries.count_in_status(session, source=source.name, statuses=watched)
 
-    changed = False
-    for external_id in new:
-        changed |= await _discover(ctx, external_id)
+    changed = await _discover_all(ctx, new)
     for action_id, item, observed_at in moved:
         async with ctx.db.write() as session:
             changed |= await queries.adopt_upstream(
@@ -161,21 +183,35 @@ async def _sync_unlisted(ctx: JobContext, watched: frozenset[Status], listed: se
         after = held[-1][0]
 
 
-async def _discover(ctx: JobContext, external_id: str) -> bool:
-    try:
-        detail = await ctx.source.get_action(external_id)
-    except SourceError as e:
-        log.warning("could not read %s action %s, retrying next cycle: %s", ctx.source.name, external_id, e)
-        return False
-    if detail.status is not Status.READY:
-        return False
-    async with ctx.db.write() as session:
-        stored = await queries.insert_action(
-            session, source=ctx.source.name, upstream=detail, channel=ctx.channel, now=ctx.clock()
-        )
-    if stored is not None:
-        log.info("new %s action %s stored (id %s)", ctx.source.name, external_id, stored.id)
-    return stored is not None
+async def _discover_all(ctx: JobContext, new: list[str]) -> bool:
+    """Read and store each new action. A channel getting more than ``digest_threshold`` of
+    them from this poll gets one digest listing them instead of a card each."""
+    by_channel: dict[str, list[UpstreamAction]] = {}
+    for external_id in new:
+        try:
+            detail = await ctx.source.get_action(external_id)
+        except SourceError as e:
+            log.warning("could not read %s action %s, retrying next cycle: %s", ctx.source.name, external_id, e)
+            continue
+        if detail.status is Status.READY:
+            by_channel.setdefault(ctx.policy.channel_for(detail.type, detail.risk, ctx.channel), []).append(detail)
+    changed = False
+    for channel, details in by_channel.items():
+        digest_id = None
+        if len(details) > ctx.digest_threshold:
+            async with ctx.db.write() as session:
+                digest_id = (await queries.create_digest(session, channel=channel, now=ctx.clock())).id
+            log.info("%d new %s actions for %s: one digest instead of a card each", len(details), ctx.source.name, channel)
+        for detail in details:
+            async with ctx.db.write() as session:
+                stored = await queries.insert_action(
+                    session, source=ctx.source.name, upstream=detail, channel=channel, now=ctx.clock(),
+                    digest_id=digest_id,
+                )
+            if stored is not None:
+                log.info("new %s action %s stored (id %s)", ctx.source.name, detail.external_id, stored.id)
+                changed = True
+    return changed
 
 
 # ---- outbox -----------------------------------------------------------------------------
@@ -292,8 +328,9 @@ async def _notify(ctx: JobContext, entry: Outbox, text: str) -> None:
 
 
 async def sync_cards(ctx: JobContext) -> int:
-    """Post pending cards once and re-render changed ones; returns how many were handled."""
-    handled = 0
+    """Post pending cards (and digests) once and re-render changed ones; returns how many
+    were handled."""
+    handled = await sync_digests(ctx)
     while True:
         async with ctx.db.write() as session:
             claimed = await queries.claim_cards(session, now=ctx.clock(), lease=ctx.card_lease, limit=ctx.card_batch)
@@ -311,14 +348,19 @@ async def sync_cards(ctx: JobContext) -> int:
 
 async def _sync_card(ctx: JobContext, card: Card, action: Action, *, recovering: bool) -> None:
     assert card.id is not None and action.id is not None
+    if card.state == CardState.DIGESTED.value and card.digest_id is not None:
+        async with ctx.db.write() as session:
+            await queries.digested_card_shown(session, card_id=card.id, digest_id=card.digest_id, version=action.version)
+        return
     async with ctx.db.read() as session:
-        view = await load_card(session, action=action, caps=ctx.source.capabilities)
+        view = await load_card(session, action=action, caps=ctx.source.capabilities, policy=ctx.policy)
     blocks = render.card_blocks(view)
     text = render.card_text(view)
     try:
         if card.ts is None:
             ts = await _find_posted(ctx, card, action.id) if recovering else None
             if ts is None:
+                await ctx.pacer.wait(card.channel)
                 response = await ctx.slack.chat_postMessage(
                     channel=card.channel, text=text, blocks=blocks, metadata=render.card_metadata(view),
                     unfurl_links=False, unfurl_media=False,
@@ -340,20 +382,7 @@ async def _sync_card(ctx: JobContext, card: Card, action: Action, *, recovering:
 
 async def _find_posted(ctx: JobContext, card: Card, action_id: int) -> str | None:
     """Look for a card already posted for this action, by the metadata every card carries."""
-    cursor = None
-    for _ in range(10):
-        response = await ctx.slack.conversations_history(
-            channel=card.channel, include_all_metadata=True, limit=200, cursor=cursor
-        )
-        for message in response.get("messages") or []:
-            metadata = message.get("metadata") or {}
-            payload = metadata.get("event_payload") or {}
-            if metadata.get("event_type") == ids.CARD_EVENT_TYPE and payload.get("action_id") == action_id:
-                return str(message["ts"])
-        cursor = (response.get("response_metadata") or {}).get("next_cursor")
-        if not cursor:
-            return None
-    return None
+    return await _find_in_channel(ctx, card.channel, ids.CARD_EVENT_TYPE, "action_id", action_id)
 
 
 # ---- notices ----------------------------------------------------------------------------
@@ -368,29 +397,36 @@ async def post_notices(ctx: JobContext) -> int:
     while True:
         async with ctx.db.write() as session:
             claimed = await queries.claim_notices(session, now=ctx.clock(), lease=ctx.notice_lease, limit=ctx.notice_batch)
-        for notice, card in claimed:
-            await _post_notice(ctx, notice, card)
+        for notice, card, thread_ts in claimed:
+            await _post_notice(ctx, notice, card, thread_ts)
         handled += len(claimed)
         if len(claimed) < ctx.notice_batch:
             return handled
 
 
-async def _post_notice(ctx: JobContext, notice: Notice, card: Card) -> None:
-    assert notice.id is not None and card.ts is not None
+async def _post_notice(ctx: JobContext, notice: Notice, card: Card, thread: str) -> None:
+    assert notice.id is not None
     async with ctx.db.read() as session:
         action = await queries.get_action(session, action_id=notice.action_id)
-    assert action is not None
+        assert action is not None
+        card_view = (
+            await load_card(session, action=action, caps=ctx.source.capabilities, policy=ctx.policy)
+            if notice.channel else None
+        )
+    # An escalation goes to the top of another channel; everything else into the card's thread.
+    channel, thread_ts = (notice.channel, None) if notice.channel else (card.channel, thread)
     view = render_notices.NoticeView(
         notice_id=notice.id, action_id=notice.action_id, kind=notice.kind, payload=dict(notice.payload or {}),
         source=action.source, title=action.title,
     )
     try:
         # Claimed before (state "posting") by a worker that may have posted it: look first.
-        ts = await _find_notice(ctx, card, notice.id) if notice.attempts > 1 else None
+        ts = await _find_notice(ctx, channel, thread_ts, notice.id) if notice.attempts > 1 else None
         if ts is None:
+            await ctx.pacer.wait(channel)
             response = await ctx.slack.chat_postMessage(
-                channel=card.channel, thread_ts=card.ts, reply_broadcast=notice.broadcast,
-                text=render_notices.notice_text(view), blocks=render_notices.notice_blocks(view),
+                channel=channel, thread_ts=thread_ts, reply_broadcast=notice.broadcast and thread_ts is not None,
+                text=render_notices.notice_text(view), blocks=render_notices.notice_blocks(view, card_view),
                 metadata=render_notices.notice_metadata(view), unfurl_links=False, unfurl_media=False,
             )
             ts = str(response["ts"])
@@ -409,17 +445,76 @@ async def _post_notice(ctx: JobContext, notice: Notice, card: Card) -> None:
             await queries.notice_retry_later(session, notice_id=notice.id, error=error, next_attempt_at=next_at)
 
 
-async def _find_notice(ctx: JobContext, card: Card, notice_id: int) -> str | None:
-    """A notice already posted in the card's thread, found by the metadata it carries."""
+async def _find_notice(ctx: JobContext, channel: str, thread_ts: str | None, notice_id: int) -> str | None:
+    """A notice already posted (in the thread, or the channel), found by the metadata it carries."""
+    return await _find_in_channel(ctx, channel, ids.NOTICE_EVENT_TYPE, "notice_id", notice_id, thread_ts=thread_ts)
+
+
+# ---- digests ----------------------------------------------------------------------------
+
+
+async def sync_digests(ctx: JobContext) -> int:
+    """Post each digest once (found again by its metadata after a crash mid-post) and
+    re-render it when an action it lists changes."""
+    async with ctx.db.write() as session:
+        claimed = await queries.claim_digests(session, now=ctx.clock(), lease=ctx.card_lease, limit=ctx.card_batch)
+    for digest in claimed:
+        await _sync_digest(ctx, digest)
+    return len(claimed)
+
+
+async def _sync_digest(ctx: JobContext, digest: Digest) -> None:
+    assert digest.id is not None
+    async with ctx.db.read() as session:
+        actions = await queries.digest_items(session, digest_id=digest.id)
+    items = [render.DigestItem(a.id or 0, a.title, a.type, Status(a.status)) for a in actions]
+    blocks, text = render.digest_blocks(items, ctx.source.name), render.digest_text(items, ctx.source.name)
+    try:
+        if digest.ts is None:
+            ts = None
+            if digest.attempts > 1:
+                ts = await _find_in_channel(ctx, digest.channel, ids.DIGEST_EVENT_TYPE, "digest_id", digest.id)
+            if ts is None:
+                await ctx.pacer.wait(digest.channel)
+                response = await ctx.slack.chat_postMessage(
+                    channel=digest.channel, text=text, blocks=blocks, metadata=render.digest_metadata(digest.id),
+                    unfurl_links=False, unfurl_media=False,
+                )
+                ts = str(response["ts"])
+            async with ctx.db.write() as session:
+                await queries.digest_posted(session, digest_id=digest.id, ts=ts)
+        else:
+            await ctx.slack.chat_update(channel=digest.channel, ts=digest.ts, text=text, blocks=blocks)
+            async with ctx.db.write() as session:
+                await queries.digest_rendered(session, digest_id=digest.id)
+    except SlackApiError as e:
+        error = str(e.response.get("error") or e)
+        next_at = ctx.clock() + ctx.retry.delay(digest.attempts)
+        log.warning("digest %s: Slack said %s; retrying at %s", digest.id, error, next_at.isoformat())
+        async with ctx.db.write() as session:
+            await queries.digest_failed(session, digest_id=digest.id, error=error, next_attempt_at=next_at)
+    ctx.kick_cards()  # notices waiting for the digest's thread
+
+
+async def _find_in_channel(
+    ctx: JobContext, channel: str, event_type: str, key: str, value: int, *, thread_ts: str | None = None
+) -> str | None:
+    """The ts of a message Signoff posted (in the channel, or in one thread) whose metadata
+    says ``event_type`` with ``key`` = ``value``: how a post whose answer was lost is found
+    again instead of posted twice. Looks through the latest 2000 messages."""
     cursor = None
     for _ in range(10):
-        response = await ctx.slack.conversations_replies(
-            channel=card.channel, ts=card.ts or "", include_all_metadata=True, limit=200, cursor=cursor
-        )
+        if thread_ts is not None:
+            response = await ctx.slack.conversations_replies(
+                channel=channel, ts=thread_ts, include_all_metadata=True, limit=200, cursor=cursor
+            )
+        else:
+            response = await ctx.slack.conversations_history(
+                channel=channel, include_all_metadata=True, limit=200, cursor=cursor
+            )
         for message in response.get("messages") or []:
             metadata = message.get("metadata") or {}
-            payload = metadata.get("event_payload") or {}
-            if metadata.get("event_type") == ids.NOTICE_EVENT_TYPE and payload.get("notice_id") == notice_id:
+            if metadata.get("event_type") == event_type and (metadata.get("event_payload") or {}).get(key) == value:
                 return str(message["ts"])
         cursor = (response.get("response_metadata") or {}).get("next_cursor")
         if not cursor:

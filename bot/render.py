@@ -95,6 +95,9 @@ class CardView:
     last_error: str | None  # set when the last upstream call failed for good
     retry_available: bool  # a failed call can be retried
     watches: tuple[WatchView, ...] = ()  # the rollback watch, once the action is approved
+    approvals: tuple[str, ...] = ()  # approvals so far, where several are needed
+    approvals_needed: int = 1  # distinct approvers the action's route requires
+    confirm_required: bool = False  # Approve needs a typed confirmation (failed guardrails)
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ _STATUS_WORDS = {
     Status.APPROVING: "being approved",
     Status.REJECTING: "being rejected",
     Status.ROLLING_BACK: "being rolled back",
+    Status.EXPIRED: "expired without a decision",
 }
 
 _STATUS_BADGES = {
@@ -140,6 +144,7 @@ _STATUS_BADGES = {
     Status.APPROVING: "⏳ Approving…",
     Status.REJECTING: "⏳ Rejecting…",
     Status.ROLLING_BACK: "⏳ Rolling back…",
+    Status.EXPIRED: "⌛ Expired: no decision in time",
 }
 
 _TEXT_PREFIXES = {
@@ -154,6 +159,7 @@ _TEXT_PREFIXES = {
     Status.APPROVING: "Approving action",
     Status.REJECTING: "Rejecting action",
     Status.ROLLING_BACK: "Rolling back action",
+    Status.EXPIRED: "Action expired",
 }
 
 # The op whose outcome a status is: who approved a running action, who rolled it back...
@@ -447,6 +453,11 @@ def status_line(card: CardView) -> str:
     """The card's one-line state, in mrkdwn."""
     status, d = card.status, card.decision
     badge = _STATUS_BADGES[status]
+    if status is Status.READY and card.approvals_needed > 1:
+        line = f"{badge} — {len(card.approvals)} of {card.approvals_needed} approvals"
+        if card.approvals:
+            line += ": " + ", ".join(who(a, card.source) for a in card.approvals)
+        return line
     if status in IN_FLIGHT:
         if d is not None and d.event in ("requested", "retried"):
             return f"{badge} requested by {who(d.actor, card.source)}"
@@ -625,6 +636,10 @@ def approve_modal(card: CardView, private_metadata: str) -> View:
         [
             _failed_guardrails_block(card),
             _summary_block(card),
+            _section(f"This needs {card.approvals_needed} different approvers; yours is approval "
+                     f"{len(card.approvals) + 1}.") if card.approvals_needed > 1 else None,
+            _text_input(ids.CONFIRM_BLOCK, ids.CONFIRM_INPUT, "Type APPROVE to approve despite failed guardrails",
+                        optional=False, placeholder="APPROVE") if card.confirm_required else None,
             _text_input(ids.NOTE_BLOCK, ids.NOTE_INPUT, "Note (optional)", optional=True,
                         placeholder="Anything the audit trail should record"),
         ],
@@ -672,6 +687,32 @@ def already_decided_text(decision: DecisionView | None, status: Status) -> str:
     return f"This action is already {_STATUS_WORDS[status]}{suffix}"
 
 
+def info_modal(text: str) -> View:
+    """A modal that only says something (the answer to a click from the App Home)."""
+    return View(
+        type="modal", callback_id=ids.INFO_VIEW, title=_plain("Signoff", MAX_MODAL_TITLE),
+        close=_plain("Close", MAX_MODAL_TITLE), blocks=[_section(clip(text, MAX_TEXT))],
+    )
+
+
+def endorsed_text(approvals: int, needed: int) -> str:
+    left = needed - approvals
+    return f"Your approval is recorded ({approvals} of {needed}). It goes ahead once {left} more approver(s) approve."
+
+
+def already_endorsed_text(approvals: int, needed: int) -> str:
+    return (
+        f"You have already approved this one ({approvals} of {needed}); the same person twice does not count. "
+        "It needs another approver."
+    )
+
+
+def confirmation_required_text(*, in_modal: bool = False) -> str:
+    if in_modal:
+        return "A guardrail check failed: type APPROVE here to approve anyway."
+    return "A guardrail check failed, so approving needs a typed confirmation: use Approve on the card and type APPROVE."
+
+
 def stale_card_text() -> str:
     return (
         "This card was out of date, so nothing was recorded. "
@@ -713,3 +754,48 @@ def store_unavailable_text() -> str:
         "Signoff couldn't record your decision just now (its database did not answer), so nothing "
         "was changed. Please try again in a moment."
     )
+
+
+# ---- digests ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DigestItem:
+    action_id: int
+    title: str
+    type: str
+    status: Status
+
+
+DIGEST_ITEMS_SHOWN = 45  # with a header, an intro and a footer: within 50 blocks
+
+
+def digest_blocks(items: Sequence[DigestItem], source: str) -> list[Block]:
+    """One message for a flood of new actions: each with its state and an Open button."""
+    waiting = sum(1 for i in items if i.status is Status.READY)
+    blocks: list[Block] = [
+        HeaderBlock(text=_plain(f"{len(items)} new actions from {source_name(source)}", MAX_HEADER)),
+        ContextBlock(elements=[_mrkdwn(
+            f"{waiting} awaiting a decision. Listed here instead of one card each; *Open* shows an action's full card."
+        )]),
+    ]
+    for item in items[:DIGEST_ITEMS_SHOWN]:
+        title = esc_clip(_one_line(item.title) or "Untitled action", _ITEM_DETAIL)
+        kind = f" · {esc_clip(item.type, 80)}" if item.type else ""
+        blocks.append(SectionBlock(
+            text=_mrkdwn(clip(f"*{title}*{kind}\n{_STATUS_BADGES[item.status]}", MAX_TEXT)),
+            accessory=ButtonElement(text=_plain("Open", MAX_BUTTON), action_id=ids.OPEN_CARD, value=str(item.action_id)),
+        ))
+    if len(items) > DIGEST_ITEMS_SHOWN:
+        blocks.append(ContextBlock(elements=[_mrkdwn(
+            f"…and {len(items) - DIGEST_ITEMS_SHOWN} more: `/signoff list` shows them all."
+        )]))
+    return blocks[:MAX_BLOCKS]
+
+
+def digest_text(items: Sequence[DigestItem], source: str) -> str:
+    return f"{len(items)} new actions from {source_name(source)} to review"
+
+
+def digest_metadata(digest_id: int) -> Metadata:
+    return Metadata(event_type=ids.DIGEST_EVENT_TYPE, event_payload={"digest_id": digest_id})

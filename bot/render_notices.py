@@ -7,10 +7,11 @@ A notice's ``payload`` is what ``store.queries``/``bot.watch`` recorded when it 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmObject
+from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmObject, DividerBlock
 from slack_sdk.models.metadata import Metadata
 
 from bot import ids
@@ -20,6 +21,8 @@ from bot.render import (
     _NOTE_IN_LINE,
     _OP_NOUN,
     _STATUS_BADGES,
+    CardView,
+    MAX_BLOCKS,
     MAX_BUTTON,
     MAX_CONFIRM_TEXT,
     MAX_TEXT,
@@ -29,12 +32,17 @@ from bot.render import (
     _op,
     _plain,
     _section,
+    card_blocks,
     clip,
     esc_clip,
     source_name,
     who,
 )
 from sources.base import Op, Status
+
+
+_MENTION = re.compile(r"<@[UW][A-Z0-9]{1,20}>|<!subteam\^S[A-Z0-9]{1,20}>")
+_ID = re.compile(r"[CG][A-Z0-9]{1,20}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ def status_notice_text(payload: dict[str, Any], source: str) -> str:
         if actor == "signoff" and op is Op.ROLLBACK:
             return f"{badge} automatically by Signoff{_note(payload.get('note'))}"
         return f"{badge} by {who(actor, source)}{_note(payload.get('note'))} (confirmed by {source_name(source)})"
+    if event == "expired":
+        return f"{badge}{_note(payload.get('note'))}. The buttons are gone; decide in {source_name(source)} if still needed."
     if event == "conflict":
         what = _OP_NOUN[op] if op else "decision"
         return f"⚠️ {source_name(source)} refused the {what}: it shows {badge}"
@@ -110,6 +120,36 @@ def trip_text(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _waited(payload: dict[str, Any]) -> str:
+    hours = payload.get("hours")
+    if not isinstance(hours, (int, float)) or isinstance(hours, bool):
+        return "a while"
+    return f"{_number(round(float(hours), 1))}h" if hours < 48 else f"{_number(round(float(hours) / 24, 1))} days"
+
+
+def _mentions(payload: dict[str, Any]) -> str:
+    # Built by Signoff from configured IDs (never from upstream text): safe to send as mentions.
+    found = [m for m in payload.get("mentions") or [] if isinstance(m, str) and _MENTION.fullmatch(m)]
+    return " ".join(found) if found else "Approvers"
+
+
+def reminder_text(payload: dict[str, Any]) -> str:
+    lines = [f"⏰ {_mentions(payload)}: this action has waited {_waited(payload)} for a decision."]
+    by_hand = [esc_clip(_one_line(c), _ITEM_DETAIL) for c in payload.get("by_hand") or []]
+    if by_hand:
+        lines.append("Once it runs, these rollback conditions must be checked by a person:")
+        lines.extend(f"• {c}" for c in by_hand[:10])
+    return "\n".join(lines)
+
+
+def escalation_text(payload: dict[str, Any]) -> str:
+    where = ""
+    channel, ts = payload.get("card_channel"), payload.get("card_ts")
+    if isinstance(channel, str) and _ID.fullmatch(channel):
+        where = f" in <#{channel}>"
+    return f"📣 *Escalated:* waiting {_waited(payload)} for a decision{where}. {_mentions(payload)}"
+
+
 def notice_text(view: NoticeView) -> str:
     """The notice in mrkdwn (also the notification text)."""
     p = view.payload
@@ -123,6 +163,10 @@ def notice_text(view: NoticeView) -> str:
                 f"✅ Back within limit: `{esc_clip(_one_line(p.get('rule')), _ITEM_DETAIL)}` "
                 f"(now {_value(p.get('value'))}). Watching for another trip."
             )
+        case "reminder":
+            text = reminder_text(p)
+        case "escalation":
+            text = escalation_text(p)
         case "window_over":
             rule = esc_clip(_one_line(p.get("rule")), _ITEM_DETAIL)
             if p.get("trips"):
@@ -149,8 +193,11 @@ def _rollback_button(view: NoticeView) -> ButtonElement:
     )
 
 
-def notice_blocks(view: NoticeView) -> list[Block]:
+def notice_blocks(view: NoticeView, card: CardView | None = None) -> list[Block]:
+    """The notice; an escalation carries the whole card (with its buttons) below its line."""
     blocks: list[Block] = [_section(notice_text(view))]
+    if view.kind == "escalation" and card is not None:
+        return (blocks + [DividerBlock()] + card_blocks(card))[:MAX_BLOCKS]
     if view.kind == "trip" and not view.payload.get("rollback_queued"):
         blocks.append(ActionsBlock(elements=[_rollback_button(view)]))
     return blocks

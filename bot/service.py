@@ -19,6 +19,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.auth import ApproverCheck, Verdict
+from policy import Policy
+from settings import Approvers
 from bot.render import CardView, DecisionView, WatchView
 from sources.base import TRANSITIONS, Capabilities, Op, Status
 from store import queries
@@ -26,6 +28,7 @@ from store.db import Database
 from store.models import Action, AuditEvent, Decision, Outbox, OutboxState, Watch
 
 Clock = Callable[[], datetime]
+CONFIRMATION_WORD = "approve"  # what to type to approve despite failed guardrails, where a route asks
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +46,9 @@ class Result(enum.Enum):
     UNSUPPORTED = "unsupported"  # the source cannot do this op
     SELF_APPROVAL = "self_approval"  # the action names this user as its requester
     STORE_UNAVAILABLE = "store_unavailable"  # nothing was recorded: the database did not answer
+    ENDORSED = "endorsed"  # durable: one approval of several the action's route requires
+    ALREADY_ENDORSED = "already_endorsed"  # this person's approval is already counted
+    CONFIRMATION_REQUIRED = "confirmation_required"  # failed guardrails: Approve needs a typed confirmation
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,8 @@ class Outcome:
     result: Result
     action: Action | None = None
     decision: Decision | None = None  # ours when recorded; the latest one otherwise
+    approvals: tuple[str, ...] = ()  # toward a multi-approver decision: who approved so far
+    needed: int = 1  # how many distinct approvers the action needs
 
 
 def decision_view(decision: Decision | None) -> DecisionView | None:
@@ -74,6 +82,7 @@ def watch_view(watch: Watch) -> WatchView:
 def card_view(
     action: Action, decision: Decision | None, outbox: Outbox | None, caps: Capabilities,
     confirmed: Decision | None = None, watches: Sequence[Watch] = (),
+    approvals: Sequence[str] = (), needed: int = 1, confirm_required: bool = False,
 ) -> CardView:
     """What a card shows. Once the upstream moves an action we approved on (to running, say),
     the card keeps crediting our approval rather than the upstream's record of it."""
@@ -105,16 +114,31 @@ def card_view(
         last_error=action.last_error,
         retry_available=failed and action.last_error is not None,
         watches=tuple(watch_view(w) for w in watches),
+        approvals=tuple(approvals),
+        approvals_needed=needed,
+        confirm_required=confirm_required,
     )
 
 
-async def load_card(session: AsyncSession, *, action: Action, caps: Capabilities) -> CardView:
+def has_failed_guardrail(action: Action) -> bool:
+    return any(isinstance(g, dict) and g.get("passed") is False for g in action.guardrail_checks or [])
+
+
+async def load_card(
+    session: AsyncSession, *, action: Action, caps: Capabilities, policy: Policy | None = None
+) -> CardView:
+    """Everything the card shows, from the store (and the action's route, when given)."""
     assert action.id is not None
+    needed = policy.required_approvals(action.type, action.risk) if policy is not None else 1
+    confirm = policy is not None and policy.confirm_failed_guardrails(action.type, action.risk) and has_failed_guardrail(action)
+    approvals: list[str] = []
+    if needed > 1 and action.status == Status.READY.value:
+        approvals = list(dict.fromkeys(d.actor for d in await queries.endorsements(session, action_id=action.id)))
     decision = await queries.latest_decision(session, action_id=action.id)
     outbox = await queries.latest_outbox(session, action_id=action.id)
     confirmed = await queries.latest_confirmed(session, action_id=action.id)
     watches = await queries.watches_for(session, action_id=action.id) if action.watch_started_at else ()
-    return card_view(action, decision, outbox, caps, confirmed, watches)
+    return card_view(action, decision, outbox, caps, confirmed, watches, approvals, needed, confirm)
 
 
 class DecisionService:
@@ -126,15 +150,22 @@ class DecisionService:
         capabilities: Capabilities,
         on_change: Callable[[], None],
         clock: Clock = utc_now,
+        approvers_for: Callable[[str, str | None], Approvers] | None = None,
+        policy: Policy | None = None,
     ) -> None:
+        self._policy = policy
         self._db = db
         self._approvers = approvers
+        self._approvers_for = approvers_for
         self._caps = capabilities
         self._on_change = on_change
         self._clock = clock
 
-    async def authorize(self, user_id: str) -> Result | None:
-        verdict = await self._approvers.check(user_id)
+    async def authorize(self, user_id: str, action: Action | None = None) -> Result | None:
+        """None if the user may decide (this action, when given: its route may name its own
+        approvers); else why not."""
+        approvers = self._approvers_for(action.type, action.risk) if action is not None and self._approvers_for else None
+        verdict = await self._approvers.check(user_id, approvers)
         if verdict is Verdict.ALLOWED:
             return None
         return Result.CHECK_FAILED if verdict is Verdict.UNKNOWN else Result.NOT_ALLOWED
@@ -156,7 +187,7 @@ class DecisionService:
             action = await queries.get_action(session, action_id=action_id)
             if action is None:
                 return None
-            return await load_card(session, action=action, caps=self._caps)
+            return await load_card(session, action=action, caps=self._caps, policy=self._policy)
 
     async def check_click(self, *, user_id: str, action_id: int, channel: str | None, ts: str | None, op: Op | None) -> Outcome:
         """Everything a button click must pass before anything opens: an approver, a real
@@ -169,16 +200,18 @@ class DecisionService:
 
     async def _check_click(self, *, user_id: str, action_id: int, channel: str | None, ts: str | None, op: Op | None) -> Outcome:
         refused = await self.authorize(user_id)
-        if refused is not None:
+        if refused is not None and self._approvers_for is None:
             return Outcome(refused)
         async with self._db.read() as session:
             action = await queries.get_action(session, action_id=action_id)
             if action is None:
-                return Outcome(Result.UNKNOWN_ACTION)
+                return Outcome(refused or Result.UNKNOWN_ACTION)
+            refused = await self.authorize(user_id, action)
+            if refused is not None:
+                return Outcome(refused)
             if channel is not None and ts is not None:
                 # The card itself, or a notice in its thread (a tripped rule's Rollback button).
-                shown = await queries.message_action(session, channel=channel, ts=ts)
-                if shown != action_id:
+                if not await queries.message_shows(session, channel=channel, ts=ts, action_id=action_id):
                     return Outcome(Result.WRONG_CARD, action)
             if op is not None:
                 if op not in self._caps.ops:
@@ -191,32 +224,60 @@ class DecisionService:
         return Outcome(Result.RECORDED, action)
 
     async def decide(
-        self, *, action_id: int, op: Op, user_id: str, note: str | None, channel: str | None
+        self, *, action_id: int, op: Op, user_id: str, note: str | None, channel: str | None,
+        confirmation: str | None = None,
     ) -> Outcome:
         """Authorize and record one decision durably. Of racing decisions exactly one wins;
-        the others get the winner's decision back. Nothing is recorded if the store fails."""
+        the others get the winner's decision back. Nothing is recorded if the store fails.
+
+        Where the action's route needs several approvers, an approval is recorded toward
+        them (ENDORSED) and the last one needed begins the decision; where it needs a typed
+        confirmation for failed guardrails, ``confirmation`` must say "approve"."""
         try:
-            return await self._decide(action_id=action_id, op=op, user_id=user_id, note=note, channel=channel)
+            return await self._decide(
+                action_id=action_id, op=op, user_id=user_id, note=note, channel=channel, confirmation=confirmation
+            )
         except DBAPIError as e:
             log.error("store unavailable while recording a decision: %s", type(e).__name__)
             return Outcome(Result.STORE_UNAVAILABLE)
 
     async def _decide(
-        self, *, action_id: int, op: Op, user_id: str, note: str | None, channel: str | None
+        self, *, action_id: int, op: Op, user_id: str, note: str | None, channel: str | None,
+        confirmation: str | None,
     ) -> Outcome:
-        refused = await self.authorize(user_id)
-        if refused is not None:
-            return Outcome(refused)
         if op not in self._caps.ops:
             return Outcome(Result.UNSUPPORTED)
         async with self._db.read() as session:
             action = await queries.get_action(session, action_id=action_id)
+        refused = await self.authorize(user_id, action)
+        if refused is not None:
+            return Outcome(refused)
         if action is None:
             return Outcome(Result.UNKNOWN_ACTION)
         if await self._is_requester(action, user_id):
             return Outcome(Result.SELF_APPROVAL, action)
         note = (note or "").strip() or None
+        needed = 1
+        if op is Op.APPROVE and self._policy is not None:
+            if (
+                self._policy.confirm_failed_guardrails(action.type, action.risk) and has_failed_guardrail(action)
+                and (confirmation or "").strip().casefold() != CONFIRMATION_WORD.casefold()
+            ):
+                return Outcome(Result.CONFIRMATION_REQUIRED, action)
+            needed = self._policy.required_approvals(action.type, action.risk)
         async with self._db.write() as session:
+            if needed > 1:
+                endorsed = await queries.endorse(
+                    session, action_id=action_id, actor=user_id, note=note, required=needed, now=self._clock()
+                )
+                if endorsed.state == "duplicate":
+                    return Outcome(Result.ALREADY_ENDORSED, action, approvals=endorsed.approvers, needed=needed)
+                if endorsed.state == "pending":
+                    self._on_change()
+                    return Outcome(Result.ENDORSED, action, approvals=endorsed.approvers, needed=needed)
+                if endorsed.state == "complete":
+                    others = ", ".join(f"<@{a}>" if a[:1] in ("U", "W") else a for a in endorsed.approvers[:-1])
+                    note = f"{note + ' — ' if note else ''}also approved by {others}"
             decision = await queries.begin_decision(
                 session, action_id=action_id, op=op, actor=user_id, note=note,
                 idempotency_key=str(uuid.uuid4()), notify_channel=channel, now=self._clock(),
@@ -226,7 +287,7 @@ class DecisionService:
                 latest = await queries.latest_decision(session, action_id=action_id)
                 return Outcome(Result.NOT_POSSIBLE, action, latest)
         self._on_change()
-        return Outcome(Result.RECORDED, action, decision)
+        return Outcome(Result.RECORDED, action, decision, needed=needed)
 
     async def retry(self, *, action_id: int, user_id: str) -> Outcome:
         try:
@@ -236,7 +297,9 @@ class DecisionService:
             return Outcome(Result.STORE_UNAVAILABLE)
 
     async def _retry(self, *, action_id: int, user_id: str) -> Outcome:
-        refused = await self.authorize(user_id)
+        async with self._db.read() as session:
+            found = await queries.get_action(session, action_id=action_id)
+        refused = await self.authorize(user_id, found)
         if refused is not None:
             return Outcome(refused)
         async with self._db.write() as session:

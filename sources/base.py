@@ -28,6 +28,9 @@ class Status(str, enum.Enum):
     APPROVING = "approving"
     REJECTING = "rejecting"
     ROLLING_BACK = "rolling_back"
+    # Signoff's own: nobody decided within EXPIRE_AFTER_SECONDS; no longer decidable here.
+    # The upstream's word still wins if it moves the action (approved in its own UI, say).
+    EXPIRED = "expired"
 
     @property
     def in_flight(self) -> bool:
@@ -116,6 +119,7 @@ class UpstreamAction:
     decided_at: datetime | None = None
     decided_by: str | None = None
     requested_by: str | None = None
+    risk: str | None = None  # where the source rates its actions (Fieldkit's type catalog); routes match on it
     detailed: bool = False
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 

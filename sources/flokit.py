@@ -148,6 +148,8 @@ class _Action(_Wire):
     # Not in FloKit's document: who proposed the action, where FloKit names them (an email or a
     # Slack user ID). Signoff refuses to let that person decide on their own action.
     requested_by: str | None = None
+    # Not in FloKit's document either: a risk rating, where FloKit gives one.
+    risk: _Text | None = None
     data_signals: list[_Signal] | None = None
     guardrail_checks: list[_Guardrail] | None = None
     rollback_conditions: list[str] | None = None
@@ -204,6 +206,7 @@ def parse_action(data: object, *, detailed: bool, what: str = "FloKit action") -
         decided_at=wire.approved_at,
         decided_by=wire.approved_by,
         requested_by=wire.requested_by,
+        risk=(wire.risk or "").strip()[:32] or None,
         detailed=detailed,
         raw=data,
     )

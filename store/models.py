@@ -50,6 +50,7 @@ class CardState(str, enum.Enum):
     PENDING = "pending"  # not posted yet
     POSTING = "posting"  # a worker claimed it and is posting; check the channel before posting again
     POSTED = "posted"
+    DIGESTED = "digested"  # listed in a digest (a flood) instead of posted; opened on demand
 
 
 class OutboxState(str, enum.Enum):
@@ -66,6 +67,8 @@ class AuditEvent(str, enum.Enum):
     FAILED = "failed"  # the upstream call failed for good
     UPSTREAM = "upstream"  # a state change seen upstream (decided in the source's own UI, say)
     DISCOVERED = "discovered"  # first seen
+    ENDORSED = "endorsed"  # one approval of several a route requires (two-person rule); still ready
+    EXPIRED = "expired"  # nobody decided in time (EXPIRE_AFTER_SECONDS); Signoff stopped offering it
 
 
 class Action(SQLModel, table=True):
@@ -74,7 +77,7 @@ class Action(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     source: str = Field(max_length=32)
-    external_id: str = Field(max_length=255)
+    external_id: str = Field(max_length=255, index=True)  # also looked up without its source (/signoff show)
     type: str = Field(default="", max_length=255)
     title: str = ""
     rationale: str = ""
@@ -95,6 +98,8 @@ class Action(SQLModel, table=True):
     updated_at: datetime | None = _ts()
     # When the rollback watch was set up for this action (None: not yet, or never needed).
     watch_started_at: datetime | None = _ts()
+    # The action's risk, where the source reports one (routes may match on it).
+    risk: str | None = Field(default=None, max_length=32)
 
 
 class Card(SQLModel, table=True):
@@ -119,6 +124,11 @@ class Card(SQLModel, table=True):
     next_attempt_at: datetime | None = _ts()
     last_error: str | None = None
     posted_at: datetime | None = _ts()
+    # Reminders for an action still awaiting a decision: each is owed once.
+    reminded_at: datetime | None = _ts()
+    escalated_at: datetime | None = _ts()
+    # Set when the action arrived in a flood and is listed in a digest instead of posted.
+    digest_id: int | None = Field(default=None, foreign_key="digests.id", index=True)
 
 
 class Decision(SQLModel, table=True):
@@ -134,7 +144,7 @@ class Decision(SQLModel, table=True):
     note: str | None = None
     from_status: str | None = Field(default=None, max_length=32)
     to_status: str | None = Field(default=None, max_length=32)
-    at: datetime | None = _ts(nullable=False)
+    at: datetime | None = _ts(nullable=False, index=True)  # /signoff stats reads a window of it
 
 
 class Outbox(SQLModel, table=True):
@@ -220,6 +230,8 @@ class Notice(SQLModel, table=True):
     kind: str = Field(max_length=32)
     payload: dict[str, Any] = Field(sa_type=sa.JSON, nullable=False)
     broadcast: bool = Field(default=False)  # also shown in the channel (reply_broadcast)
+    # Posted at the top of this channel instead of in the card's thread (an escalation).
+    channel: str | None = Field(default=None, max_length=32)
     state: str = Field(default=NoticeState.PENDING.value, max_length=16, index=True)
     attempts: int = Field(default=0)
     next_attempt_at: datetime | None = _ts(nullable=False)
@@ -228,3 +240,37 @@ class Notice(SQLModel, table=True):
     ts: str | None = Field(default=None, max_length=32, index=True)
     created_at: datetime | None = _ts(nullable=False)
     posted_at: datetime | None = _ts()
+
+
+class Home(SQLModel, table=True):
+    """Who opened Signoff's App Home tab lately, and what their Home last showed: the refresh
+    job republishes a recent viewer's Home only when its content's fingerprint changed."""
+
+    __tablename__ = "homes"
+
+    user_id: str = Field(primary_key=True, max_length=32)
+    opened_at: datetime | None = _ts(nullable=False)
+    published_at: datetime | None = _ts()
+    fingerprint: str | None = Field(default=None, max_length=128)
+
+
+# A viewer's recent decisions are read by actor on every Home refresh: seek, never scan the trail.
+sa.Index("ix_decisions_actor_id", Decision.__table__.c.actor, Decision.__table__.c.id)  # type: ignore[attr-defined]
+
+
+class Digest(SQLModel, table=True):
+    """One message listing the actions a single poll found when there were more than
+    DIGEST_THRESHOLD: posted once instead of a wall of cards, re-rendered as they change."""
+
+    __tablename__ = "digests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=32)
+    ts: str | None = Field(default=None, max_length=32, index=True)
+    state: str = Field(default=CardState.PENDING.value, max_length=16, index=True)
+    dirty: bool = Field(default=False, index=True)
+    lease_until: datetime | None = _ts()
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime | None = _ts()
+    last_error: str | None = None
+    created_at: datetime | None = _ts(nullable=False)

@@ -24,6 +24,7 @@ from store.models import (
     Card,
     CardState,
     Decision,
+    Digest,
     Notice,
     NoticeState,
     Outbox,
@@ -56,6 +57,7 @@ def _upstream_fields(upstream: UpstreamAction) -> dict[str, Any]:
             ],
             rollback_conditions=list(upstream.rollback_conditions),
             requested_by=upstream.requested_by,
+            risk=upstream.risk,
             upstream_created_at=upstream.created_at,
             raw=upstream.raw,
         )
@@ -63,10 +65,11 @@ def _upstream_fields(upstream: UpstreamAction) -> dict[str, Any]:
 
 
 async def insert_action(
-    session: AsyncSession, *, source: str, upstream: UpstreamAction, channel: str, now: datetime
+    session: AsyncSession, *, source: str, upstream: UpstreamAction, channel: str, now: datetime,
+    digest_id: int | None = None,
 ) -> Action | None:
-    """Store a newly seen action with its (not yet posted) card. Returns None if another
-    poller stored it first: the unique key makes discovery idempotent."""
+    """Store a newly seen action with its (not yet posted) card, or listed in a digest.
+    Returns None if another poller stored it first: the unique key makes discovery idempotent."""
     values = {
         "source": source,
         "external_id": upstream.external_id,
@@ -83,7 +86,8 @@ async def insert_action(
     action_id = result.scalar_one_or_none()
     if action_id is None:
         return None
-    session.add(Card(action_id=action_id, channel=channel, state=CardState.PENDING.value))
+    state = CardState.DIGESTED if digest_id is not None else CardState.PENDING
+    session.add(Card(action_id=action_id, channel=channel, state=state.value, digest_id=digest_id))
     await append_audit(
         session, action_id=action_id, event=AuditEvent.DISCOVERED, actor="upstream",
         to_status=upstream.status.value, now=now,
@@ -171,6 +175,8 @@ async def adopt_upstream(
     current = Status(action.status)
     if current in IN_FLIGHT and upstream.status in _in_flight_from(current):
         return False
+    if current is Status.EXPIRED and upstream.status is Status.READY:
+        return False  # expired here; still ready upstream, which is no news
     fields = _upstream_fields(upstream)
     changed = current != upstream.status or any(getattr(action, k) != v for k, v in fields.items())
     if not changed:
@@ -317,6 +323,56 @@ async def latest_confirmed(session: AsyncSession, *, action_id: int) -> Decision
 async def audit_trail(session: AsyncSession, *, action_id: int) -> Sequence[Decision]:
     stmt = select(Decision).where(Decision.action_id == action_id).order_by(col(Decision.id))
     return (await session.exec(stmt)).all()
+
+
+async def endorsements(session: AsyncSession, *, action_id: int) -> list[Decision]:
+    """The approvals recorded toward a multi-approver decision since the action last became
+    ready (an approval that failed upstream, say, starts the count again)."""
+    since = (
+        select(sa.func.coalesce(sa.func.max(Decision.id), 0))
+        .where(
+            Decision.action_id == action_id, Decision.event != AuditEvent.ENDORSED.value,
+            Decision.to_status == Status.READY.value,
+        )
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Decision)
+        .where(Decision.action_id == action_id, Decision.event == AuditEvent.ENDORSED.value, col(Decision.id) > since)
+        .order_by(col(Decision.id))
+    )
+    return list((await session.exec(stmt)).all())
+
+
+@dataclass(frozen=True)
+class Endorsement:
+    state: str  # "not_ready" | "duplicate" | "pending" | "complete"
+    approvers: tuple[str, ...]  # distinct approvers so far, first first
+
+
+async def endorse(
+    session: AsyncSession, *, action_id: int, actor: str, note: str | None, required: int, now: datetime
+) -> Endorsement:
+    """Record one approval toward ``required`` distinct ones, under the action's row lock (so
+    racing approvals count one after another). "complete" means this one was the last needed:
+    the caller then begins the approve decision in the same transaction."""
+    action = await get_action(session, action_id=action_id, lock=True)
+    if action is None or action.status != Status.READY.value:
+        return Endorsement("not_ready", ())
+    approvers = tuple(dict.fromkeys(d.actor for d in await endorsements(session, action_id=action_id)))
+    if actor in approvers:
+        return Endorsement("duplicate", approvers)
+    await append_audit(
+        session, action_id=action_id, event=AuditEvent.ENDORSED, op=Op.APPROVE, actor=actor, note=note,
+        from_status=Status.READY.value, to_status=Status.READY.value, now=now,
+    )
+    approvers += (actor,)
+    if len(approvers) >= required:
+        return Endorsement("complete", approvers)
+    action.version += 1
+    session.add(action)
+    await _card_dirty(session, action_id=action_id, version=action.version)
+    return Endorsement("pending", approvers)
 
 
 # ---- outbox -----------------------------------------------------------------------------
@@ -570,13 +626,14 @@ async def _status_notice(session: AsyncSession, *, decision: Decision, now: date
 
 async def add_notice(
     session: AsyncSession, *, action_id: int, key: str, kind: str, payload: dict[str, Any], now: datetime,
-    broadcast: bool = False,
+    broadcast: bool = False, channel: str | None = None,
 ) -> bool:
-    """Owe a message in the action's card thread, once per ``key``; False if already owed."""
+    """Owe a message in the action's card thread (or at the top of ``channel``), once per
+    ``key``; False if already owed."""
     dialect = session.get_bind().dialect.name
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Notice)
     stmt = insert.values(
-        action_id=action_id, key=key, kind=kind, payload=payload, broadcast=broadcast,
+        action_id=action_id, key=key, kind=kind, payload=payload, broadcast=broadcast, channel=channel,
         state=NoticeState.PENDING.value, attempts=0, next_attempt_at=now, created_at=now,
     ).on_conflict_do_nothing(index_elements=["key"])
     result = await session.exec(stmt.returning(col(Notice.id)))
@@ -585,23 +642,26 @@ async def add_notice(
 
 async def claim_notices(
     session: AsyncSession, *, now: datetime, lease: timedelta, limit: int
-) -> list[tuple[Notice, Card]]:
-    """Lease due notices whose card is posted (a thread needs its parent), oldest first."""
+) -> list[tuple[Notice, Card, str]]:
+    """Lease due notices whose card (or the digest listing it) is posted, oldest first, each
+    with the message whose thread it belongs in."""
+    thread = sa.func.coalesce(col(Card.ts), col(Digest.ts))
     stmt = (
-        select(Notice, Card)
+        select(Notice, Card, thread)
         .join(Card, col(Card.action_id) == col(Notice.action_id))
+        .outerjoin(Digest, col(Digest.id) == col(Card.digest_id))
         .where(
             col(Notice.state).in_([NoticeState.PENDING.value, NoticeState.POSTING.value]),
             col(Notice.next_attempt_at) <= now,
             sa.or_(col(Notice.lease_until).is_(None), col(Notice.lease_until) < now),
-            col(Card.ts).is_not(None),
+            thread.is_not(None),
         )
         .order_by(col(Notice.id))
         .limit(limit)
         .with_for_update(of=Notice, skip_locked=True)  # type: ignore[arg-type]
     )
-    rows = [(notice, card) for notice, card in (await session.exec(stmt)).all()]
-    for notice, _card in rows:
+    rows = [(notice, card, str(ts)) for notice, card, ts in (await session.exec(stmt)).all()]
+    for notice, _card, _ts in rows:
         notice.lease_until = now + lease
         notice.attempts += 1
         if notice.state == NoticeState.PENDING.value:
@@ -639,17 +699,78 @@ async def notices_for(session: AsyncSession, *, action_id: int) -> Sequence[Noti
     return (await session.exec(stmt)).all()
 
 
+async def message_shows(session: AsyncSession, *, channel: str, ts: str, action_id: int) -> bool:
+    """Whether a Signoff message shows this action: its card, a notice about it, an
+    escalation of it, or a digest that lists it."""
+    if await message_action(session, channel=channel, ts=ts) == action_id:
+        return True
+    stmt = (
+        select(Card.id)
+        .join(Digest, col(Digest.id) == col(Card.digest_id))
+        .where(Card.action_id == action_id, Digest.ts == ts, Digest.channel == channel)
+    )
+    return (await session.exec(stmt)).first() is not None
+
+
 async def message_action(session: AsyncSession, *, channel: str, ts: str) -> int | None:
-    """The action a Signoff message shows: its card, or a notice in the card's thread."""
+    """The action a Signoff message shows: its card, a notice in the card's thread, or an
+    escalation posted to another channel."""
     card = await card_for_message(session, channel=channel, ts=ts)
     if card is not None:
         return card.action_id
     stmt = (
         select(Notice.action_id)
         .join(Card, col(Card.action_id) == col(Notice.action_id))
-        .where(Notice.ts == ts, Card.channel == channel)
+        .where(Notice.ts == ts, sa.func.coalesce(col(Notice.channel), col(Card.channel)) == channel)
     )
     return (await session.exec(stmt)).first()
+
+
+# ---- reminders --------------------------------------------------------------------------
+
+
+async def undecided(session: AsyncSession, *, after_id: int, limit: int) -> list[tuple[Card, Action]]:
+    """Posted cards of actions still awaiting a decision, by action id after ``after_id``."""
+    stmt = (
+        select(Card, Action)
+        .join(Action, col(Action.id) == col(Card.action_id))
+        .outerjoin(Digest, col(Digest.id) == col(Card.digest_id))
+        .where(
+            Action.status == Status.READY.value, sa.func.coalesce(col(Card.ts), col(Digest.ts)).is_not(None),
+            col(Action.id) > after_id,
+        )
+        .order_by(col(Action.id))
+        .limit(limit)
+    )
+    return [(card, action) for card, action in (await session.exec(stmt)).all()]
+
+
+async def mark_reminded(session: AsyncSession, *, card_id: int, now: datetime, escalation: bool = False) -> bool:
+    """Claim the card's one reminder (or escalation); False if it was sent already."""
+    column = Card.escalated_at if escalation else Card.reminded_at
+    result = await session.exec(
+        sa.update(Card).where(col(Card.id) == card_id, col(column).is_(None)).values({column: now})
+    )
+    return result.rowcount == 1
+
+
+async def expire_action(session: AsyncSession, *, action_id: int, after: timedelta, now: datetime) -> bool:
+    """Nobody decided within ``after``: stop offering the action (compare-and-set from ready)."""
+    action = await get_action(session, action_id=action_id, lock=True)
+    if action is None or action.status != Status.READY.value:
+        return False
+    action.status = Status.EXPIRED.value
+    action.version += 1
+    action.updated_at = now
+    session.add(action)
+    await _card_dirty(session, action_id=action_id, version=action.version)
+    hours = after.total_seconds() / 3600
+    entry = await append_audit(
+        session, action_id=action_id, event=AuditEvent.EXPIRED, actor="signoff",
+        note=f"no decision within {hours:g}h", from_status=Status.READY.value, to_status=Status.EXPIRED.value, now=now,
+    )
+    await _status_notice(session, decision=entry, now=now)
+    return True
 
 
 # ---- watches ----------------------------------------------------------------------------
@@ -803,3 +924,78 @@ async def end_watches(session: AsyncSession, *, action_id: int, reason: str) -> 
     if result.rowcount:
         await _bump(session, action_id=action_id)
     return int(result.rowcount or 0)
+
+
+# ---- digests ----------------------------------------------------------------------------
+
+
+async def create_digest(session: AsyncSession, *, channel: str, now: datetime) -> Digest:
+    digest = Digest(channel=channel, state=CardState.PENDING.value, dirty=False, attempts=0, created_at=now)
+    session.add(digest)
+    await session.flush()
+    return digest
+
+
+async def claim_digests(session: AsyncSession, *, now: datetime, lease: timedelta, limit: int) -> list[Digest]:
+    """Lease digests to post or re-render. Claiming clears ``dirty``: a change after this
+    sets it again, and the digest is rendered once more."""
+    stmt = (
+        select(Digest)
+        .where(
+            sa.or_(col(Digest.state).in_([CardState.PENDING.value, CardState.POSTING.value]), col(Digest.dirty)),
+            sa.or_(col(Digest.lease_until).is_(None), col(Digest.lease_until) < now),
+            sa.or_(col(Digest.next_attempt_at).is_(None), col(Digest.next_attempt_at) <= now),
+        )
+        .order_by(col(Digest.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = list((await session.exec(stmt)).all())
+    for digest in rows:
+        digest.lease_until = now + lease
+        digest.attempts += 1
+        digest.dirty = False
+        if digest.state == CardState.PENDING.value:
+            digest.state = CardState.POSTING.value
+        session.add(digest)
+    return rows
+
+
+async def digest_items(session: AsyncSession, *, digest_id: int) -> list[Action]:
+    stmt = (
+        select(Action)
+        .join(Card, col(Card.action_id) == col(Action.id))
+        .where(Card.digest_id == digest_id)
+        .order_by(col(Action.id))
+    )
+    return list((await session.exec(stmt)).all())
+
+
+async def digest_posted(session: AsyncSession, *, digest_id: int, ts: str) -> None:
+    await session.exec(
+        sa.update(Digest).where(col(Digest.id) == digest_id).values(
+            ts=ts, state=CardState.POSTED.value, lease_until=None, attempts=0, next_attempt_at=None, last_error=None,
+        )
+    )
+
+
+async def digest_rendered(session: AsyncSession, *, digest_id: int) -> None:
+    await session.exec(
+        sa.update(Digest).where(col(Digest.id) == digest_id).values(
+            lease_until=None, attempts=0, next_attempt_at=None, last_error=None,
+        )
+    )
+
+
+async def digest_failed(session: AsyncSession, *, digest_id: int, error: str, next_attempt_at: datetime) -> None:
+    await session.exec(
+        sa.update(Digest).where(col(Digest.id) == digest_id).values(
+            last_error=error, next_attempt_at=next_attempt_at, lease_until=None, dirty=True,
+        )
+    )
+
+
+async def digested_card_shown(session: AsyncSession, *, card_id: int, digest_id: int, version: int) -> None:
+    """A listed action changed: its digest re-renders instead of a card of its own."""
+    await card_rendered(session, card_id=card_id, version=version)
+    await session.exec(sa.update(Digest).where(col(Digest.id) == digest_id).values(dirty=True))

@@ -101,6 +101,7 @@ def make_settings(*, flokit: FakeFloKit, slack: FakeSlack, database_url: str, **
         "flokit_api_key": FLOKIT_KEY,
         "poll_interval_seconds": 3600,
         "port": 0,
+        "slack_post_interval_seconds": 0,  # tests that pace posts say so
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -82,3 +82,62 @@ def test_a_bad_policy_file_stops_the_bot_with_exit_2(tmp_path: Path, monkeypatch
         monkeypatch.setenv(name, value)
     assert app.main([]) == 2
     assert "routes[1].bogus: unknown setting" in capsys.readouterr().err
+
+
+def test_routes_pick_channel_approvers_timings_and_the_two_person_rule(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from policy import Timings
+
+    path = write(
+        tmp_path,
+        """
+[[routes]]
+types = ["budget_shift"]
+risk = ["high"]
+channel = "C0HIGHRISK"
+approvers = ["S0LEADS", "U0CFO"]
+required_approvals = 2
+confirm_failed_guardrails = true
+remind_after = "90m"
+expire_after = 259200
+escalation_channel = "C0LEADS"
+
+[[routes]]
+types = ["budget_shift"]
+remind_after = "1d"
+""",
+    )
+    defaults = Timings(timedelta(hours=4), timedelta(days=1), None, None)
+    policy = load_policy(path, auto_rollback=False, defaults=defaults)
+    high = policy.route_for("budget_shift", "HIGH")
+    assert high is not None and high.channel == "C0HIGHRISK" and high.approvers == ("S0LEADS", "U0CFO")
+    assert policy.required_approvals("budget_shift", "high") == 2
+    assert policy.required_approvals("budget_shift", None) == 1
+    assert policy.confirm_failed_guardrails("budget_shift", "high") is True
+    assert policy.channel_for("budget_shift", "high", "C0DEFAULT") == "C0HIGHRISK"
+    assert policy.channel_for("creative_pause", None, "C0DEFAULT") == "C0DEFAULT"
+    t = policy.timings("budget_shift", "high")
+    assert (t.remind_after, t.escalate_after, t.expire_after, t.escalation_channel) == (
+        timedelta(minutes=90), timedelta(days=1), timedelta(days=3), "C0LEADS"
+    )
+    assert policy.timings("budget_shift", "low").remind_after == timedelta(days=1)
+    assert policy.timings("order_update") == defaults
+
+
+@pytest.mark.parametrize(
+    ("route", "message"),
+    [
+        ('channel = "#budgets"', "routes[1].channel: Value error, must be a channel ID"),
+        ('approvers = ["alice"]', "routes[1].approvers"),
+        ("approvers = []", "routes[1].approvers"),
+        ("required_approvals = 0", "routes[1].required_approvals"),
+        ('remind_after = "soon"', "routes[1].remind_after"),
+        ("remind_after = -5", "routes[1].remind_after"),
+        ('escalation_channel = "U0123ABCD"', "routes[1].escalation_channel"),
+    ],
+)
+def test_bad_route_values_are_named(tmp_path: Path, route: str, message: str) -> None:
+    with pytest.raises(PolicyError) as raised:
+        load_policy(write(tmp_path, f"[[routes]]\n{route}\n"), auto_rollback=False)
+    assert message in str(raised.value)

@@ -153,7 +153,7 @@ class Cluster:
             SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=self.slack.api_url,
             SLACK_CHANNEL=CHANNEL, APPROVERS=self.approvers, FLOKIT_API_URL=self.flokit.url,
             FLOKIT_API_KEY=replica.key, DATABASE_URL=self.database_url, POLL_INTERVAL_SECONDS=POLL_INTERVAL, FLOKIT_TIMEOUT_SECONDS=FLOKIT_TIMEOUT,
-            PORT=str(replica.port), PYTHONUNBUFFERED="1",
+            PORT=str(replica.port), PYTHONUNBUFFERED="1", DIGEST_THRESHOLD="100000", SLACK_POST_INTERVAL_SECONDS="0",
         )
         with replica.log.open("ab") as log:
             log.write(f"---- {replica.name} starting ----\n".encode())

@@ -113,3 +113,28 @@ def test_rollback_watch_settings_default_and_validate(env: Any, monkeypatch: pyt
         load()
     message = describe_errors(raised.value)
     assert "METRICS_URL: must be an http(s) URL" in message and "ROLLBACK_CHECK_INTERVAL_SECONDS" in message
+
+
+def test_reminder_quiet_hours_and_digest_settings(env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import datetime, timezone
+
+    for name in ("REMIND_AFTER_SECONDS", "ESCALATION_CHANNEL", "EXPIRE_AFTER_SECONDS", "QUIET_HOURS",
+                 "QUIET_HOURS_TIMEZONE", "DIGEST_THRESHOLD"):
+        monkeypatch.delenv(name, raising=False)
+    env()
+    s = load()
+    assert s.remind_after_seconds == 4 * 3600 and s.expire_after_seconds is None and s.quiet is None
+    assert s.digest_threshold == 10 and s.escalation_channel is None
+    env(QUIET_HOURS="22:00-07:00", QUIET_HOURS_TIMEZONE="Europe/Berlin", REMIND_AFTER_SECONDS="", ESCALATION_CHANNEL="C0LEADS")
+    s = load()
+    assert s.remind_after_seconds is None and s.escalation_channel == "C0LEADS"
+    quiet = s.quiet
+    assert quiet is not None
+    assert quiet.contains(datetime(2026, 1, 5, 22, 30, tzinfo=timezone.utc))  # 23:30 in Berlin
+    assert not quiet.contains(datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc))
+    env(QUIET_HOURS="late", QUIET_HOURS_TIMEZONE="Mars/Olympus", DIGEST_THRESHOLD="0", ESCALATION_CHANNEL="#leads")
+    with pytest.raises(ValidationError) as raised:
+        load()
+    message = describe_errors(raised.value)
+    for name in ("QUIET_HOURS:", "QUIET_HOURS_TIMEZONE:", "DIGEST_THRESHOLD:", "ESCALATION_CHANNEL:"):
+        assert name in message

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.listeners import actions, events, views
+from bot.command_service import CommandService
+from bot.home import HomeService
+from bot.listeners import actions, commands as slash, events, home as home_tab, views
 from bot.service import DecisionService
 
 
-def register(app: AsyncApp, service: DecisionService) -> None:
+def register(
+    app: AsyncApp, service: DecisionService, *, home: HomeService | None = None, commands: CommandService | None = None
+) -> None:
     actions.register(app, service)
     views.register(app, service)
     events.register(app)
+    if home is not None:
+        home_tab.register(app, home)
+    if commands is not None:
+        slash.register(app, commands)

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import logging
+
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import ids, render
-from bot.listeners.common import Click, ModalContext, parse_click, refusal_text, tell
+from bot.listeners.common import Click, ModalContext, parse_click, refusal_text, tell_clicker
 from bot.service import DecisionService, Result
 from sources.base import Op
+
+log = logging.getLogger(__name__)
 
 
 def register(app: AsyncApp, service: DecisionService) -> None:
@@ -48,7 +53,25 @@ def register(app: AsyncApp, service: DecisionService) -> None:
         )
         await ack()  # only now: the decision is committed (or refused)
         if outcome.result is not Result.RECORDED:
-            await tell(client, channel=click.channel, user_id=click.user_id, text=refusal_text(outcome))
+            await tell_clicker(client, click, refusal_text(outcome))
+
+    @app.action(ids.OPEN_CARD)
+    async def open_card(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """From a digest: show the action's full card (with its buttons) to the clicker."""
+        click = parse_click(body)
+        if not await _admit(ack, client, service, click, None):
+            return
+        await ack()
+        assert click.action_id is not None
+        card = await service.card(click.action_id)
+        if card is None or not click.channel:
+            return
+        try:
+            await client.chat_postEphemeral(
+                channel=click.channel, user=click.user_id, text=render.card_text(card), blocks=render.card_blocks(card)
+            )
+        except SlackApiError as e:
+            log.warning("could not show action %s to %s: %s", click.action_id, click.user_id, e.response.get("error"))
 
     @app.action(ids.RETRY)
     async def retry(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -59,14 +82,14 @@ def register(app: AsyncApp, service: DecisionService) -> None:
         outcome = await service.retry(action_id=click.action_id, user_id=click.user_id)
         await ack()
         if outcome.result is not Result.RECORDED:
-            await tell(client, channel=click.channel, user_id=click.user_id, text=refusal_text(outcome))
+            await tell_clicker(client, click, refusal_text(outcome))
 
 
 async def _admit(ack: AsyncAck, client: AsyncWebClient, service: DecisionService, click: Click, op: Op | None) -> bool:
     """Refuse (ack and explain) a click that may not go further; True if it may."""
     if click.action_id is None:
         await ack()
-        await tell(client, channel=click.channel, user_id=click.user_id, text=render.unknown_action_text())
+        await tell_clicker(client, click, render.unknown_action_text())
         return False
     outcome = await service.check_click(
         user_id=click.user_id, action_id=click.action_id, channel=click.channel, ts=click.ts, op=op
@@ -74,5 +97,5 @@ async def _admit(ack: AsyncAck, client: AsyncWebClient, service: DecisionService
     if outcome.result is Result.RECORDED:
         return True
     await ack()
-    await tell(client, channel=click.channel, user_id=click.user_id, text=refusal_text(outcome))
+    await tell_clicker(client, click, refusal_text(outcome))
     return False

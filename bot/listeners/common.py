@@ -35,7 +35,9 @@ def parse_click(body: dict[str, Any]) -> Click:
         user_id=str((body.get("user") or {}).get("id") or ""),
         action_id=int(value) if value.isdigit() and len(value) < 19 else None,
         channel=container.get("channel_id") or (body.get("channel") or {}).get("id"),
-        ts=container.get("message_ts"),
+        # An ephemeral message (a card shown by "/signoff show") is not the card: no card
+        # check for it; authorization and the compare-and-set still decide.
+        ts=None if container.get("is_ephemeral") is True else container.get("message_ts"),
         trigger_id=body.get("trigger_id"),
     )
 
@@ -84,9 +86,29 @@ def refusal_text(outcome: Outcome) -> str:
             return render.self_approval_text()
         case Result.STORE_UNAVAILABLE:
             return render.store_unavailable_text()
+        case Result.ENDORSED:
+            return render.endorsed_text(len(outcome.approvals), outcome.needed)
+        case Result.ALREADY_ENDORSED:
+            return render.already_endorsed_text(len(outcome.approvals), outcome.needed)
+        case Result.CONFIRMATION_REQUIRED:
+            return render.confirmation_required_text()
         case _:
             status = Status(outcome.action.status) if outcome.action else Status.READY
             return render.already_decided_text(decision_view(outcome.decision), status)
+
+
+async def tell_clicker(client: AsyncWebClient, click: Click, text: str) -> None:
+    """Answer a click: ephemerally in its channel, or, for a click with no channel (a button
+    on the App Home), in a small modal opened with the click's trigger."""
+    if click.channel:
+        await tell(client, channel=click.channel, user_id=click.user_id, text=text)
+        return
+    if not click.trigger_id:
+        return
+    try:
+        await client.views_open(trigger_id=click.trigger_id, view=render.info_modal(text))
+    except SlackApiError as e:
+        log.warning("could not answer %s: %s", click.user_id, e.response.get("error"))
 
 
 async def tell(client: AsyncWebClient, *, channel: str | None, user_id: str, text: str) -> None:

@@ -54,7 +54,7 @@ async def test_each_ready_action_gets_exactly_one_card_across_polls_and_restarts
 async def test_poll_pages_through_every_ready_action(harness: Harness) -> None:
     h = harness
     created = [h.flokit.add_action() for _ in range(130)]
-    await h.start()
+    await h.start(digest_threshold=1000)  # a card each, not a digest
     await h.wait_for(lambda: len(h.slack.messages_in(CHANNEL)) == 130, timeout=30)
     lists = h.flokit.calls("GET", "/v1/actions")
     offsets = sorted({int(c.query.get("offset", 0)) for c in lists if c.query.get("status") == "ready"})

@@ -220,6 +220,7 @@ EXPECTED_BUTTONS = {
     Status.APPROVING: [],
     Status.REJECTING: [],
     Status.ROLLING_BACK: [],
+    Status.EXPIRED: [],
 }
 
 

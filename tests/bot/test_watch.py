@@ -20,7 +20,7 @@ from tests.conftest import APPROVER, CHANNEL, OTHER_APPROVER, Harness
 from tests.fakes.cards import buttons, card_for, card_text, click, open_modal, submit
 from tests.fakes.clock import FakeClock
 from tests.fakes.metrics import FakeMetrics
-from tests.fakes.slack_api import Message
+from tests.fakes.slack_api import Message, SlackError
 
 ROAS = "blended_roas"
 CONVERSION = "meta_search_trial_conversion_rate"
@@ -364,3 +364,29 @@ async def test_status_changes_seen_upstream_are_posted_in_the_thread(
     clock.advance(timedelta(hours=1))
     await check(h)
     assert all(not w.active for w in await watches(h, action["id"]))
+
+
+async def test_a_notice_posted_but_unacknowledged_is_found_in_the_thread_not_posted_again(
+    harness: Harness, metrics: FakeMetrics, clock: FakeClock
+) -> None:
+    h = harness
+    action = h.flokit.add_action()
+    failed: list[Any] = []
+
+    def post_then_fail(params: dict[str, Any]) -> dict[str, Any]:
+        answer = h.slack._chat_post_message(params)  # Slack posted it ...
+        if params.get("thread_ts") and not failed:
+            failed.append(answer)
+            raise SlackError("internal_error", status=500)  # ... but the answer was an error
+        return answer
+
+    h.slack.on("chat.postMessage", post_then_fail)
+    await start(h, metrics, clock)
+    card = await approve(h, action["id"])
+    await h.wait_for(lambda: failed)
+    clock.advance(timedelta(minutes=5))  # past the retry's backoff
+    await h.run_job("notices")
+    await h.run_job("notices")
+    approved = [m for m in thread(h, card) if "Approved" in (m.text or "")]
+    assert len(approved) == 1
+    assert h.slack.calls_to("conversations.replies")
