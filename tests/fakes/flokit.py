@@ -13,11 +13,8 @@ onto the action, and ``status=rejected`` is accepted as a list filter.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
-import socket
-import struct
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -26,6 +23,8 @@ from typing import Any, Final
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from tests.fakes.server import LoopbackServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -133,10 +132,11 @@ class _Fault:
     after_effect: bool
 
 
-class FakeFloKit:
+class FakeFloKit(LoopbackServer):
     """FloKit's Actions API on 127.0.0.1 and a free port. ``await start()`` before use."""
 
     def __init__(self, *, api_key: str = DEFAULT_API_KEY) -> None:
+        super().__init__()
         self.api_key = api_key
         self._other_keys: set[str] = set()
         self.url = ""
@@ -147,39 +147,17 @@ class FakeFloKit:
         self._faults: list[_Fault] = []
         self._delay = 0.0
         self._seq = 0
-        self._runner: web.AppRunner | None = None
-        self._closing = asyncio.Event()
 
     # ---- lifecycle ----
 
-    async def start(self) -> str:
+    def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get("/v1/actions", self._list)
         app.router.add_get("/v1/actions/{id}", self._detail)
         app.router.add_post("/v1/actions/{id}/approve", self._approve)
         app.router.add_post("/v1/actions/{id}/reject", self._reject)
         app.router.add_post("/v1/actions/{id}/rollback", self._rollback)
-        self._closing.clear()
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]  # the bound address of the site's server socket
-        self.url = f"http://127.0.0.1:{port}"
-        return self.url
-
-    async def stop(self) -> None:
-        self._closing.set()  # ends every pending delay at once
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeFloKit:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        return app
 
     # ---- test controls ----
 
@@ -354,24 +332,6 @@ class FakeFloKit:
                     self._faults.remove(fault)
                 return fault
         return None
-
-    async def _wait(self, seconds: float) -> None:
-        if seconds > 0:
-            try:
-                await asyncio.wait_for(self._closing.wait(), seconds)
-            except TimeoutError:
-                pass
-
-    @staticmethod
-    def _reset(request: web.Request) -> None:
-        """Drop the connection with a TCP RST and no answer."""
-        transport = request.transport
-        if transport is None:
-            return
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
 
     def _find(self, request: web.Request) -> dict[str, Any] | None:
         return self.actions.get(request.match_info["id"])

@@ -19,10 +19,7 @@ is a 401; error bodies are ``{"error": "<word>"}``; a 3xx fault redirects to the
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,6 +28,8 @@ from typing import Final, NamedTuple
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from tests.fakes.server import LoopbackServer
 
 PATH: Final = "/v1/metrics"
 
@@ -73,51 +72,32 @@ class _Fault:
     chunked: bool = False
 
 
-class FakeMetrics:
+class FakeMetrics(LoopbackServer):
     """The metrics endpoint on 127.0.0.1 and a free port. ``await start()`` before use.
 
     ``clock`` (aware UTC "now") stamps values set without ``observed_at``, at request time.
     """
 
     def __init__(self, *, token: str | None = None, clock: Callable[[], datetime] = _now) -> None:
+        super().__init__()
         self.token = token
         self.clock = clock
-        self.url = ""
         self.requests: list[Seen] = []
         self.raw_queries: list[str] = []  # each request's query string, exactly as sent
         self._values: dict[tuple[str, str | None], _Value] = {}
         self._faults: list[_Fault] = []
         self._delay = 0.0
         self._down = False
-        self._runner: web.AppRunner | None = None
-        self._closing = asyncio.Event()
 
     # ---- lifecycle ----
 
-    async def start(self) -> str:
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get(PATH, self._serve)
-        self._closing.clear()
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}{PATH}"
-        return self.url
+        return app
 
-    async def stop(self) -> None:
-        self._closing.set()  # ends every pending delay at once
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeMetrics:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    async def start(self, path: str = PATH) -> str:
+        return await super().start(path)
 
     # ---- test controls ----
 
@@ -223,20 +203,3 @@ class FakeMetrics:
             self._faults.pop(0)
         return fault
 
-    async def _wait(self, seconds: float) -> None:
-        if seconds > 0:
-            try:
-                await asyncio.wait_for(self._closing.wait(), seconds)
-            except TimeoutError:
-                pass
-
-    @staticmethod
-    def _reset(request: web.Request) -> None:
-        """Drop the connection with a TCP RST and no answer."""
-        transport = request.transport
-        if transport is None:
-            return
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()

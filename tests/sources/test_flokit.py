@@ -61,12 +61,6 @@ async def fake() -> AsyncIterator[FakeFloKit]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client_session:
-        yield client_session
-
-
-@pytest.fixture
 def source(fake: FakeFloKit, session: aiohttp.ClientSession) -> FloKitSource:
     return FloKitSource(session, base_url=fake.url, api_key=KEY, timeout=2.0)
 

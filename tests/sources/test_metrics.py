@@ -41,12 +41,6 @@ async def fake() -> AsyncIterator[FakeMetrics]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client_session:
-        yield client_session
-
-
-@pytest.fixture
 def metrics(fake: FakeMetrics, session: aiohttp.ClientSession) -> HttpMetrics:
     return HttpMetrics(session, url=fake.url, timeout=2.0, clock=fixed_clock)
 
