@@ -438,7 +438,8 @@ async def test_replicas_decide_and_deliver_once_and_survive_a_sigkill(
             return refs if all(refs.values()) else None  # type: ignore[return-value]
 
         what = f"a card for each of {len(external_ids)} actions"
-        return await eventually(all_posted, timeout=60, what=what, on_timeout=report)
+        # A card the victim had claimed when it was killed waits out the card lease.
+        return await eventually(all_posted, timeout=TAKEOVER_TIMEOUT, what=what, on_timeout=report)
 
     refs = await cards(ready)
     sent: list[Sent] = []
