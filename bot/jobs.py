@@ -354,6 +354,7 @@ async def _sync_card(ctx: JobContext, card: Card, action: Action, *, recovering:
         return
     async with ctx.db.read() as session:
         view = await load_card(session, action=action, caps=ctx.source.capabilities, policy=ctx.policy)
+        live = await queries.posted_notices(session, action_id=action.id, kinds=render_notices.LIVE_KINDS)
     blocks = render.card_blocks(view)
     text = render.card_text(view)
     try:
@@ -372,6 +373,8 @@ async def _sync_card(ctx: JobContext, card: Card, action: Action, *, recovering:
             await ctx.slack.chat_update(channel=card.channel, ts=card.ts, text=text, blocks=blocks)
             async with ctx.db.write() as session:
                 await queries.card_rendered(session, card_id=card.id, version=action.version)
+        for notice in live:
+            await _refresh_notice(ctx, notice, card, action, view)
     except SlackApiError as e:
         error = str(e.response.get("error") or e)
         next_at = ctx.clock() + ctx.retry.delay(card.attempts)
@@ -415,10 +418,7 @@ async def _post_notice(ctx: JobContext, notice: Notice, card: Card, thread: str)
         )
     # An escalation goes to the top of another channel; everything else into the card's thread.
     channel, thread_ts = (notice.channel, None) if notice.channel else (card.channel, thread)
-    view = render_notices.NoticeView(
-        notice_id=notice.id, action_id=notice.action_id, kind=notice.kind, payload=dict(notice.payload or {}),
-        source=action.source, title=action.title,
-    )
+    view = _notice_view(notice, action)
     try:
         # Claimed before (state "posting") by a worker that may have posted it: look first.
         ts = await _find_notice(ctx, channel, thread_ts, notice.id) if notice.attempts > 1 else None
@@ -443,6 +443,29 @@ async def _post_notice(ctx: JobContext, notice: Notice, card: Card, thread: str)
             log.warning("notice %s for action %s: Slack said %s; retrying at %s", notice.id, notice.action_id,
                         error, next_at.isoformat())
             await queries.notice_retry_later(session, notice_id=notice.id, error=error, next_attempt_at=next_at)
+
+
+def _notice_view(notice: Notice, action: Action) -> render_notices.NoticeView:
+    assert notice.id is not None
+    return render_notices.NoticeView(
+        notice_id=notice.id, action_id=notice.action_id, kind=notice.kind, payload=dict(notice.payload or {}),
+        source=action.source, title=action.title,
+    )
+
+
+async def _refresh_notice(ctx: JobContext, notice: Notice, card: Card, action: Action, view: render.CardView) -> None:
+    """Re-render a posted notice with buttons (a tripped rule's alert, an escalated copy of
+    the card) as the card changes. Best effort: the card is the record, and a click on a
+    stale button is refused by the service anyway."""
+    assert notice.id is not None and notice.ts is not None
+    shown = _notice_view(notice, action)
+    try:
+        await ctx.slack.chat_update(
+            channel=notice.channel or card.channel, ts=notice.ts, text=render_notices.notice_text(shown),
+            blocks=render_notices.notice_blocks(shown, view),
+        )
+    except SlackApiError as e:
+        log.warning("notice %s for action %s not re-rendered: %s", notice.id, action.id, e.response.get("error"))
 
 
 async def _find_notice(ctx: JobContext, channel: str, thread_ts: str | None, notice_id: int) -> str | None:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmObject, DividerBlock
+from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmObject, ContextBlock, DividerBlock
 from slack_sdk.models.metadata import Metadata
 
 from bot import ids
@@ -36,9 +36,10 @@ from bot.render import (
     clip,
     esc_clip,
     source_name,
+    status_line,
     who,
 )
-from sources.base import Op, Status
+from sources.base import TRANSITIONS, Op, Status
 
 
 _MENTION = re.compile(r"<@[UW][A-Z0-9]{1,20}>|<!subteam\^S[A-Z0-9]{1,20}>")
@@ -193,13 +194,21 @@ def _rollback_button(view: NoticeView) -> ButtonElement:
     )
 
 
+# Notices that carry buttons: re-rendered with the card, so they never offer a stale decision.
+LIVE_KINDS = frozenset({"trip", "escalation"})
+
+
 def notice_blocks(view: NoticeView, card: CardView | None = None) -> list[Block]:
-    """The notice; an escalation carries the whole card (with its buttons) below its line."""
+    """The notice; an escalation carries the whole card (with its buttons) below its line.
+    A trip offers Rollback while the action (as ``card`` shows it now, when given) allows it."""
     blocks: list[Block] = [_section(notice_text(view))]
     if view.kind == "escalation" and card is not None:
         return (blocks + [DividerBlock()] + card_blocks(card))[:MAX_BLOCKS]
     if view.kind == "trip" and not view.payload.get("rollback_queued"):
-        blocks.append(ActionsBlock(elements=[_rollback_button(view)]))
+        if card is None or card.status in TRANSITIONS[Op.ROLLBACK].allowed_from:
+            blocks.append(ActionsBlock(elements=[_rollback_button(view)]))
+        else:
+            blocks.append(ContextBlock(elements=[_mrkdwn(clip(f"Now: {status_line(card)}", MAX_TEXT))]))
     return blocks
 
 

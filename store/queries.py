@@ -694,6 +694,14 @@ async def notice_failed(session: AsyncSession, *, notice_id: int, error: str) ->
     )
 
 
+async def posted_notices(session: AsyncSession, *, action_id: int, kinds: Iterable[str]) -> Sequence[Notice]:
+    stmt = select(Notice).where(
+        Notice.action_id == action_id, col(Notice.kind).in_(list(kinds)), Notice.state == NoticeState.POSTED.value,
+        col(Notice.ts).is_not(None),
+    ).order_by(col(Notice.id))
+    return (await session.exec(stmt)).all()
+
+
 async def notices_for(session: AsyncSession, *, action_id: int) -> Sequence[Notice]:
     stmt = select(Notice).where(Notice.action_id == action_id).order_by(col(Notice.id))
     return (await session.exec(stmt)).all()

@@ -78,6 +78,8 @@ async def test_escalation_reposts_the_card_with_working_buttons(harness: Harness
     await h.wait_for(lambda: h.flokit.actions[action["id"]]["status"] == "approved")
     assert len(h.flokit.calls("POST", "/approve")) == 1
     await h.wait_for(lambda: set(buttons(h.slack.messages[(CHANNEL, card.ts)])) == {ids.ROLLBACK})
+    # The escalated copy follows the card: no Approve left on it.
+    await h.wait_for(lambda: set(buttons(h.slack.messages[(ESCALATION, escalated.ts)])) == {ids.ROLLBACK})
 
 
 async def test_without_an_escalation_channel_nothing_is_escalated(harness: Harness, clock: FakeClock) -> None:

@@ -126,3 +126,14 @@ def test_notices_escape_what_came_from_outside_and_carry_their_id() -> None:
     text = notice_text(notice("status", event="upstream", actor="upstream", note=HOSTILE, to_status="running"))
     assert "<!channel>" not in text and "<@U123>" not in text
     assert notice_metadata(notice("recovered")).to_dict()["event_payload"] == {"notice_id": 7}
+
+
+def test_a_trip_alert_drops_its_button_once_the_action_cannot_be_rolled_back() -> None:
+    from sources.base import Status
+
+    view = notice("trip", **TRIP)
+    running = [b.to_dict() for b in notice_blocks(view, make_card(status=Status.RUNNING))]
+    assert any(b["type"] == "actions" for b in running)
+    done = [b.to_dict() for b in notice_blocks(view, make_card(status=Status.ROLLED_BACK))]
+    assert not any(b["type"] == "actions" for b in done)
+    assert "Now: ↩️ Rolled back" in json.dumps(done, ensure_ascii=False)

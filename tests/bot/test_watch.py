@@ -152,6 +152,10 @@ async def test_a_trip_alerts_once_in_thread_and_channel_and_its_rollback_button_
     await settle(h)
     await h.wait_for(lambda: any("Rolled back" in (m.text or "") for m in thread(h, card)))
     assert len(h.flokit.calls("POST", "/rollback")) == 1
+    await h.run_job("cards")
+    now_alert = h.slack.messages[(CHANNEL, alert.ts)]
+    assert ids.ROLLBACK not in buttons(now_alert), "no stale Rollback once it is rolled back"
+    assert "Rolled back" in card_text(now_alert)
     clock.advance(timedelta(hours=1))
     await check(h)
     assert all(not w.active for w in await watches(h, action["id"])), "a rolled-back action is no longer watched"
