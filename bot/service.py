@@ -277,7 +277,7 @@ class DecisionService:
             ):
                 return Outcome(Result.CONFIRMATION_REQUIRED, action)
             needed = self._policy.required_approvals(action.type, action.risk)
-        async with self._db.write() as session:
+        async with self._db.write(urgent=True) as session:
             if needed > 1:
                 endorsed = await queries.endorse(
                     session, action_id=action_id, actor=user_id, note=note, required=needed, now=self._clock()
@@ -314,7 +314,7 @@ class DecisionService:
         refused = await self.authorize(user_id, found)
         if refused is not None:
             return Outcome(refused)
-        async with self._db.write() as session:
+        async with self._db.write(urgent=True) as session:
             outbox = await queries.retry_failed(session, action_id=action_id, actor=user_id, now=self._clock())
             action = await queries.get_action(session, action_id=action_id)
             latest = await queries.latest_decision(session, action_id=action_id)

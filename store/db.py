@@ -97,7 +97,7 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._reader = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
-        self._sqlite_writers = asyncio.Lock() if self.is_sqlite else None
+        self._sqlite_writers = WriterQueue() if self.is_sqlite else None
         self._writer = async_sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), class_=AsyncSession, expire_on_commit=False
         )
@@ -171,21 +171,57 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
+    async def write(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed when the block ends, rolled back if it raises.
 
-        On SQLite this process's writers queue first-come, first-served on a lock of their own
-        before taking SQLite's: left to SQLite's busy handler, many waiting writers retry after
-        sleeps in no order, and one click can wait seconds (bench/ack.py). The busy timeout
-        still orders writers of other processes. No write block awaits the network.
+        On SQLite this process's writers queue on a lock of their own before taking SQLite's:
+        left to SQLite's busy handler, many waiting writers retry after sleeps in no order, and
+        one click can wait seconds (bench/ack.py). ``urgent`` writers (a person waiting on the
+        answer: a click's decision) go before background jobs' writers; each kind is served
+        first-come, first-served. The busy timeout still orders writers of other processes.
+        No write block awaits the network.
         """
-        async with self._sqlite_writers if self._sqlite_writers is not None else _NO_LOCK:
+        queue = self._sqlite_writers
+        async with queue.hold(urgent=urgent) if queue is not None else _NO_LOCK:
             async with self._writer() as session:
                 async with session.begin():
                     yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+class WriterQueue:
+    """One writer at a time; urgent writers first, each kind in arrival order."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()  # asyncio's lock wakes its waiters in order
+        self._urgent_waiting = 0
+        self._no_urgent = asyncio.Event()
+        self._no_urgent.set()
+
+    @asynccontextmanager
+    async def hold(self, *, urgent: bool) -> AsyncIterator[None]:
+        if urgent:
+            self._urgent_waiting += 1
+            self._no_urgent.clear()
+            try:
+                await self._lock.acquire()
+            finally:
+                self._urgent_waiting -= 1
+                if not self._urgent_waiting:
+                    self._no_urgent.set()
+        else:
+            while True:
+                await self._no_urgent.wait()
+                await self._lock.acquire()
+                if not self._urgent_waiting:
+                    break
+                self._lock.release()  # an urgent writer arrived while this one queued: after it
+        try:
+            yield
+        finally:
+            self._lock.release()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -83,11 +83,11 @@ async def test_store_failure_records_nothing_and_says_so(harness: Harness, monke
     real_write = bot.db.write
     failures = []
 
-    def failing_write():  # type: ignore[no-untyped-def]
+    def failing_write(**kwargs):  # type: ignore[no-untyped-def]
         if not failures:
             failures.append(1)
             raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
-        return real_write()
+        return real_write(**kwargs)
 
     monkeypatch.setattr(bot.db, "write", failing_write)
     status, answer = await submit(h, view, APPROVER, None)

@@ -335,3 +335,25 @@ async def test_a_new_sqlite_file_switches_to_wal_while_another_process_holds_it(
         release.join()
         holder.close()
         await db.dispose()
+
+
+async def test_urgent_sqlite_writers_go_before_queued_background_ones() -> None:
+    from store.db import WriterQueue
+
+    queue, order = WriterQueue(), []
+    started = asyncio.Event()
+
+    async def writer(name: str, urgent: bool) -> None:
+        async with queue.hold(urgent=urgent):
+            order.append(name)
+            if name == "first":
+                started.set()
+                await asyncio.sleep(0.05)
+
+    first = asyncio.ensure_future(writer("first", False))
+    await started.wait()
+    waiting = [asyncio.ensure_future(writer(f"job{i}", False)) for i in range(3)]
+    await asyncio.sleep(0)
+    clicks = [asyncio.ensure_future(writer(f"click{i}", True)) for i in range(2)]
+    await asyncio.gather(first, *waiting, *clicks)
+    assert order == ["first", "click0", "click1", "job0", "job1", "job2"]
