@@ -211,16 +211,16 @@ class DecisionService:
             return Outcome(Result.STORE_UNAVAILABLE)
 
     async def _check_click(self, *, user_id: str, action_id: int, channel: str | None, ts: str | None, op: Op | None) -> Outcome:
-        refused = await self.authorize(user_id)
-        if refused is not None and self._approvers_for is None:
-            return Outcome(refused)
         async with self._db.read() as session:
             action = await queries.get_action(session, action_id=action_id)
-            if action is None:
-                return Outcome(refused or Result.UNKNOWN_ACTION)
-            refused = await self.authorize(user_id, action)
-            if refused is not None:
-                return Outcome(refused)
+        # Once, against the action's route (no action: APPROVERS say whether to tell them so),
+        # and with no database connection held across Slack's group lookup.
+        refused = await self.authorize(user_id, action)
+        if refused is not None:
+            return Outcome(refused)
+        if action is None:
+            return Outcome(Result.UNKNOWN_ACTION)
+        async with self._db.read() as session:
             if channel is not None and ts is not None:
                 # The card itself, or a notice in its thread (a tripped rule's Rollback button).
                 if not await queries.message_shows(session, channel=channel, ts=ts, action_id=action_id):

@@ -702,11 +702,6 @@ async def posted_notices(session: AsyncSession, *, action_id: int, kinds: Iterab
     return (await session.exec(stmt)).all()
 
 
-async def notices_for(session: AsyncSession, *, action_id: int) -> Sequence[Notice]:
-    stmt = select(Notice).where(Notice.action_id == action_id).order_by(col(Notice.id))
-    return (await session.exec(stmt)).all()
-
-
 async def message_shows(session: AsyncSession, *, channel: str, ts: str, action_id: int) -> bool:
     """Whether a Signoff message shows this action: its card, a notice about it, an
     escalation of it, or a digest that lists it."""
@@ -920,18 +915,6 @@ async def record_check(
     if (watch.reading, watch.tripped, watch.baseline is None, watch.active) != shown_before:
         await _bump(session, action_id=watch.action_id)
     return watch, transition
-
-
-async def end_watches(session: AsyncSession, *, action_id: int, reason: str) -> int:
-    """Stop watching every rule of an action (it left approved/running)."""
-    result = await session.exec(
-        sa.update(Watch)
-        .where(col(Watch.action_id) == action_id, col(Watch.active))
-        .values(active=False, ended=reason, lease_until=None)
-    )
-    if result.rowcount:
-        await _bump(session, action_id=action_id)
-    return int(result.rowcount or 0)
 
 
 # ---- digests ----------------------------------------------------------------------------
