@@ -1,9 +1,12 @@
 """The database: one async engine, read sessions and write transactions, and the schema.
 
-SQLite runs in WAL mode with a busy timeout, and every write transaction starts with
-``BEGIN IMMEDIATE`` so that two writers queue on the lock instead of one failing with
-``database is locked`` when it upgrades from reading to writing. PostgreSQL uses its own
-row locks; the compare-and-set updates in ``store.queries`` make races safe on both.
+SQLite runs in WAL mode on the event loop's own thread (``store.inline_sqlite``), and every
+write transaction starts with ``BEGIN IMMEDIATE`` so that two writers queue on the lock instead
+of one failing with ``database is locked`` when it upgrades from reading to writing. Writers of
+this process queue on a lock of their own (``WriterQueue``); a writer that finds another
+process holding SQLite's lock retries ``BEGIN IMMEDIATE`` with sleeps, never blocking the loop,
+for up to ``SQLITE_BUSY_TIMEOUT_MS``. PostgreSQL uses its own row locks; the compare-and-set
+updates in ``store.queries`` make races safe on both.
 
 The schema is managed by the Alembic migrations in ``store/migrations``. ``migrate()`` applies
 the pending ones under a lock (PostgreSQL: an advisory lock; SQLite: one ``BEGIN IMMEDIATE``
@@ -16,15 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -33,9 +37,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from store import inline_sqlite
 from store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 log = logging.getLogger("signoff.store")
@@ -52,7 +58,7 @@ MIGRATION_LOCK_KEY = 0x5369676E6F6666
 _IN_PROCESS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-_NO_LOCK = contextlib.nullcontext()
+_T = TypeVar("_T")
 
 
 class SchemaError(Exception):
@@ -90,7 +96,9 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            database = self.url.database or ":memory:"
+            uri = str(self.url.query.get("uri", "")).lower() in ("1", "true")
+            kwargs["async_creator"] = functools.partial(inline_sqlite.connect, database, uri=uri)
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
@@ -136,9 +144,8 @@ class Database:
         if self.is_sqlite:
             # BEGIN IMMEDIATE takes SQLite's write lock for the whole migration (SQLite's DDL
             # is transactional): another process waits for it on the busy timeout.
-            async with self.engine.execution_options(**{_WRITE: True}).connect() as conn:
-                async with conn.begin():
-                    yield conn
+            async with _immediate(self._open_migrator) as conn:
+                yield conn
             return
         async with self.engine.connect() as conn:
             key = {"key": MIGRATION_LOCK_KEY}
@@ -160,6 +167,11 @@ class Database:
                         raise
                     log.warning("could not release the migration lock (%s); closed its connection", type(e).__name__)
 
+    async def _open_migrator(self, stack: contextlib.AsyncExitStack) -> AsyncConnection:
+        conn = await stack.enter_async_context(self.engine.execution_options(**{_WRITE: True}).connect())
+        await stack.enter_async_context(conn.begin())  # BEGIN IMMEDIATE
+        return conn
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
@@ -178,17 +190,55 @@ class Database:
         left to SQLite's busy handler, many waiting writers retry after sleeps in no order, and
         one click can wait seconds (bench/ack.py). ``urgent`` writers (a person waiting on the
         answer: a click's decision) go before background jobs' writers; each kind is served
-        first-come, first-served. The busy timeout still orders writers of other processes.
-        No write block awaits the network.
+        first-come, first-served. Writers of other processes are waited for by retrying
+        ``BEGIN IMMEDIATE`` (``_immediate``). No write block awaits the network: on SQLite a
+        transaction's statements run without yielding, so the block holds the write lock only
+        as long as its own work takes.
         """
         queue = self._sqlite_writers
-        async with queue.hold(urgent=urgent) if queue is not None else _NO_LOCK:
+        if queue is None:
             async with self._writer() as session:
                 async with session.begin():
                     yield session
+            return
+        async with queue.hold(urgent=urgent):
+            async with _immediate(self._open_writer) as session:
+                yield session
+
+    async def _open_writer(self, stack: contextlib.AsyncExitStack) -> AsyncSession:
+        session = await stack.enter_async_context(self._writer())
+        await stack.enter_async_context(session.begin())
+        await session.connection()  # BEGIN IMMEDIATE, now: it is where another process makes us wait
+        return session
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _immediate(open_: Callable[[contextlib.AsyncExitStack], Awaitable[_T]]) -> AsyncIterator[_T]:
+    """Open a SQLite write transaction, waiting (without blocking the loop) while another
+    process holds the write lock, for up to the busy timeout; then hold it for the block."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.002
+    while True:
+        stack = contextlib.AsyncExitStack()
+        try:
+            value = await open_(stack)
+        except OperationalError as e:
+            await stack.__aexit__(type(e), e, e.__traceback__)
+            if "locked" not in str(e.orig) or loop.time() >= deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            continue
+        except BaseException as e:
+            await stack.__aexit__(type(e), e, e.__traceback__)
+            raise
+        break
+    async with stack:
+        yield value
 
 
 class WriterQueue:
@@ -230,9 +280,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us issue BEGIN ourselves (pysqlite's own would be a deferred BEGIN).
-        dbapi_connection.isolation_level = None
+        if dbapi_connection.isolation_level is not None:
+            dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(inline_sqlite.INLINE_BUSY_TIMEOUT_S * 1000)}")
         _use_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
