@@ -79,6 +79,15 @@ class InlineCursor:
     async def nextset(self) -> None:
         return None
 
+    def __aiter__(self) -> InlineCursor:  # server-side ("stream") results
+        return self
+
+    async def __anext__(self) -> Any:
+        row = self._cursor.fetchone()
+        if row is None:
+            raise StopAsyncIteration
+        return row
+
     async def close(self) -> None:
         self._cursor.close()
 

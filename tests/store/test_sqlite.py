@@ -145,3 +145,13 @@ async def test_a_migration_waits_for_another_processs_write_lock(tmp_path: Path)
         release.join()
         holder.close()
         await first.dispose()
+
+
+async def test_streamed_results_come_row_by_row(db: Database) -> None:
+    for i in range(5):
+        await _add_action(db, f"A-{i}")
+    async with db.read() as session:
+        result = await session.stream_scalars(sa.select(Action.external_id).order_by(Action.id))
+        seen = [row async for row in result]
+    assert seen == [f"A-{i}" for i in range(5)]
+
