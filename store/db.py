@@ -79,6 +79,9 @@ def head_revision() -> str:
     return head
 
 
+_LIBPQ_TO_ASYNCPG = {"sslmode": "ssl", "connect_timeout": "timeout"}
+
+
 def async_url(url: str) -> sa.URL:
     """Map the plain URLs users write onto the async drivers we ship."""
     parsed = make_url(url)
@@ -86,7 +89,9 @@ def async_url(url: str) -> sa.URL:
     if backend == "sqlite":
         return parsed.set(drivername="sqlite+aiosqlite")
     if backend == "postgresql":
-        return parsed.set(drivername="postgresql+psycopg")
+        # asyncpg takes its own names for the two libpq options people put in URLs.
+        query = {_LIBPQ_TO_ASYNCPG.get(k, k): v for k, v in parsed.query.items()}
+        return parsed.set(drivername="postgresql+asyncpg", query=query)
     raise ValueError(f"unsupported database {backend!r}: use sqlite:///... or postgresql://...")
 
 
@@ -101,6 +106,9 @@ class Database:
             kwargs["async_creator"] = functools.partial(inline_sqlite.connect, database, uri=uri)
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
+            if "timeout" in self.url.query:  # asyncpg wants a number, a URL holds strings
+                kwargs["connect_args"] = {"timeout": float(str(self.url.query["timeout"]))}
+                self.url = self.url.difference_update_query(["timeout"])
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
