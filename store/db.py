@@ -151,7 +151,7 @@ class Database:
         """A connection in a transaction that no other Signoff can be migrating in."""
         if self.is_sqlite:
             # BEGIN IMMEDIATE takes SQLite's write lock for the whole migration (SQLite's DDL
-            # is transactional): another process waits for it on the busy timeout.
+            # is transactional): another process waits for it (``_immediate`` retries).
             async with _immediate(self._open_migrator) as conn:
                 yield conn
             return
