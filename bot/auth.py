@@ -17,6 +17,17 @@ from settings import Approvers
 log = logging.getLogger(__name__)
 
 
+def names_requester(requester: str | None, user_id: str, email: str | None) -> bool:
+    """Whether an action's requester names this Slack user: by user ID, or by their email
+    (case-insensitive; ``email`` is theirs, looked up only when the requester is one)."""
+    requester = (requester or "").strip()
+    if not requester:
+        return False
+    if requester == user_id:
+        return True
+    return "@" in requester and email is not None and email.casefold() == requester.casefold()
+
+
 class Verdict(enum.Enum):
     ALLOWED = "allowed"
     DENIED = "denied"

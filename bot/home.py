@@ -30,7 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import DBAPIError
 
 from bot import render_home
-from bot.auth import ApproverCheck, Verdict
+from bot.auth import ApproverCheck, Verdict, names_requester
 from bot.render import WatchView
 from bot.render_home import Access, DecisionItem, HomeView, ReadyItem, WatchedItem, WatchLine
 from bot.service import Clock, utc_now
@@ -193,9 +193,7 @@ class HomeService:
             email: str | None = None
             if shared.any_email_requester:
                 email = await self._approvers.email(user_id)
-            for action_id, requester in shared.requested_by:
-                if requester == user_id or (email is not None and email.casefold() == requester.casefold()):
-                    own.add(action_id)
+            own = {action_id for action_id, requester in shared.requested_by if names_requester(requester, user_id, email)}
         return Viewer(
             user_id=user_id, access=access, own=frozenset(own), decisions=decisions, others=frozenset(routed_others)
         )

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.auth import ApproverCheck, Verdict
+from bot.auth import ApproverCheck, Verdict, names_requester
 from policy import Policy
 from settings import Approvers
 from bot.render import CardView, DecisionView, WatchView
@@ -185,14 +185,8 @@ class DecisionService:
     async def _is_requester(self, action: Action, user_id: str) -> bool:
         """Whether the action names this user as the one who proposed it."""
         requester = (action.requested_by or "").strip()
-        if not requester:
-            return False
-        if requester == user_id:
-            return True
-        if "@" in requester:
-            email = await self._approvers.email(user_id)
-            return email is not None and email.casefold() == requester.casefold()
-        return False
+        email = await self._approvers.email(user_id) if "@" in requester else None
+        return names_requester(requester, user_id, email)
 
     async def card(self, action_id: int) -> CardView | None:
         async with self._db.read() as session:

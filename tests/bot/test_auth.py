@@ -47,3 +47,16 @@ async def test_unresolvable_group_fails_closed(fake: FakeSlack) -> None:
 async def test_everyone() -> None:
     check = ApproverCheck(Approvers(["*"]), AsyncWebClient(token="xoxb-unused", base_url="http://127.0.0.1:9/"))
     assert await check.check("U0ANYONE") is Verdict.ALLOWED
+
+
+def test_the_requester_is_named_by_user_id_or_by_email_never_by_nothing() -> None:
+    from bot.auth import names_requester
+
+    assert names_requester("U1", "U1", None)
+    assert names_requester(" U1 ", "U1", None)
+    assert names_requester("Ana@Example.com", "U1", "ana@example.com")
+    assert not names_requester("ana@example.com", "U1", None)  # email unknown: not a match
+    assert not names_requester("bob@example.com", "U1", "ana@example.com")
+    assert not names_requester("U2", "U1", "ana@example.com")
+    assert not names_requester("", "U1", "")
+    assert not names_requester(None, "U1", None)
