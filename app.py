@@ -24,16 +24,23 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import home, jobs, listeners, reminders, watch
+from bot import home, jobs, listeners
 from bot.auth import ApproverCheck
+from bot.cards import CardReader
 from bot.command_service import CommandService
-from bot.jobs import JobContext, RetryPolicy
-from bot.service import Clock, DecisionService, utc_now
-from bot.reminders import ReminderContext
-from bot.watch import WatchContext
+from bot.jobs import JobContext, SlackNotifier
 from bot.web import slack_events
+from core import ingest, reminders, watch
+from core.clock import Clock, utc_now
+from core.decide import DecisionService
+from core.deliver import DeliveryContext, RetryPolicy, deliver_outbox
+from core.ingest import IngestContext
+from core.people import Approvers
+from core.registry import Registered, SourceRegistry
+from core.reminders import ReminderContext
+from core.watch import WatchContext
 from policy import Policy, PolicyError, Timings, load_policy
-from settings import Approvers, Settings, describe_errors
+from settings import Settings, describe_errors
 from sources.flokit import FloKitSource
 from sources.metrics import HttpMetrics, MetricsProvider
 from store.db import Database, SchemaError
@@ -120,16 +127,8 @@ class Signoff:
             i: Approvers(list(r.approvers)) for i, r in enumerate(self.policy.routes) if r.approvers is not None
         }
         self.db = Database(settings.database_url)
-        self.slack = AsyncWebClient(
-            token=settings.slack_bot_token.get_secret_value(),
-            base_url=settings.slack_api_url,
-            timeout=SLACK_TIMEOUT_SECONDS,
-            # Only 429s are retried in the client: Slack did not act on them. A 5xx or a broken
-            # connection may come after Slack posted the message, so the card sync retries
-            # those itself, looking for the card before posting again.
-            retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=3)],
-        )
         self.http: aiohttp.ClientSession | None = None
+        self.slack_http: aiohttp.ClientSession | None = None
         self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
         self._retry = retry or RetryPolicy()
         self._clock = clock
@@ -140,31 +139,61 @@ class Signoff:
 
     # ---- building ---------------------------------------------------------------------
 
-    def approvers_for(self, action_type: str, risk: str | None) -> Approvers:
+    def approvers_for(self, action_type: str, risk: str | None, *, source: str | None = None) -> Approvers:
         """Who may decide an action: its route's approvers, else APPROVERS."""
-        route = self.policy.route_for(action_type, risk)
+        route = self.policy.route_for(action_type, risk, source=source)
         if route is not None:
             found = self._route_approvers.get(self.policy.routes.index(route))
             if found is not None:
                 return found
         return self._default_approvers
 
+    def _sources(self) -> SourceRegistry:
+        """Every Actions API the settings turn on, each with its own client and timeouts."""
+        s = self.settings
+        assert self.http is not None
+        entries = []
+        if s.flokit_api_key is not None:
+            flokit = FloKitSource(
+                self.http, base_url=s.flokit_api_url, api_key=s.flokit_api_key.get_secret_value(),
+                timeout=s.flokit_timeout_seconds,
+            )
+            # One delivery: the email lookup and up to two FloKit calls, each bounded by a timeout.
+            lease = timedelta(seconds=SLACK_TIMEOUT_SECONDS + 2 * s.flokit_timeout_seconds + 5)
+            entries.append(Registered(flokit, outbox_lease=lease))
+        return SourceRegistry(entries)
+
     def _build(self) -> None:
         s = self.settings
         self.http = aiohttp.ClientSession(raise_for_status=False)
-        self.source = FloKitSource(
-            self.http, base_url=s.flokit_api_url, api_key=s.flokit_api_key.get_secret_value(),
-            timeout=s.flokit_timeout_seconds,
+        # One session (one pool of TLS connections) for every Web API call, not one per call.
+        self.slack_http = aiohttp.ClientSession(raise_for_status=False)
+        self.slack = AsyncWebClient(
+            token=s.slack_bot_token.get_secret_value(),
+            base_url=s.slack_api_url,
+            timeout=SLACK_TIMEOUT_SECONDS,
+            session=self.slack_http,
+            # Only 429s are retried in the client: Slack did not act on them. A 5xx or a broken
+            # connection may come after Slack posted the message, so the card sync retries
+            # those itself, looking for the card before posting again.
+            retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=3)],
         )
+        self.sources = self._sources()
         approvers = ApproverCheck(self._default_approvers, self.slack)
+        # A changed action also may owe thread notices, or need its rollback watch set up.
+        changed = lambda: self.kick("cards", "notices", "watch", "homes")  # noqa: E731
+        self.ingest = IngestContext(
+            db=self.db, sources=self.sources, channel=s.slack_channel, policy=self.policy, on_change=changed,
+            clock=self._clock, digest_threshold=s.digest_threshold,
+        )
+        delivery = DeliveryContext(
+            db=self.db, sources=self.sources, people=approvers, notifier=SlackNotifier(self.slack),
+            on_change=changed, clock=self._clock, retry=self._retry,
+        )
         ctx = JobContext(
-            db=self.db, source=self.source, slack=self.slack, people=approvers, channel=s.slack_channel,
-            # A changed action also may owe thread notices, or need its rollback watch set up.
-            kick_cards=lambda: self.kick("cards", "notices", "watch", "homes"), clock=self._clock, retry=self._retry,
-            # One delivery: the email lookup and one FloKit call, each bounded by a timeout.
-            outbox_lease=timedelta(seconds=SLACK_TIMEOUT_SECONDS + 2 * s.flokit_timeout_seconds + 5),
-            policy=self.policy, digest_threshold=s.digest_threshold,
-            pacer=jobs.Pacer(s.slack_post_interval_seconds),
+            db=self.db, sources=self.sources, slack=self.slack,
+            kick_cards=lambda: self.kick("cards", "notices"), clock=self._clock, retry=self._retry,
+            policy=self.policy, pacer=jobs.Pacer(s.slack_post_interval_seconds),
         )
         reminder_ctx = ReminderContext(
             db=self.db, policy=self.policy, approvers_for=self.approvers_for, quiet=s.quiet, clock=self._clock,
@@ -180,17 +209,17 @@ class Signoff:
         watch_ctx = WatchContext(
             db=self.db, metrics=metrics, policy=self.policy, clock=self._clock,
             interval=timedelta(seconds=s.rollback_check_interval_seconds), tick=timedelta(seconds=watch_tick),
-            max_age=timedelta(seconds=s.metrics_max_age_seconds),
+            max_age=timedelta(seconds=s.metrics_max_age_seconds), capabilities=self.sources.capabilities,
             kick_outbox=lambda: self.kick("outbox"), kick_cards=lambda: self.kick("cards", "notices", "homes"),
             lease=timedelta(seconds=2 * s.metrics_timeout_seconds + 30),
         )
         self.home = home.HomeService(
-            db=self.db, slack=self.slack, approvers=approvers, capabilities=self.source.capabilities,
+            db=self.db, slack=self.slack, approvers=approvers, capabilities=self.sources.capabilities,
             channel=s.slack_channel, clock=self._clock, approvers_for=self.approvers_for,
         )
         specs: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
-            ("poll", lambda: jobs.poll(ctx), s.poll_interval_seconds),
-            ("outbox", lambda: jobs.deliver_outbox(ctx), OUTBOX_INTERVAL_SECONDS),
+            ("poll", lambda: ingest.poll(self.ingest), s.poll_interval_seconds),
+            ("outbox", lambda: deliver_outbox(delivery), OUTBOX_INTERVAL_SECONDS),
             ("cards", lambda: jobs.sync_cards(ctx), CARDS_INTERVAL_SECONDS),
             ("notices", lambda: jobs.post_notices(ctx), NOTICES_INTERVAL_SECONDS),
             # Republishes the App Home of recent viewers whose content changed.
@@ -213,7 +242,7 @@ class Signoff:
         self.service = DecisionService(
             db=self.db,
             approvers=approvers,
-            capabilities=self.source.capabilities,
+            capabilities=self.sources.capabilities,
             on_change=lambda: self.kick("outbox", "cards", "homes"),
             clock=self._clock,
             approvers_for=self.approvers_for,
@@ -225,8 +254,9 @@ class Signoff:
             request_verification_enabled=not s.socket_mode,
             logger=logging.getLogger("signoff.bolt"),
         )
-        commands = CommandService(db=self.db, decisions=self.service, clock=self._clock)
-        listeners.register(self.bolt, self.service, home=self.home, commands=commands)
+        cards = CardReader(db=self.db, capabilities=self.sources.capabilities, policy=self.policy)
+        commands = CommandService(db=self.db, decisions=self.service, cards=cards, clock=self._clock)
+        listeners.register(self.bolt, self.service, cards=cards, home=self.home, commands=commands)
 
     def kick(self, *names: str) -> None:
         for name in names:
@@ -316,6 +346,8 @@ class Signoff:
             self.scheduler.shutdown(wait=False)
         if self.http is not None:
             await self.http.close()
+        if self.slack_http is not None:
+            await self.slack_http.close()
         await self.db.dispose()
         log.info("signoff stopped")
 

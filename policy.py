@@ -1,7 +1,7 @@
 """Routing and policy by action type, from an optional ``signoff.toml`` beside the environment.
 
 The file holds a list of routes; for each action the first route that matches it applies (its
-``types`` include the action's type, or it names none; likewise ``risk``), and whatever it
+``types`` include the action's type, or it names none; likewise ``risk`` and ``sources``), and whatever it
 leaves unset falls back to the environment's settings. A route picks the channel, the
 approvers, how many distinct approvers are needed (the two-person rule), whether failed
 guardrails need a typed confirmation before Approve, the reminder timings and auto-rollback. Validated once at start, by ``app.py``: an unknown key, a wrong
@@ -66,6 +66,7 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 class Route(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    sources: tuple[str, ...] = ()  # sources (flokit, flowdash, ...) it applies to; empty: every source
     types: tuple[str, ...] = ()  # action types this route applies to; empty: every type
     risk: tuple[str, ...] = ()  # risks it applies to, where the source reports one; empty: any
     channel: str | None = None  # where the cards go; unset: SLACK_CHANNEL
@@ -78,7 +79,9 @@ class Route(BaseModel):
     escalation_channel: str | None = None
     auto_rollback: bool | None = None  # roll back by itself when a rule trips; unset: AUTO_ROLLBACK
 
-    def matches(self, action_type: str, risk: str | None = None) -> bool:
+    def matches(self, action_type: str, risk: str | None = None, source: str | None = None) -> bool:
+        if self.sources and (source is None or source.casefold() not in {s.casefold() for s in self.sources}):
+            return False
         if self.types and action_type not in self.types:
             return False
         return not self.risk or (risk is not None and risk.casefold() in {r.casefold() for r in self.risk})
@@ -125,29 +128,29 @@ class Policy:
     routes: tuple[Route, ...] = ()
     defaults: Timings = Timings(None, None, None, None)
 
-    def route_for(self, action_type: str, risk: str | None = None) -> Route | None:
-        return next((r for r in self.routes if r.matches(action_type, risk)), None)
+    def route_for(self, action_type: str, risk: str | None = None, *, source: str | None = None) -> Route | None:
+        return next((r for r in self.routes if r.matches(action_type, risk, source)), None)
 
-    def auto_rollback_for(self, action_type: str, risk: str | None = None) -> bool:
-        route = self.route_for(action_type, risk)
+    def auto_rollback_for(self, action_type: str, risk: str | None = None, *, source: str | None = None) -> bool:
+        route = self.route_for(action_type, risk, source=source)
         if route is not None and route.auto_rollback is not None:
             return route.auto_rollback
         return self.auto_rollback
 
-    def channel_for(self, action_type: str, risk: str | None, default: str) -> str:
-        route = self.route_for(action_type, risk)
+    def channel_for(self, action_type: str, risk: str | None, default: str, *, source: str | None = None) -> str:
+        route = self.route_for(action_type, risk, source=source)
         return route.channel if route is not None and route.channel else default
 
-    def required_approvals(self, action_type: str, risk: str | None = None) -> int:
-        route = self.route_for(action_type, risk)
+    def required_approvals(self, action_type: str, risk: str | None = None, *, source: str | None = None) -> int:
+        route = self.route_for(action_type, risk, source=source)
         return route.required_approvals if route is not None else 1
 
-    def confirm_failed_guardrails(self, action_type: str, risk: str | None = None) -> bool:
-        route = self.route_for(action_type, risk)
+    def confirm_failed_guardrails(self, action_type: str, risk: str | None = None, *, source: str | None = None) -> bool:
+        route = self.route_for(action_type, risk, source=source)
         return route is not None and route.confirm_failed_guardrails
 
-    def timings(self, action_type: str, risk: str | None = None) -> Timings:
-        route, d = self.route_for(action_type, risk), self.defaults
+    def timings(self, action_type: str, risk: str | None = None, *, source: str | None = None) -> Timings:
+        route, d = self.route_for(action_type, risk, source=source), self.defaults
         if route is None:
             return d
         return Timings(

@@ -15,22 +15,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.people import Approvers
+
 _APPROVER = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
-
-
-class Approvers:
-    """Who may decide: Slack user IDs, user-group IDs, or everyone (``*``)."""
-
-    def __init__(self, entries: list[str]) -> None:
-        self.everyone = "*" in entries
-        self.users = frozenset(e for e in entries if e[:1] in ("U", "W"))
-        self.groups = frozenset(e for e in entries if e.startswith("S"))
-
-    def __repr__(self) -> str:
-        if self.everyone:
-            return "Approvers(*)"
-        return f"Approvers(users={sorted(self.users)}, groups={sorted(self.groups)})"
 
 
 class Settings(BaseSettings):
@@ -47,7 +35,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./signoff.db"
     auto_migrate: bool = True  # apply pending schema migrations on start
     flokit_api_url: str = "https://api.flokit.ai"
-    flokit_api_key: SecretStr
+    flokit_api_key: SecretStr | None = None  # set: FloKit is on
     flokit_timeout_seconds: float = Field(default=10.0, gt=0)
     poll_interval_seconds: float = Field(default=60.0, gt=0)
     port: int = Field(default=3000, ge=0, le=65535)
@@ -93,7 +81,7 @@ class Settings(BaseSettings):
         return v if v is not None and v.get_secret_value() else None
 
     @field_validator(
-        "metrics_url", "metrics_token", "signoff_config", "escalation_channel", "quiet_hours",
+        "flokit_api_key", "metrics_url", "metrics_token", "signoff_config", "escalation_channel", "quiet_hours",
         "remind_after_seconds", "escalate_after_seconds", "expire_after_seconds", mode="before",
     )
     @classmethod
@@ -159,6 +147,17 @@ class Settings(BaseSettings):
         if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must be a sqlite:///… or postgresql://… URL")
         return "postgresql" + v[len("postgres") :] if scheme == "postgres" and not v.startswith("postgresql") else v
+
+    @model_validator(mode="after")
+    def _a_source(self) -> Settings:
+        if not self.sources_on:
+            raise ValueError("no Actions API is configured: set FLOKIT_API_KEY (FloKit) to turn one on")
+        return self
+
+    @property
+    def sources_on(self) -> tuple[str, ...]:
+        """The sources these settings turn on, by name."""
+        return ("flokit",) if self.flokit_api_key is not None else ()
 
     @model_validator(mode="after")
     def _mode(self) -> Settings:

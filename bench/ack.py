@@ -75,7 +75,7 @@ async def role_bot(config: dict[str, Any]) -> None:
     import logging
 
     from app import Signoff
-    from bot.jobs import RetryPolicy
+    from core.deliver import RetryPolicy
     from settings import Settings
 
     # As ``python app.py`` logs (INFO), into the log file the orchestrator gave as stderr.

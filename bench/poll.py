@@ -51,7 +51,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from app import Signoff
-from bot.jobs import RetryPolicy
+from core.deliver import RetryPolicy
 from settings import Settings
 from sources.base import IN_FLIGHT
 from store import queries

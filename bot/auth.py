@@ -4,7 +4,6 @@ a payload. User groups are resolved through ``usergroups.users.list`` and cached
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections.abc import Callable
@@ -12,26 +11,9 @@ from collections.abc import Callable
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from settings import Approvers
+from core.people import Approvers, Verdict, names_requester  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-
-def names_requester(requester: str | None, user_id: str, email: str | None) -> bool:
-    """Whether an action's requester names this Slack user: by user ID, or by their email
-    (case-insensitive; ``email`` is theirs, looked up only when the requester is one)."""
-    requester = (requester or "").strip()
-    if not requester:
-        return False
-    if requester == user_id:
-        return True
-    return "@" in requester and email is not None and email.casefold() == requester.casefold()
-
-
-class Verdict(enum.Enum):
-    ALLOWED = "allowed"
-    DENIED = "denied"
-    UNKNOWN = "unknown"  # a group could not be resolved: fail closed, say so
 
 
 class ApproverCheck:

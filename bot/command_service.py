@@ -15,7 +15,9 @@ from datetime import timedelta
 from bot.commands import PAGE_SIZE, Ref
 from bot.render import CardView
 from bot.render_commands import ActionLine, AuditLine, ListView, StatsView
-from bot.service import Clock, DecisionService, Outcome, Result, utc_now
+from bot.cards import CardReader
+from core.clock import Clock, utc_now
+from core.decide import DecisionService, Outcome, Result
 from sources.base import Op, Status
 from store import queries, reports
 from store.db import Database
@@ -85,9 +87,10 @@ def median_time(times: Sequence[reports.DecisionTime]) -> timedelta | None:
 
 
 class CommandService:
-    def __init__(self, *, db: Database, decisions: DecisionService, clock: Clock = utc_now) -> None:
+    def __init__(self, *, db: Database, decisions: DecisionService, cards: CardReader, clock: Clock = utc_now) -> None:
         self._db = db
         self._decisions = decisions
+        self._cards = cards
         self._clock = clock
 
     async def authorize(self, user_id: str) -> Result | None:
@@ -126,7 +129,7 @@ class CommandService:
         lookup = await self.find(ref)
         if lookup.action is None or lookup.action.id is None:
             return Shown(lookup)
-        card = await self._decisions.card(lookup.action.id)
+        card = await self._cards.card(lookup.action.id)
         return Shown(lookup, card, await self._place(lookup.action.id))
 
     async def decide(self, *, ref: Ref, op: Op, user_id: str, note: str | None, channel: str | None) -> Decided:

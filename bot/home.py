@@ -33,8 +33,9 @@ from bot import render_home
 from bot.auth import ApproverCheck, Verdict, names_requester
 from bot.render import WatchView
 from bot.render_home import Access, DecisionItem, HomeView, ReadyItem, WatchedItem, WatchLine
-from bot.service import Clock, utc_now
+from core.clock import Clock, utc_now
 from settings import Approvers
+from core.lifecycle import options_for, stored_options
 from sources.base import Capabilities, Status
 from store import home as store
 from store.db import Database
@@ -77,11 +78,12 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
 
 
-def _ready_item(row: store.ReadyRow) -> ReadyItem:
+def _ready_item(row: store.ReadyRow, caps: Capabilities) -> ReadyItem:
     return ReadyItem(
         action_id=row.id, version=row.version, source=row.source, external_id=row.external_id, type=row.type,
         title=row.title, created_at=row.created_at, expected_impact=row.expected_impact,
         guardrail_checks=tuple(row.guardrail_checks or ()), risk=row.risk,
+        options=options_for(Status.READY, caps, stored_options(row.options)),
     )
 
 
@@ -126,7 +128,7 @@ class HomeService:
         db: Database,
         slack: AsyncWebClient,
         approvers: ApproverCheck,
-        capabilities: Capabilities,
+        capabilities: Callable[[str], Capabilities],
         channel: str,
         clock: Clock = utc_now,
         window: timedelta = HOME_WINDOW,
@@ -149,7 +151,7 @@ class HomeService:
         async with self._db.read() as session:
             ready_rows, ready_total = await store.ready_queue(session, limit=render_home.READY_SHOWN)
             watched_rows, watched_total = await store.watched_actions(session, limit=render_home.WATCHED_SHOWN)
-        ready = tuple(_ready_item(r) for r in ready_rows)
+        ready = tuple(_ready_item(r, self._caps(r.source)) for r in ready_rows)
         watched = tuple(_watched_item(r) for r in watched_rows)
         return Shared(
             ready=ready, ready_total=ready_total, watched=watched, watched_total=watched_total,
@@ -170,7 +172,7 @@ class HomeService:
         if self._approvers_for is None:
             return allowed, others
         for item in shared.ready:
-            approvers = self._approvers_for(item.type, item.risk)
+            approvers = self._approvers_for(item.type, item.risk, source=item.source)
             if approvers is self._approvers.default:
                 continue  # APPROVERS: the viewer's overall access says
             if await self._approvers.check(user_id, approvers) is Verdict.ALLOWED:
@@ -203,8 +205,7 @@ class HomeService:
             ready: tuple[object, ...] = (shared.ready_total,)
         else:
             ready = (shared.ready_digest, tuple(sorted(viewer.own)), tuple(sorted(viewer.others)))
-        ops = tuple(sorted(op.value for op in self._caps.ops))
-        return _digest(LAYOUT, self._channel, ops, viewer.access.value, ready, shared.watched_digest, viewer.decisions)
+        return _digest(LAYOUT, self._channel, viewer.access.value, ready, shared.watched_digest, viewer.decisions)
 
     def _view(self, shared: Shared, viewer: Viewer) -> HomeView:
         ready = tuple(
@@ -212,7 +213,7 @@ class HomeService:
             for item in shared.ready
         )
         return HomeView(
-            user_id=viewer.user_id, access=viewer.access, channel=self._channel, ops=self._caps.ops,
+            user_id=viewer.user_id, access=viewer.access, channel=self._channel,
             ready=ready, ready_total=shared.ready_total, decisions=viewer.decisions,
             watched=shared.watched, watched_total=shared.watched_total,
         )

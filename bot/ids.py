@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 # Buttons on a card. The button's value is the store's action id (an int, as text); the
@@ -10,6 +11,12 @@ APPROVE: Final = "signoff.approve"
 REJECT: Final = "signoff.reject"
 ROLLBACK: Final = "signoff.rollback"
 RETRY: Final = "signoff.retry"
+# A source's own named option ("Escalate"): "signoff.option:<key>", or, for a second option
+# of a kind that has its own button, "signoff.option:<kind>:<key>" (the key is the source's
+# id for the option; the listener checks it against the options the action offers now).
+OPTION_PREFIX: Final = "signoff.option:"
+OPTION_PATTERN: Final = re.compile(r"^signoff\.option:")
+_MAX_ACTION_ID = 255
 # On a digest (a flood of new actions listed in one message): show one action's card.
 OPEN_CARD: Final = "signoff.open_card"
 
@@ -30,3 +37,20 @@ CARD_EVENT_TYPE: Final = "signoff_card"
 NOTICE_EVENT_TYPE: Final = "signoff_notice"
 # Message metadata on every digest.
 DIGEST_EVENT_TYPE: Final = "signoff_digest"
+
+
+def option_action_id(key: str, kind: object | None = None) -> str:
+    """The button action_id of a source's own option (at most Slack's 255 characters)."""
+    kind_part = f"{getattr(kind, 'value', kind)}:" if kind is not None else ""
+    return (OPTION_PREFIX + kind_part + key)[:_MAX_ACTION_ID]
+
+
+def parse_option_action_id(action_id: str) -> tuple[str | None, str] | None:
+    """(kind or None, key) from an option button's action_id; None if it is not one."""
+    if not action_id.startswith(OPTION_PREFIX):
+        return None
+    rest = action_id[len(OPTION_PREFIX):]
+    kind, sep, key = rest.partition(":")
+    if sep and kind in ("approve", "reject", "rollback", "other"):
+        return kind, key
+    return None, rest

@@ -1,57 +1,38 @@
-"""Scheduled work as plain async functions; ``app.py`` only wires them to the scheduler.
+"""The Slack-facing jobs, as plain async functions; ``app.py`` only wires them to the scheduler.
 
-- ``poll``: the source's actions into the store (new ones, and status changes seen upstream).
-- ``deliver_outbox``: queued decisions to the source, with backoff, reconciling on 409.
 - ``sync_cards``: the store onto Slack: post each new card once, re-render changed ones.
 - ``post_notices``: the messages owed in cards' threads (state changes, tripped rules), once each.
+- ``sync_digests``: a flood of new actions listed in one message per channel.
+- ``SlackNotifier``: tells the person who decided when the upstream refused it or it failed.
+
+The poll and the delivery of decisions are the core's (``core.ingest``, ``core.deliver``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import ids, render, render_notices
-from bot.auth import ApproverCheck
-from bot.service import Clock, load_card, utc_now
+from bot.cards import load_card
+from core.clock import Clock, utc_now
+from core.deliver import RetryPolicy
+from core.registry import SourceRegistry
 from policy import Policy
-from sources.base import (
-    IN_FLIGHT,
-    TRANSITIONS,
-    ActionSource,
-    ConflictError,
-    DecisionRequest,
-    NotFoundError,
-    Op,
-    SourceError,
-    Status,
-    UpstreamAction,
-)
+from sources.base import Op, Status
 from store import queries
 from store.db import Database
 from store.models import Action, Card, CardState, Digest, Notice, Outbox
 
+__all__ = ["JobContext", "Pacer", "RetryPolicy", "SlackNotifier", "post_notices", "sync_cards", "sync_digests"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter: attempt n waits between d/2 and d, d = base * 2**n, capped."""
-
-    base_seconds: float = 2.0
-    cap_seconds: float = 300.0
-    max_attempts: int = 10
-
-    def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> timedelta:
-        ceiling = min(self.cap_seconds, self.base_seconds * (2 ** max(0, attempt)))
-        return timedelta(seconds=ceiling / 2 + rng() * ceiling / 2)
 
 
 class Pacer:
@@ -77,257 +58,41 @@ class Pacer:
 @dataclass
 class JobContext:
     db: Database
-    source: ActionSource
+    sources: SourceRegistry  # what each action's source can do, for its card's buttons
     slack: AsyncWebClient
-    people: ApproverCheck
-    channel: str
     kick_cards: Callable[[], None] = lambda: None
     clock: Clock = utc_now
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    page_size: int = 100
-    # Claim only what one worker finishes well within its lease: one round of concurrent
-    # deliveries, a few cards posted one after another.
-    deliveries_at_once: int = 8
     card_batch: int = 5
     # How long a claimed item is this worker's. If the worker dies, another takes the item
-    # over after this. An outbox lease must outlast one upstream call (app.py derives it from
-    # FLOKIT_TIMEOUT_SECONDS); a card lease, one Slack call with its 429 waits.
-    outbox_lease: timedelta = timedelta(seconds=35)
+    # over after this: one Slack call with its 429 waits.
     card_lease: timedelta = timedelta(seconds=60)
     notice_lease: timedelta = timedelta(seconds=60)
     notice_batch: int = 5
-    policy: Policy = field(default_factory=Policy)  # routes pick each new action's channel
-    digest_threshold: int = 10  # more new actions than this for one channel in one poll: a digest
+    policy: Policy = field(default_factory=Policy)
     pacer: Pacer = field(default_factory=lambda: Pacer(0.0))
 
 
-# ---- poll -------------------------------------------------------------------------------
+class SlackNotifier:
+    """Tells the person who decided, ephemerally where they decided, what became of it;
+    best effort (the card carries the same news)."""
 
+    def __init__(self, slack: AsyncWebClient) -> None:
+        self._slack = slack
 
-async def poll(ctx: JobContext) -> None:
-    """One poll cycle. An upstream failure ends the cycle with a warning; the next retries."""
-    try:
-        changed = await _poll(ctx)
-    except SourceError as e:
-        log.warning("poll of %s failed, retrying next cycle: %s", ctx.source.name, e)
-        return
-    if changed:
-        ctx.kick_cards()
+    async def conflict(self, entry: Outbox, status: Status, op: Op) -> None:
+        await self._tell(entry, render.conflict_text(status, op))
 
+    async def failed(self, entry: Outbox, op: Op, message: str) -> None:
+        await self._tell(entry, render.failed_text(op, message))
 
-async def _poll(ctx: JobContext) -> bool:
-    source = ctx.source
-    watched = frozenset(source.listed_statuses()) | IN_FLIGHT
-    listed_open: set[int] = set()  # stored ids, held here as open, that the upstream listed
-    new: list[str] = []
-    moved: list[tuple[int, UpstreamAction, datetime]] = []
-    for status in source.listed_statuses():
-        offset = 0
-        while True:
-            observed_at = ctx.clock()
-            page = await source.list_actions(status=status, limit=ctx.page_size, offset=offset)
-            async with ctx.db.read() as session:
-                known = await queries.known_actions(
-                    session, source=source.name, external_ids=[a.external_id for a in page.actions]
-                )
-            for item in page.actions:
-                if item.external_id not in known:
-                    if item.status is Status.READY:
-                        new.append(item.external_id)
-                    continue
-                action_id, held_as = known[item.external_id]
-                if Status(held_as) in watched:
-                    listed_open.add(action_id)
-                if held_as != item.status.value:
-                    moved.append((action_id, item, observed_at))
-            offset += len(page.actions)
-            if not page.actions or offset >= page.total:
-                break
-    async with ctx.db.read() as session:
-        held_open = await queries.count_in_status(session, source=source.name, statuses=watched)
-
-    changed = await _discover_all(ctx, new)
-    for action_id, item, observed_at in moved:
-        async with ctx.db.write() as session:
-            changed |= await queries.adopt_upstream(
-                session, action_id=action_id, upstream=item, now=ctx.clock(), observed_at=observed_at
-            )
-    if held_open != len(listed_open):
-        changed |= await _sync_unlisted(ctx, watched, listed_open)
-    return changed
-
-
-async def _sync_unlisted(ctx: JobContext, watched: frozenset[Status], listed: set[int]) -> bool:
-    """Held as open here but listed under none of the open statuses: it moved upstream to a
-    state we cannot list (rejected, rolled back, ...). Read each to learn which. Only runs
-    when the counts say some are missing, and reads the store a page at a time."""
-    source, changed, after = ctx.source, False, 0
-    while True:
-        async with ctx.db.read() as session:
-            held = await queries.actions_in_status(session, source=source.name, statuses=watched, after_id=after)
-        for action_id, external_id in held:
-            if action_id in listed:
-                continue
-            observed_at = ctx.clock()
-            try:
-                upstream = await source.get_action(external_id)
-            except NotFoundError:
-                log.warning("%s action %s is gone upstream", source.name, external_id)
-                continue
-            async with ctx.db.write() as session:
-                changed |= await queries.adopt_upstream(
-                    session, action_id=action_id, upstream=upstream, now=ctx.clock(), observed_at=observed_at
-                )
-        if len(held) < 1000:
-            return changed
-        after = held[-1][0]
-
-
-async def _discover_all(ctx: JobContext, new: list[str]) -> bool:
-    """Read and store each new action, one at a time (nothing held but the ids). When this
-    poll found more than ``digest_threshold`` of them, a flood, they are listed in one digest
-    per channel (made when its first action is stored) instead of getting a card each."""
-    flood = len(new) > ctx.digest_threshold
-    if flood:
-        log.info("%d new %s actions: digests instead of a card each", len(new), ctx.source.name)
-    digests: dict[str, int] = {}
-    changed = False
-    for external_id in new:
-        try:
-            detail = await ctx.source.get_action(external_id)
-        except SourceError as e:
-            log.warning("could not read %s action %s, retrying next cycle: %s", ctx.source.name, external_id, e)
-            continue
-        if detail.status is not Status.READY:
-            continue
-        channel = ctx.policy.channel_for(detail.type, detail.risk, ctx.channel)
-        async with ctx.db.write() as session:
-            digest = None
-            if flood and channel not in digests:
-                digest = await queries.create_digest(session, channel=channel, now=ctx.clock())
-            stored = await queries.insert_action(
-                session, source=ctx.source.name, upstream=detail, channel=channel, now=ctx.clock(),
-                digest_id=digest.id if digest is not None else digests.get(channel),
-            )
-            if digest is not None:
-                if stored is None:
-                    await session.delete(digest)  # another poller stored it first: no empty digest
-                else:
-                    digests[channel] = digest.id or 0
-        if stored is not None:
-            log.info("new %s action %s stored (id %s)", ctx.source.name, external_id, stored.id)
-            changed = True
-    return changed
-
-
-# ---- outbox -----------------------------------------------------------------------------
-
-
-async def deliver_outbox(ctx: JobContext) -> int:
-    """Deliver every due outbox entry, a few at a time; returns how many were attempted.
-    Each entry is its own action's only one in flight (the compare-and-set saw to that)."""
-    attempted = 0
-    limit = asyncio.Semaphore(ctx.deliveries_at_once)
-
-    async def deliver(entry: Outbox) -> None:
-        async with limit:
-            await _deliver(ctx, entry)
-
-    while True:
-        async with ctx.db.write() as session:
-            entries = await queries.claim_outbox(session, now=ctx.clock(), lease=ctx.outbox_lease, limit=ctx.deliveries_at_once)
-        await asyncio.gather(*(deliver(entry) for entry in entries))
-        attempted += len(entries)
-        if len(entries) < ctx.deliveries_at_once:
-            return attempted
-
-
-async def _identifier(ctx: JobContext, entry: Outbox) -> str:
-    """What the upstream records as the decider: the Slack user's email, else their ID.
-    Resolved once and stored, so every retry sends the same request."""
-    if entry.actor_identifier:
-        return entry.actor_identifier
-    identifier = entry.actor
-    if entry.actor[:1] in ("U", "W"):
-        identifier = await ctx.people.email(entry.actor) or entry.actor
-    async with ctx.db.write() as session:
-        await queries.set_outbox_identifier(session, outbox_id=entry.id or 0, identifier=identifier)
-    return identifier
-
-
-async def _deliver(ctx: JobContext, entry: Outbox) -> None:
-    assert entry.id is not None
-    op = Op(entry.op)
-    async with ctx.db.read() as session:
-        action = await queries.get_action(session, action_id=entry.action_id)
-    assert action is not None
-    identifier = await _identifier(ctx, entry)
-    request = DecisionRequest(
-        op=op, external_id=action.external_id, actor=identifier, note=entry.note,
-        idempotency_key=entry.idempotency_key,
-    )
-    try:
-        try:
-            upstream = await ctx.source.send(request)
-        except ConflictError as conflict:
-            await _reconcile(ctx, entry, action, identifier, conflict)
+    async def _tell(self, entry: Outbox, text: str) -> None:
+        if not entry.notify_channel or entry.actor[:1] not in ("U", "W"):
             return
-    except SourceError as e:
-        await _failed_attempt(ctx, entry, e)
-        return
-    async with ctx.db.write() as session:
-        await queries.outbox_delivered(session, outbox_id=entry.id, upstream=upstream, now=ctx.clock())
-    log.info("%s of %s action %s delivered", op.value, ctx.source.name, action.external_id)
-    ctx.kick_cards()
-
-
-async def _reconcile(ctx: JobContext, entry: Outbox, action: Action, identifier: str, conflict: ConflictError) -> None:
-    """409: read the action's real state. If it is where our decision leads (an earlier
-    attempt of ours landed but its answer was lost), the decision is delivered; otherwise
-    the upstream's state wins and the clicker is told."""
-    assert entry.id is not None
-    op = Op(entry.op)
-    upstream = await ctx.source.get_action(action.external_id)
-    ours = upstream.status is TRANSITIONS[op].outcome and (
-        op is Op.ROLLBACK or upstream.decided_by in (None, identifier)
-    )
-    async with ctx.db.write() as session:
-        if ours:
-            await queries.outbox_delivered(session, outbox_id=entry.id, upstream=upstream, now=ctx.clock())
-        else:
-            await queries.outbox_conflict(session, outbox_id=entry.id, upstream=upstream, now=ctx.clock())
-    ctx.kick_cards()
-    if not ours:
-        log.info("%s of %s refused upstream (%s); adopted %s", op.value, action.external_id, conflict, upstream.status.value)
-        await _notify(ctx, entry, render.conflict_text(upstream.status, op))
-
-
-async def _failed_attempt(ctx: JobContext, entry: Outbox, error: SourceError) -> None:
-    assert entry.id is not None
-    message = str(error)[:500]
-    attempt = entry.attempts + 1
-    if error.retryable and attempt < ctx.retry.max_attempts:
-        next_at = ctx.clock() + ctx.retry.delay(entry.attempts)
-        log.warning("%s for action %s failed (attempt %d), retrying at %s: %s",
-                    entry.op, entry.action_id, attempt, next_at.isoformat(), message)
-        async with ctx.db.write() as session:
-            await queries.outbox_retry_later(session, outbox_id=entry.id, error=message, next_attempt_at=next_at)
-        return
-    log.error("%s for action %s failed for good after %d attempt(s): %s", entry.op, entry.action_id, attempt, message)
-    async with ctx.db.write() as session:
-        await queries.outbox_failed(session, outbox_id=entry.id, error=message, now=ctx.clock())
-    ctx.kick_cards()
-    await _notify(ctx, entry, render.failed_text(Op(entry.op), message))
-
-
-async def _notify(ctx: JobContext, entry: Outbox, text: str) -> None:
-    """Tell the person who decided; best effort (the card carries the same news)."""
-    if not entry.notify_channel or entry.actor[:1] not in ("U", "W"):
-        return
-    try:
-        await ctx.slack.chat_postEphemeral(channel=entry.notify_channel, user=entry.actor, text=text)
-    except SlackApiError as e:
-        log.warning("could not tell %s: %s", entry.actor, e.response.get("error"))
+        try:
+            await self._slack.chat_postEphemeral(channel=entry.notify_channel, user=entry.actor, text=text)
+        except SlackApiError as e:
+            log.warning("could not tell %s: %s", entry.actor, e.response.get("error"))
 
 
 # ---- cards ------------------------------------------------------------------------------
@@ -359,7 +124,7 @@ async def _sync_card(ctx: JobContext, card: Card, action: Action, *, recovering:
             await queries.digested_card_shown(session, card_id=card.id, digest_id=card.digest_id, version=action.version)
         return
     async with ctx.db.read() as session:
-        view = await load_card(session, action=action, caps=ctx.source.capabilities, policy=ctx.policy)
+        view = await load_card(session, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
         # Only a watched action can have a trip alert, only an escalated card an escalated copy.
         live = (
             await queries.posted_notices(session, action_id=action.id, kinds=render_notices.LIVE_KINDS)
@@ -423,8 +188,8 @@ async def _post_notice(ctx: JobContext, notice: Notice, card: Card, thread: str)
         action = await queries.get_action(session, action_id=notice.action_id)
         assert action is not None
         card_view = (
-            await load_card(session, action=action, caps=ctx.source.capabilities, policy=ctx.policy)
-            if notice.channel else None
+            await load_card(session, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
+            if notice.channel or notice.kind in render_notices.LIVE_KINDS else None
         )
     # An escalation goes to the top of another channel; everything else into the card's thread.
     channel, thread_ts = (notice.channel, None) if notice.channel else (card.channel, thread)
@@ -501,7 +266,8 @@ async def _sync_digest(ctx: JobContext, digest: Digest) -> None:
     async with ctx.db.read() as session:
         actions = await queries.digest_items(session, digest_id=digest.id)
     items = [render.DigestItem(a.id or 0, a.title, a.type, Status(a.status)) for a in actions]
-    blocks, text = render.digest_blocks(items, ctx.source.name), render.digest_text(items, ctx.source.name)
+    source = actions[0].source if actions else ""  # one poll of one source made the digest
+    blocks, text = render.digest_blocks(items, source), render.digest_text(items, source)
     try:
         if digest.ts is None:
             ts = None

@@ -37,8 +37,10 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.metadata import Metadata
 from slack_sdk.models.views import View
 
-from bot import ids, rules
-from sources.base import IN_FLIGHT, TRANSITIONS, Op, Status
+from bot import ids
+from core import rules
+from core.lifecycle import any_decision_from
+from sources.base import IN_FLIGHT, Op, Option, Status
 
 # ---- Block Kit limits ------------------------------------------------------------------
 
@@ -71,6 +73,7 @@ class DecisionView:
     note: str | None
     at: datetime  # aware UTC
     to_status: str | None
+    option: str | None = None  # the option's label, as the source names it
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class CardView:
     guardrail_checks: list[dict]  # [{"check", "passed", "detail"}]
     rollback_conditions: list[str]
     created_at: datetime | None
-    ops: frozenset[Op]  # what the source can do; offer only these
+    options: tuple[Option, ...]  # the decisions the action offers now (the core decides which)
     decision: DecisionView | None  # the latest decision to show
     decided_by_upstream: str | None  # "approved_by" as the upstream reports it
     last_error: str | None  # set when the last upstream call failed for good
@@ -129,6 +132,7 @@ _STATUS_WORDS = {
     Status.APPROVING: "being approved",
     Status.REJECTING: "being rejected",
     Status.ROLLING_BACK: "being rolled back",
+    Status.DECIDING: "being sent upstream",
     Status.EXPIRED: "expired without a decision",
 }
 
@@ -144,6 +148,7 @@ _STATUS_BADGES = {
     Status.APPROVING: "⏳ Approving…",
     Status.REJECTING: "⏳ Rejecting…",
     Status.ROLLING_BACK: "⏳ Rolling back…",
+    Status.DECIDING: "⏳ Sending…",
     Status.EXPIRED: "⌛ Expired: no decision in time",
 }
 
@@ -159,6 +164,7 @@ _TEXT_PREFIXES = {
     Status.APPROVING: "Approving action",
     Status.REJECTING: "Rejecting action",
     Status.ROLLING_BACK: "Rolling back action",
+    Status.DECIDING: "Deciding action",
     Status.EXPIRED: "Action expired",
 }
 
@@ -171,14 +177,17 @@ _DECIDED_BY_OP = {
     Status.ROLLED_BACK: Op.ROLLBACK,
 }
 
-_OP_PAST = {Op.APPROVE: "approved", Op.REJECT: "rejected", Op.ROLLBACK: "rolled back"}
-_OP_NOUN = {Op.APPROVE: "approval", Op.REJECT: "rejection", Op.ROLLBACK: "rollback"}
+_OP_PAST = {Op.APPROVE: "approved", Op.REJECT: "rejected", Op.ROLLBACK: "rolled back", Op.OTHER: "decided"}
+_OP_NOUN = {Op.APPROVE: "approval", Op.REJECT: "rejection", Op.ROLLBACK: "rollback", Op.OTHER: "decision"}
 
-_BUTTONS: tuple[tuple[Op, str, str, str], ...] = (
-    (Op.APPROVE, ids.APPROVE, "Approve", "primary"),
-    (Op.REJECT, ids.REJECT, "Reject", "danger"),
-    (Op.ROLLBACK, ids.ROLLBACK, "Roll back", "danger"),
-)
+# Each kind's button: its action_id and style. A source's own named option ("Escalate")
+# has an action_id of its own (ids.option_action_id), carrying the source's key for it.
+_BUTTON_KINDS: dict[Op, tuple[str, str | None]] = {
+    Op.APPROVE: (ids.APPROVE, "primary"),
+    Op.REJECT: (ids.REJECT, "danger"),
+    Op.ROLLBACK: (ids.ROLLBACK, "danger"),
+}
+MAX_BUTTONS = 20  # Block Kit allows 25 elements in an actions block; Retry comes after these
 
 _SLACK_USER = re.compile(r"[UW][A-Z0-9]{1,20}")
 
@@ -464,6 +473,8 @@ def status_line(card: CardView) -> str:
         return badge
     if d is not None and d.event == "conflict":
         return f"⚠️ Conflict: someone else decided upstream; now {badge}"
+    if d is not None and d.event == "confirmed" and _op(d.op) is Op.OTHER:
+        return f"{badge} — {esc_clip(_one_line(d.option) or 'decided', _ITEM_LABEL)}{_decided_phrase(d, card.source)}"
     op = _DECIDED_BY_OP.get(status)
     if op is None:
         return badge
@@ -486,17 +497,38 @@ def failure_line(op: Op | str | None, error: Any) -> str:
     return f"⚠️ *{what} failed:* {esc_clip(_one_line(error) or 'unknown error', _ERROR_IN_LINE)}"
 
 
-def _offered_ops(card: CardView) -> list[Op]:
-    if card.status in IN_FLIGHT:
-        return []
-    return [op for op in Op if op in card.ops and card.status in TRANSITIONS[op].allowed_from]
+def _offered(card: CardView) -> tuple[Option, ...]:
+    return () if card.status in IN_FLIGHT else card.options
+
+
+def option_buttons(
+    options: Sequence[Option], value: str, *, rollback_confirm: ConfirmObject | None = None
+) -> list[ButtonElement]:
+    """One button per option, in order: the usual three kinds with their own action ids and
+    styles, a source's own named options (and a second one of a kind) by their key."""
+    buttons = []
+    seen: set[str] = set()
+    for option in options[:MAX_BUTTONS]:
+        action_id, style = _BUTTON_KINDS.get(option.kind, (ids.option_action_id(option.key), None))
+        if action_id in seen:  # two options of one kind: the second by its own key
+            action_id, style = ids.option_action_id(option.key, option.kind), None
+        if action_id in seen:
+            continue
+        seen.add(action_id)
+        confirm = rollback_confirm if option.kind is Op.ROLLBACK else None
+        buttons.append(
+            ButtonElement(
+                text=_plain(option.label, MAX_BUTTON), action_id=action_id, value=value, style=style, confirm=confirm
+            )
+        )
+    return buttons
 
 
 def _retry_offered(card: CardView) -> bool:
     """Retry only where some decision can still be made (never in flight or at the end)."""
     if not (card.last_error and card.retry_available) or card.status in IN_FLIGHT:
         return False
-    return any(card.status in t.allowed_from for t in TRANSITIONS.values())
+    return any_decision_from(card.status)
 
 
 def _rollback_confirm(card: CardView) -> ConfirmObject:
@@ -513,15 +545,7 @@ def _rollback_confirm(card: CardView) -> ConfirmObject:
 
 def _buttons(card: CardView) -> list[ButtonElement]:
     value = str(card.action_id)
-    offered = _offered_ops(card)
-    buttons = []
-    for op, action_id, label, style in _BUTTONS:
-        if op in offered:
-            confirm = _rollback_confirm(card) if op is Op.ROLLBACK else None
-            button = ButtonElement(
-                text=_plain(label, MAX_BUTTON), action_id=action_id, value=value, style=style, confirm=confirm
-            )
-            buttons.append(button)
+    buttons = option_buttons(_offered(card), value, rollback_confirm=_rollback_confirm(card))
     if _retry_offered(card):
         failed = _failed_op(card)
         label = f"Retry {_OP_NOUN[failed]}" if failed else "Retry"

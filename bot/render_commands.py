@@ -42,7 +42,8 @@ from bot.render import (
     source_name,
     who,
 )
-from sources.base import IN_FLIGHT, TRANSITIONS, Op, Status
+from core.lifecycle import TRANSITIONS
+from sources.base import IN_FLIGHT, Op, Status
 
 _ERROR_IN_LINE = 500
 _TITLE_IN_LIST = 200

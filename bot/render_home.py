@@ -38,7 +38,7 @@ from bot.render import (
     source_name,
     watch_state,
 )
-from sources.base import Op, Status
+from sources.base import Op, Option, Status
 
 MAX_HOME_BLOCKS = 100
 # How many items each part shows at most: 2 blocks per ready item, 1 per watched action,
@@ -51,9 +51,6 @@ _TITLE = 300  # of a title in a list line
 _LINE = 400  # of a note or condition in a list line
 _CHANNEL = re.compile(r"[CG][A-Z0-9]{2,30}")
 
-# Approve and Reject as the cards show them (label and style), with the same action ids.
-_HOME_OPS = (Op.APPROVE, Op.REJECT)
-_BUTTON_STYLES = {op: (action_id, label, style) for op, action_id, label, style in render._BUTTONS}
 
 
 class Access(enum.Enum):
@@ -78,6 +75,7 @@ class ReadyItem:
     own: bool = False  # the viewer requested it: listed, never with buttons
     others: bool = False  # its route names other approvers than the viewer: listed, no buttons
     risk: str | None = None
+    options: tuple[Option, ...] = ()  # the decisions it offers, as its card shows them
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,6 @@ class HomeView:
     user_id: str
     access: Access
     channel: str  # where the cards are
-    ops: frozenset[Op]  # what the source can do; offer only these
     ready: tuple[ReadyItem, ...]
     ready_total: int
     decisions: tuple[DecisionItem, ...]
@@ -196,15 +193,8 @@ def _ready_text(item: ReadyItem) -> str:
 def _buttons(home: HomeView, item: ReadyItem) -> ActionsBlock | None:
     if home.access is not Access.APPROVER or item.own or item.others:
         return None
-    elements = []
-    for op in _HOME_OPS:
-        if op in home.ops:
-            action_id, label, style = _BUTTON_STYLES[op]
-            elements.append(
-                ButtonElement(
-                    text=render._plain(label, MAX_BUTTON), action_id=action_id, value=str(item.action_id), style=style
-                )
-            )
+    # As the card shows them (labels, styles, action ids), but for a rollback (never ready).
+    elements = render.option_buttons([o for o in item.options if o.kind is not Op.ROLLBACK], str(item.action_id))
     return ActionsBlock(elements=elements) if elements else None
 
 

@@ -39,7 +39,7 @@ from bot.render import (
     status_line,
     who,
 )
-from sources.base import TRANSITIONS, Op, Status
+from sources.base import Op, Status
 
 
 _MENTION = re.compile(r"<@[UW][A-Z0-9]{1,20}>|<!subteam\^S[A-Z0-9]{1,20}>")
@@ -205,7 +205,7 @@ def notice_blocks(view: NoticeView, card: CardView | None = None) -> list[Block]
     if view.kind == "escalation" and card is not None:
         return (blocks + [DividerBlock()] + card_blocks(card))[:MAX_BLOCKS]
     if view.kind == "trip" and not view.payload.get("rollback_queued"):
-        if card is None or card.status in TRANSITIONS[Op.ROLLBACK].allowed_from:
+        if card is None or any(o.kind is Op.ROLLBACK for o in card.options):
             blocks.append(ActionsBlock(elements=[_rollback_button(view)]))
         else:
             blocks.append(ContextBlock(elements=[_mrkdwn(clip(f"Now: {status_line(card)}", MAX_TEXT))]))

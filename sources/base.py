@@ -28,6 +28,7 @@ class Status(str, enum.Enum):
     APPROVING = "approving"
     REJECTING = "rejecting"
     ROLLING_BACK = "rolling_back"
+    DECIDING = "deciding"  # one of the source's own named options, on its way upstream
     # Signoff's own: nobody decided within EXPIRE_AFTER_SECONDS; no longer decidable here.
     # The upstream's word still wins if it moves the action (approved in its own UI, say).
     EXPIRED = "expired"
@@ -37,44 +38,52 @@ class Status(str, enum.Enum):
         return self in IN_FLIGHT
 
 
-IN_FLIGHT = frozenset({Status.APPROVING, Status.REJECTING, Status.ROLLING_BACK})
+IN_FLIGHT = frozenset({Status.APPROVING, Status.REJECTING, Status.ROLLING_BACK, Status.DECIDING})
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.ROLLED_BACK})
 
 
 class Op(str, enum.Enum):
-    """A decision a person (or Signoff) can send upstream."""
+    """The kind of a decision option: what it does to the lifecycle."""
 
     APPROVE = "approve"
     REJECT = "reject"
     ROLLBACK = "rollback"
+    OTHER = "other"  # a source's own named action ("Escalate"): the upstream says what follows
 
 
 @dataclass(frozen=True)
-class Transition:
-    """How an op moves the lifecycle: allowed from, in flight while, and landed in."""
+class Option:
+    """One decision an action offers: its kind, the label the source gives it, and the
+    source's own id for it (sent back upstream when a person picks it)."""
 
-    allowed_from: frozenset[Status]
-    in_flight: Status
-    outcome: Status
+    kind: Op
+    label: str
+    key: str
 
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind.value, "label": self.label, "key": self.key}
 
-TRANSITIONS: dict[Op, Transition] = {
-    Op.APPROVE: Transition(frozenset({Status.READY}), Status.APPROVING, Status.APPROVED),
-    Op.REJECT: Transition(frozenset({Status.READY}), Status.REJECTING, Status.REJECTED),
-    Op.ROLLBACK: Transition(
-        frozenset({Status.APPROVED, Status.RUNNING, Status.SUCCEEDED}),
-        Status.ROLLING_BACK,
-        Status.ROLLED_BACK,
-    ),
-}
+    @staticmethod
+    def from_json(data: object) -> Option | None:
+        if not isinstance(data, dict):
+            return None
+        try:
+            return Option(Op(data["kind"]), str(data["label"]), str(data["key"]))
+        except (KeyError, ValueError):
+            return None
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a source can do; cards offer only these."""
+    """What a source can do; cards offer only these.
+
+    ``ops``: the kinds of decision it can carry upstream at all; ``idempotency_keys``: it
+    honours an ``Idempotency-Key``; ``own_options``: each action lists its own options
+    (otherwise they follow from the action's state and ``ops``)."""
 
     ops: frozenset[Op]
     idempotency_keys: bool = False
+    own_options: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,9 @@ class UpstreamAction:
     decided_by: str | None = None
     requested_by: str | None = None
     risk: str | None = None  # where the source rates its actions (Fieldkit's type catalog); routes match on it
+    # The decisions this action offers, where the source names them per action (Flowdash's
+    # task actions); None: they follow from the status and the source's capabilities.
+    options: tuple[Option, ...] | None = None
     detailed: bool = False
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -144,6 +156,26 @@ class DecisionRequest:
     actor: str
     note: str | None
     idempotency_key: str
+    option_key: str = ""  # the source's own id for the option picked (FloKit: the op's name)
+    option_label: str = ""
+
+
+@dataclass(frozen=True)
+class Landed:
+    """The upstream acted on the decision; ``upstream`` is the action's new state where it said."""
+
+    upstream: UpstreamAction | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The upstream took the decision and works on it: follow ``reference`` (an execution
+    id, say) with ``track`` until it lands or fails."""
+
+    reference: str
+
+
+Submitted = Landed | Accepted
 
 
 # ---- the one error family -------------------------------------------------------------
@@ -181,20 +213,69 @@ class NotFoundError(PermanentError):
     """The upstream does not know the action."""
 
 
+class RequirementsError(PermanentError):
+    """The upstream refused the decision for reasons a person must see and fix: ``messages``
+    are shown to them as the upstream wrote them."""
+
+    def __init__(self, messages: list[str] | tuple[str, ...], *, status: int | None = None) -> None:
+        self.messages = tuple(m for m in messages if m) or ("requirements not met",)
+        super().__init__("; ".join(self.messages), status=status)
+
+
+class InProgressError(TransientError):
+    """The upstream is busy with the action (an execution still running): try later."""
+
+
 class ActionSource(Protocol):
     """An Actions API, as the rest of Signoff sees it."""
 
     name: str
     capabilities: Capabilities
 
-    async def list_actions(self, *, status: Status, limit: int, offset: int) -> Page: ...
-
     async def get_action(self, external_id: str) -> UpstreamAction: ...
 
-    async def send(self, request: DecisionRequest) -> UpstreamAction | None:
-        """Carry a decision upstream; returns the action's new state where the source says it."""
+    async def submit(self, request: DecisionRequest) -> Submitted:
+        """Carry a decision upstream: it landed, or the upstream accepted it and ``track``
+        follows it."""
         ...
+
+    async def track(self, request: DecisionRequest, reference: str) -> Submitted:
+        """Where an accepted decision is: ``Landed`` once it ended well, ``Accepted`` while it
+        runs; a failure raises (``RequirementsError`` with the upstream's messages)."""
+        ...
+
+
+class PollingSource(ActionSource, Protocol):
+    """A source whose actions are found by listing them (FloKit)."""
+
+    async def list_actions(self, *, status: Status, limit: int, offset: int) -> Page: ...
 
     def listed_statuses(self) -> tuple[Status, ...]:
         """Lifecycle states the source can list by, for the poll's status sync."""
         ...
+
+
+class IntakeError(Exception):
+    """A pushed body that cannot be taken: ``field`` names what is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class PushSource(ActionSource, Protocol):
+    """A source that tells Signoff about its actions (``POST /intake/<source>``)."""
+
+    async def intake(self, body: dict[str, Any]) -> UpstreamAction:
+        """The action a pushed body announces, read from the upstream where it can be
+        (``IntakeError`` for a malformed body, ``SourceError`` for the upstream's)."""
+        ...
+
+
+def is_polling(source: ActionSource) -> bool:
+    return callable(getattr(source, "list_actions", None))
+
+
+def is_push(source: ActionSource) -> bool:
+    return callable(getattr(source, "intake", None))

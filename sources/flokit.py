@@ -31,6 +31,7 @@ from sources.base import (
     ConflictError,
     DecisionRequest,
     Guardrail,
+    Landed,
     Impact,
     NotFoundError,
     Op,
@@ -267,12 +268,20 @@ class FloKitSource:
         answer = _validate(_DetailAnswer, _json_object(body, where), where)
         return parse_action(answer.action, detailed=True, what=f"{where}: action")
 
-    async def send(self, request: DecisionRequest) -> UpstreamAction | None:
-        """POST the decision. FloKit honours no idempotency key, so none is sent.
+    async def submit(self, request: DecisionRequest) -> Landed:
+        """POST the decision; FloKit acts on it at once. It honours no idempotency key, so
+        none is sent (a 409 on a repeat is reconciled by reading the action).
 
-        Returns the partial action FloKit answers with (``detailed=False``; type and title
-        empty), or None when the answer carries no action.
+        Lands with the partial action FloKit answers with (``detailed=False``; type and title
+        empty), or with none when the answer carries no action.
         """
+        return Landed(await self._send(request))
+
+    async def track(self, request: DecisionRequest, reference: str) -> Landed:
+        """FloKit gives no references to follow; where one is held anyway, read the action."""
+        return Landed(await self.get_action(request.external_id))
+
+    async def _send(self, request: DecisionRequest) -> UpstreamAction | None:
         payload: dict[str, str]
         if request.op is Op.APPROVE:
             payload = {"approved_by": request.actor}
@@ -284,8 +293,8 @@ class FloKitSource:
                 payload["reason"] = request.note
         elif request.op is Op.ROLLBACK:
             payload = {}
-        else:  # pragma: no cover - Op has no other members
-            raise ValueError(f"FloKit cannot {request.op.value}")
+        else:  # FloKit's capabilities offer no other kind
+            raise PermanentError(f"FloKit cannot {request.op.value}")
         path = f"{_action_path(request.external_id)}/{request.op.value}"
         where = f"POST {path}"
         body = await self._call("POST", path, json_body=payload)

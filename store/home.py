@@ -38,6 +38,7 @@ class ReadyRow:
     expected_impact: dict[str, Any] | None
     guardrail_checks: list[Any] | None
     risk: str | None = None
+    options: list[Any] | None = None  # as stored: the source's own options, where it names them
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ async def ready_queue(session: AsyncSession, *, limit: int) -> tuple[list[ReadyR
         select(
             Action.id, Action.version, Action.source, Action.external_id, Action.type, Action.title,
             Action.requested_by, Action.upstream_created_at, Action.expected_impact, Action.guardrail_checks,
-            Action.risk,
+            Action.risk, Action.options,
         )
         .where(Action.status == Status.READY.value)
         .order_by(col(Action.id).desc())

@@ -100,6 +100,8 @@ class Action(SQLModel, table=True):
     watch_started_at: datetime | None = _ts()
     # The action's risk, where the source reports one (routes may match on it).
     risk: str | None = Field(default=None, max_length=32)
+    # The decisions it offers, where its source names them per action (Option.to_json each).
+    options: list[dict[str, Any]] | None = _json()
 
 
 class Card(SQLModel, table=True):
@@ -145,6 +147,7 @@ class Decision(SQLModel, table=True):
     from_status: str | None = Field(default=None, max_length=32)
     to_status: str | None = Field(default=None, max_length=32)
     at: datetime | None = _ts(nullable=False, index=True)  # /signoff stats reads a window of it
+    option: str | None = Field(default=None, max_length=255)  # the option's label, as the source names it
 
 
 class Outbox(SQLModel, table=True):
@@ -168,6 +171,11 @@ class Outbox(SQLModel, table=True):
     notify_channel: str | None = Field(default=None, max_length=32)
     created_at: datetime | None = _ts(nullable=False)
     completed_at: datetime | None = _ts()
+    option_key: str | None = Field(default=None, max_length=255)  # the source's own id for the option
+    option_label: str | None = Field(default=None, max_length=255)
+    # Set once the upstream accepted the decision and works on it (an execution id): the
+    # entry is then followed (``track``) instead of sent again, until it ends.
+    reference: str | None = Field(default=None, max_length=255)
 
 
 class Reading(str, enum.Enum):

@@ -7,7 +7,7 @@ appends to the audit trail, which has no update or delete path.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from sources.base import IN_FLIGHT, TRANSITIONS, Op, Status, UpstreamAction
+from sources.base import IN_FLIGHT, Op, Option, Status, UpstreamAction
 from store.models import (
     Action,
     AuditEvent,
@@ -42,6 +42,8 @@ def _upstream_fields(upstream: UpstreamAction) -> dict[str, Any]:
         "decided_at": upstream.decided_at,
         "decided_by": upstream.decided_by,
     }
+    if upstream.options is not None:
+        fields["options"] = [o.to_json() for o in upstream.options]
     if upstream.detailed:
         impact = upstream.expected_impact
         fields.update(
@@ -144,13 +146,6 @@ async def actions_in_status(
     return [(aid, ext) for aid, ext in rows]  # type: ignore[misc]
 
 
-def _in_flight_from(status: Status) -> frozenset[Status]:
-    for transition in TRANSITIONS.values():
-        if transition.in_flight == status:
-            return transition.allowed_from
-    return frozenset()
-
-
 async def adopt_upstream(
     session: AsyncSession,
     *,
@@ -159,11 +154,13 @@ async def adopt_upstream(
     now: datetime,
     observed_at: datetime | None = None,
     event: AuditEvent = AuditEvent.UPSTREAM,
+    in_flight_from: Callable[[Status], frozenset[Status]] = lambda _status: frozenset(),
 ) -> bool:
     """Take the upstream's word for the action's state. Returns True if anything changed.
 
     While a decision is in flight and the upstream still shows the state it was made in,
-    Signoff keeps its own in-flight state (the decision has not reached the upstream yet).
+    Signoff keeps its own in-flight state (the decision has not reached the upstream yet):
+    ``in_flight_from`` says, for an in-flight state, which states its decision was made in.
     A word read at ``observed_at`` is ignored if the action changed here since: the store
     already knows something newer (a decision delivered meanwhile), and the next read will tell.
     """
@@ -173,7 +170,7 @@ async def adopt_upstream(
     if observed_at is not None and action.updated_at is not None and action.updated_at > observed_at:
         return False
     current = Status(action.status)
-    if current in IN_FLIGHT and upstream.status in _in_flight_from(current):
+    if current in IN_FLIGHT and upstream.status in in_flight_from(current):
         return False
     if current is Status.EXPIRED and upstream.status is Status.READY:
         return False  # expired here; still ready upstream, which is no news
@@ -213,31 +210,33 @@ async def begin_decision(
     *,
     action_id: int,
     op: Op,
+    allowed_from: frozenset[Status],
+    in_flight: Status,
     actor: str,
     note: str | None,
     idempotency_key: str,
     notify_channel: str | None,
     now: datetime,
+    option: Option | None = None,
 ) -> Decision | None:
-    """Compare-and-set the action into the op's in-flight state, append the decision and
-    queue its upstream call, all in the caller's transaction. Returns None when the action
-    is not in a state that allows the op (someone else decided first)."""
-    transition = TRANSITIONS[op]
+    """Compare-and-set the action from one of ``allowed_from`` into ``in_flight``, append the
+    decision and queue its upstream call, all in the caller's transaction. Returns None when
+    the action is not in such a state (someone else decided first)."""
     action = await get_action(session, action_id=action_id, lock=True)
-    if action is None or Status(action.status) not in transition.allowed_from:
+    if action is None or Status(action.status) not in allowed_from:
         return None
     before, version = action.status, action.version + 1
     result = await session.exec(
         sa.update(Action)
         .where(col(Action.id) == action_id, col(Action.status) == before)
-        .values(status=transition.in_flight.value, version=version, last_error=None, updated_at=now)
+        .values(status=in_flight.value, version=version, last_error=None, updated_at=now)
     )
     if result.rowcount != 1:
         return None
     await _card_dirty(session, action_id=action_id, version=version)
     decision = await append_audit(
         session, action_id=action_id, event=AuditEvent.REQUESTED, op=op, actor=actor, note=note,
-        from_status=before, to_status=transition.in_flight.value, now=now,
+        from_status=before, to_status=in_flight.value, now=now, option=option.label if option else None,
     )
     assert decision.id is not None
     session.add(
@@ -245,22 +244,28 @@ async def begin_decision(
             action_id=action_id, decision_id=decision.id, op=op.value, actor=actor, note=note,
             idempotency_key=idempotency_key, state=OutboxState.PENDING.value,
             next_attempt_at=now, notify_channel=notify_channel, created_at=now,
+            option_key=option.key if option else None, option_label=option.label if option else None,
         )
     )
     return decision
 
 
-async def retry_failed(session: AsyncSession, *, action_id: int, actor: str, now: datetime) -> Outbox | None:
-    """Put an action's failed upstream call back in the queue (same decision, same key)."""
+async def retry_failed(
+    session: AsyncSession, *, action_id: int, actor: str, now: datetime,
+    transition_for: Callable[[Op], tuple[frozenset[Status], Status]],
+) -> Outbox | None:
+    """Put an action's failed upstream call back in the queue (same decision, same key), if
+    the action is still where the decision can be made (``transition_for`` gives, for the
+    decision's kind, the states it is allowed from and its in-flight state)."""
     action = await get_action(session, action_id=action_id, lock=True)
     outbox = await latest_outbox(session, action_id=action_id)
     if action is None or outbox is None or outbox.state != OutboxState.FAILED.value or action.last_error is None:
         return None
-    transition = TRANSITIONS[Op(outbox.op)]
-    if Status(action.status) not in transition.allowed_from:
+    allowed_from, in_flight = transition_for(Op(outbox.op))
+    if Status(action.status) not in allowed_from:
         return None
     before = action.status
-    action.status = transition.in_flight.value
+    action.status = in_flight.value
     action.last_error = None
     action.version += 1
     action.updated_at = now
@@ -268,11 +273,12 @@ async def retry_failed(session: AsyncSession, *, action_id: int, actor: str, now
     outbox.attempts = 0
     outbox.next_attempt_at = now
     outbox.lease_until = None
+    outbox.reference = None
     session.add_all([action, outbox])
     await _card_dirty(session, action_id=action_id, version=action.version)
     await append_audit(
         session, action_id=action_id, event=AuditEvent.RETRIED, op=Op(outbox.op), actor=actor,
-        from_status=before, to_status=transition.in_flight.value, now=now,
+        from_status=before, to_status=in_flight.value, now=now, option=outbox.option_label,
     )
     return outbox
 
@@ -288,10 +294,11 @@ async def append_audit(
     note: str | None = None,
     from_status: str | None = None,
     to_status: str | None = None,
+    option: str | None = None,
 ) -> Decision:
     decision = Decision(
         action_id=action_id, event=event.value, op=op.value if op else None, actor=actor, note=note,
-        from_status=from_status, to_status=to_status, at=now,
+        from_status=from_status, to_status=to_status, at=now, option=option,
     )
     session.add(decision)
     await session.flush()
@@ -383,12 +390,20 @@ async def latest_outbox(session: AsyncSession, *, action_id: int) -> Outbox | No
     return (await session.exec(stmt.execution_options(populate_existing=True))).first()
 
 
-async def claim_outbox(session: AsyncSession, *, now: datetime, lease: timedelta, limit: int) -> list[Outbox]:
-    """Lease up to ``limit`` due entries to this worker. Rows another worker holds are
-    skipped (``SKIP LOCKED`` on PostgreSQL; SQLite's write lock serialises claims)."""
+async def claim_outbox(
+    session: AsyncSession, *, now: datetime, lease: timedelta, limit: int, sources: Sequence[str] | None = None
+) -> list[Outbox]:
+    """Lease up to ``limit`` due entries (of actions of ``sources``, where given) to this
+    worker. Rows another worker holds are skipped (``SKIP LOCKED`` on PostgreSQL; SQLite's
+    write lock serialises claims)."""
+    of_sources = (
+        col(Outbox.action_id).in_(select(Action.id).where(col(Action.source).in_(list(sources))))
+        if sources is not None else sa.true()
+    )
     stmt = (
         select(Outbox)
         .where(
+            of_sources,
             Outbox.state == OutboxState.PENDING.value,
             col(Outbox.next_attempt_at) <= now,
             sa.or_(col(Outbox.lease_until).is_(None), col(Outbox.lease_until) < now),
@@ -452,26 +467,28 @@ async def _moved(
     await _card_dirty(session, action_id=action.id or 0, version=action.version)
     entry = await append_audit(
         session, action_id=action.id or 0, event=event, op=Op(outbox.op), actor=actor, note=note,
-        from_status=before, to_status=status, now=now,
+        from_status=before, to_status=status, now=now, option=outbox.option_label,
     )
     await _status_notice(session, decision=entry, now=now, error=error)
     return action
 
 
 async def outbox_delivered(
-    session: AsyncSession, *, outbox_id: int, upstream: UpstreamAction | None, now: datetime
+    session: AsyncSession, *, outbox_id: int, upstream: UpstreamAction | None, outcome: Status, now: datetime
 ) -> Action | None:
-    """The upstream accepted the decision: land the action in the op's outcome."""
+    """The upstream acted on the decision: land the action in ``outcome`` (the decision's),
+    or in the state the upstream reports, where it reports one."""
     settled = await _settle(session, outbox_id=outbox_id, state=OutboxState.DONE, error=None, now=now)
     if settled is None:
         return None
     outbox, action = settled
-    outcome = TRANSITIONS[Op(outbox.op)].outcome
     if upstream is not None:
         outcome = upstream.status if upstream.status not in IN_FLIGHT else outcome
         action.upstream_status = upstream.upstream_status or action.upstream_status
         action.decided_at = upstream.decided_at or action.decided_at
         action.decided_by = upstream.decided_by or action.decided_by
+        if upstream.options is not None:
+            action.options = [o.to_json() for o in upstream.options]
     return await _moved(
         session, outbox=outbox, action=action, status=outcome.value, error=None,
         event=AuditEvent.CONFIRMED, actor=outbox.actor, note=outbox.note, now=now,
@@ -495,13 +512,27 @@ async def outbox_conflict(
     )
 
 
-async def outbox_retry_later(
-    session: AsyncSession, *, outbox_id: int, error: str, next_attempt_at: datetime
+async def outbox_accepted(
+    session: AsyncSession, *, outbox_id: int, reference: str, next_attempt_at: datetime
 ) -> None:
+    """The upstream accepted the decision and works on it: follow ``reference`` from now on."""
     await session.exec(
         sa.update(Outbox)
         .where(col(Outbox.id) == outbox_id, col(Outbox.state) == OutboxState.PENDING.value)
-        .values(attempts=Outbox.attempts + 1, last_error=error, next_attempt_at=next_attempt_at, lease_until=None)
+        .values(reference=reference, attempts=0, last_error=None, next_attempt_at=next_attempt_at, lease_until=None)
+    )
+
+
+async def outbox_retry_later(
+    session: AsyncSession, *, outbox_id: int, error: str, next_attempt_at: datetime, count: bool = True
+) -> None:
+    """Try the entry again at ``next_attempt_at``; ``count``: this was a failed attempt (not
+    a read of a decision still running upstream)."""
+    attempts = Outbox.attempts + 1 if count else Outbox.attempts
+    await session.exec(
+        sa.update(Outbox)
+        .where(col(Outbox.id) == outbox_id, col(Outbox.state) == OutboxState.PENDING.value)
+        .values(attempts=attempts, last_error=error, next_attempt_at=next_attempt_at, lease_until=None)
     )
 
 

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from app import Signoff
-from bot.jobs import RetryPolicy
-from bot.service import Clock, utc_now
+from core.deliver import RetryPolicy
+from core.clock import Clock, utc_now
 from settings import Settings
 from tests.fakes.flokit import FakeFloKit
 from tests.fakes.slack_api import FakeSlack

@@ -72,7 +72,7 @@ def test_dotenv_file_is_read(env: Any, tmp_path: Any, monkeypatch: pytest.Monkey
         ({"APPROVERS": "alice,U01OK"}, "not Slack user or user-group IDs: alice"),
         ({"SLACK_CHANNEL": "#general"}, "SLACK_CHANNEL"),
         ({"SLACK_BOT_TOKEN": "xoxp-user"}, "SLACK_BOT_TOKEN"),
-        ({"FLOKIT_API_KEY": None}, "FLOKIT_API_KEY: is required"),
+        ({"FLOKIT_API_KEY": None}, "no Actions API is configured: set FLOKIT_API_KEY"),
         ({"POLL_INTERVAL_SECONDS": "0"}, "POLL_INTERVAL_SECONDS"),
         ({"POLL_INTERVAL_SECONDS": "soon"}, "POLL_INTERVAL_SECONDS"),
         ({"PORT": "70000"}, "PORT"),

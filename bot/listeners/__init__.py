@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.cards import CardReader
 from bot.command_service import CommandService
 from bot.home import HomeService
 from bot.listeners import actions, commands as slash, events, home as home_tab, views
-from bot.service import DecisionService
+from core.decide import DecisionService
 
 
 def register(
-    app: AsyncApp, service: DecisionService, *, home: HomeService | None = None, commands: CommandService | None = None
+    app: AsyncApp, service: DecisionService, *, cards: CardReader, home: HomeService | None = None,
+    commands: CommandService | None = None,
 ) -> None:
-    actions.register(app, service)
+    actions.register(app, service, cards)
     views.register(app, service)
     events.register(app)
     if home is not None:

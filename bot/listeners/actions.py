@@ -13,24 +13,27 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import ids, render
+from bot.cards import CardReader
 from bot.listeners.common import Click, ModalContext, parse_click, refusal_text, tell_clicker
-from bot.service import DecisionService, Result
+from core.decide import DecisionService, Result
 from sources.base import Op
 
 log = logging.getLogger(__name__)
 
 
-def register(app: AsyncApp, service: DecisionService) -> None:
-    async def open_modal(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, op: Op) -> None:
+def register(app: AsyncApp, service: DecisionService, cards: CardReader) -> None:
+    async def open_modal(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, op: Op, option: str | None = None
+    ) -> None:
         click = parse_click(body)
-        if not await _admit(ack, client, service, click, op):
+        if not await _admit(ack, client, service, click, op, option):
             return
         await ack()
         assert click.action_id is not None
-        card = await service.card(click.action_id)
+        card = await cards.card(click.action_id)
         if card is None or not click.trigger_id:
             return
-        context = ModalContext(click.action_id, click.channel, click.ts).dumps()
+        context = ModalContext(click.action_id, click.channel, click.ts, option).dumps()
         modal = render.approve_modal(card, context) if op is Op.APPROVE else render.reject_modal(card, context)
         await client.views_open(trigger_id=click.trigger_id, view=modal)
 
@@ -42,18 +45,35 @@ def register(app: AsyncApp, service: DecisionService) -> None:
     async def reject(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await open_modal(ack, body, client, Op.REJECT)
 
-    @app.action(ids.ROLLBACK)
-    async def rollback(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+    async def decide_now(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, op: Op, option: str | None = None
+    ) -> None:
         click = parse_click(body)
-        if not await _admit(ack, client, service, click, Op.ROLLBACK):
+        if not await _admit(ack, client, service, click, op, option):
             return
         assert click.action_id is not None
         outcome = await service.decide(
-            action_id=click.action_id, op=Op.ROLLBACK, user_id=click.user_id, note=None, channel=click.channel
+            action_id=click.action_id, op=op, user_id=click.user_id, note=None, channel=click.channel,
+            option_key=option,
         )
         await ack()  # only now: the decision is committed (or refused)
         if outcome.result is not Result.RECORDED:
             await tell_clicker(client, click, refusal_text(outcome))
+
+    @app.action(ids.ROLLBACK)
+    async def rollback(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await decide_now(ack, body, client, Op.ROLLBACK)
+
+    @app.action(ids.OPTION_PATTERN)
+    async def option(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """A source's own named option: approve- and reject-like ones through their modals,
+        any other decided at once (the core checks the key against what the action offers)."""
+        kind, key = ids.parse_option_action_id(parse_click(body).control) or (None, "")
+        op = Op(kind) if kind else Op.OTHER
+        if op in (Op.APPROVE, Op.REJECT):
+            await open_modal(ack, body, client, op, key)
+        else:
+            await decide_now(ack, body, client, op, key)
 
     @app.action(ids.OPEN_CARD)
     async def open_card(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -63,7 +83,7 @@ def register(app: AsyncApp, service: DecisionService) -> None:
             return
         await ack()
         assert click.action_id is not None
-        card = await service.card(click.action_id)
+        card = await cards.card(click.action_id)
         if card is None or not click.channel:
             return
         try:
@@ -85,14 +105,18 @@ def register(app: AsyncApp, service: DecisionService) -> None:
             await tell_clicker(client, click, refusal_text(outcome))
 
 
-async def _admit(ack: AsyncAck, client: AsyncWebClient, service: DecisionService, click: Click, op: Op | None) -> bool:
+async def _admit(
+    ack: AsyncAck, client: AsyncWebClient, service: DecisionService, click: Click, op: Op | None,
+    option: str | None = None,
+) -> bool:
     """Refuse (ack and explain) a click that may not go further; True if it may."""
     if click.action_id is None:
         await ack()
         await tell_clicker(client, click, render.unknown_action_text())
         return False
     outcome = await service.check_click(
-        user_id=click.user_id, action_id=click.action_id, channel=click.channel, ts=click.ts, op=op
+        user_id=click.user_id, action_id=click.action_id, channel=click.channel, ts=click.ts, op=op,
+        option_key=option,
     )
     if outcome.result is Result.RECORDED:
         return True

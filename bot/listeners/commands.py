@@ -24,7 +24,8 @@ from bot import commands as cmd
 from bot import render_commands as render
 from bot.command_service import CardPlace, CommandService, Lookup, action_line
 from bot.listeners.common import refusal_text
-from bot.service import Outcome, Result, decision_view
+from bot.cards import decision_view
+from core.decide import Outcome, Result
 from sources.base import Op
 
 log = logging.getLogger(__name__)

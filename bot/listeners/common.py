@@ -12,7 +12,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import render
-from bot.service import Outcome, Result, decision_view
+from bot.cards import decision_view
+from core.decide import Outcome, Result
 from sources.base import Status
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ class Click:
     channel: str | None
     ts: str | None
     trigger_id: str | None
+    control: str = ""  # the Block Kit action_id of what was clicked
 
 
 def parse_click(body: dict[str, Any]) -> Click:
@@ -39,6 +41,7 @@ def parse_click(body: dict[str, Any]) -> Click:
         # check for it; authorization and the compare-and-set still decide.
         ts=None if container.get("is_ephemeral") is True else container.get("message_ts"),
         trigger_id=body.get("trigger_id"),
+        control=str(actions[0].get("action_id") or ""),
     )
 
 
@@ -47,9 +50,13 @@ class ModalContext:
     action_id: int
     channel: str | None
     ts: str | None
+    option: str | None = None  # the source's key of the option picked, where it named one
 
     def dumps(self) -> str:
-        return json.dumps({"action_id": self.action_id, "channel": self.channel, "ts": self.ts})
+        data: dict[str, Any] = {"action_id": self.action_id, "channel": self.channel, "ts": self.ts}
+        if self.option is not None:
+            data["option"] = self.option
+        return json.dumps(data)
 
     @staticmethod
     def loads(text: str | None) -> ModalContext | None:
@@ -58,7 +65,8 @@ class ModalContext:
             action_id = data["action_id"]
             if not isinstance(action_id, int) or isinstance(action_id, bool):
                 return None
-            return ModalContext(action_id, data.get("channel"), data.get("ts"))
+            option = data.get("option")
+            return ModalContext(action_id, data.get("channel"), data.get("ts"), option if isinstance(option, str) else None)
         except (ValueError, TypeError, KeyError):
             return None
 

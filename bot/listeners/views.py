@@ -10,7 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import ids, render
 from bot.listeners.common import ModalContext, input_value, refusal_text, tell
-from bot.service import DecisionService, Outcome, Result
+from core.decide import DecisionService, Outcome, Result
 from sources.base import Op
 from store.models import AuditEvent
 
@@ -32,7 +32,7 @@ def register(app: AsyncApp, service: DecisionService) -> None:
         confirmation = input_value(view, ids.CONFIRM_BLOCK, ids.CONFIRM_INPUT)
         outcome = await service.decide(
             action_id=context.action_id, op=op, user_id=user_id, note=text, channel=context.channel,
-            confirmation=confirmation,
+            confirmation=confirmation, option_key=context.option,
         )
         if outcome.result is Result.RECORDED or _already_theirs(outcome, user_id, op):
             await ack()

@@ -17,6 +17,7 @@ import pytest
 
 from bot import ids
 from bot.command_service import CommandService
+from core.lifecycle import TRANSITIONS
 from sources.base import Op
 from store import queries
 from tests.conftest import (
@@ -555,7 +556,9 @@ async def test_stats_over_a_known_week_and_month(harness: Harness) -> None:
     assert h.bot is not None
     async with h.bot.db.write() as session:
         decided = await queries.begin_decision(
-            session, action_id=await number(h, a3["id"]), op=Op.ROLLBACK, actor="signoff", note="rule tripped",
+            session, action_id=await number(h, a3["id"]), op=Op.ROLLBACK,
+                allowed_from=TRANSITIONS[Op.ROLLBACK].allowed_from, in_flight=TRANSITIONS[Op.ROLLBACK].in_flight,
+                actor="signoff", note="rule tripped",
             idempotency_key="auto-rollback-a3", notify_channel=None, now=clock(),
         )
         assert decided is not None

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot import ids
-from bot.jobs import RetryPolicy
+from core.deliver import RetryPolicy
 from store.models import AuditEvent
 from tests.conftest import (
     APPROVER,

@@ -20,7 +20,7 @@ import pytest
 
 from bot import ids
 from bot.listeners.common import ModalContext
-from bot.service import utc_now
+from core.clock import utc_now
 from sources.base import Status
 from store import home as home_store
 from store import queries

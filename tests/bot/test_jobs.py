@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.jobs import RetryPolicy
+from core.deliver import RetryPolicy
 
 
 def test_backoff_grows_with_jitter_and_caps() -> None:

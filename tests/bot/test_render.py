@@ -26,7 +26,8 @@ from bot.render import (
     stale_card_text,
     unknown_action_text,
 )
-from sources.base import IN_FLIGHT, Op, Status
+from core.lifecycle import options_for
+from sources.base import IN_FLIGHT, Capabilities, Op, Status
 
 CREATED = datetime(2024, 3, 15, 6, 0, tzinfo=timezone.utc)
 DECIDED = datetime(2024, 3, 15, 14, 30, tzinfo=timezone.utc)
@@ -63,13 +64,17 @@ def make_card(**changes: Any) -> CardView:
             "If Meta Search trial conversion rate falls below 0.65",
         ],
         created_at=CREATED,
-        ops=frozenset(Op),
+        options=(),
         decision=None,
         decided_by_upstream=None,
         last_error=None,
         retry_available=False,
     )
-    return dataclasses.replace(card, **changes)
+    ops = changes.pop("ops", frozenset({Op.APPROVE, Op.REJECT, Op.ROLLBACK}))
+    card = dataclasses.replace(card, **changes)
+    # The options the core would offer for this state, from a source that can do ``ops``.
+    options = options_for(card.status, Capabilities(ops=ops), None)
+    return dataclasses.replace(card, options=changes.get("options", options))
 
 
 def decision(event: str = "confirmed", op: str | None = "approve", actor: str = "U0123ABCD", note: str | None = None,
@@ -220,6 +225,7 @@ EXPECTED_BUTTONS = {
     Status.APPROVING: [],
     Status.REJECTING: [],
     Status.ROLLING_BACK: [],
+    Status.DECIDING: [],
     Status.EXPIRED: [],
 }
 

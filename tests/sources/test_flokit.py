@@ -292,7 +292,7 @@ async def test_unknown_action_is_not_found(source: FloKitSource) -> None:
         await source.get_action("act_nope")
     assert caught.value.status == 404
     with pytest.raises(NotFoundError):
-        await source.send(decision(Op.APPROVE, "act_nope"))
+        (await source.submit(decision(Op.APPROVE, "act_nope"))).upstream
 
 
 # ---- decisions ------------------------------------------------------------------------------
@@ -300,7 +300,7 @@ async def test_unknown_action_is_not_found(source: FloKitSource) -> None:
 
 async def test_approve_sends_the_actor_and_note(fake: FakeFloKit, source: FloKitSource) -> None:
     action_id = fake.add_action()["id"]
-    result = await source.send(decision(Op.APPROVE, action_id, note="Aligned with Q1 plan"))
+    result = (await source.submit(decision(Op.APPROVE, action_id, note="Aligned with Q1 plan"))).upstream
 
     assert result is not None
     assert result.external_id == action_id and result.status is Status.APPROVED
@@ -320,13 +320,13 @@ async def test_approve_sends_the_actor_and_note(fake: FakeFloKit, source: FloKit
 
 async def test_approve_without_note_omits_it(fake: FakeFloKit, source: FloKitSource) -> None:
     action_id = fake.add_action()["id"]
-    await source.send(decision(Op.APPROVE, action_id))
+    (await source.submit(decision(Op.APPROVE, action_id))).upstream
     assert fake.calls("POST", "/approve")[0].json == {"approved_by": "dana@example.com"}
 
 
 async def test_reject_sends_the_actor_and_reason(fake: FakeFloKit, source: FloKitSource) -> None:
     action_id = fake.add_action(type="creative_pause")["id"]
-    result = await source.send(decision(Op.REJECT, action_id, note="Creative refresh next week"))
+    result = (await source.submit(decision(Op.REJECT, action_id, note="Creative refresh next week"))).upstream
     assert result is not None and result.status is Status.REJECTED
     assert fake.actions[action_id]["status"] == "rejected"
     assert fake.calls("POST", "/reject")[0].json == {
@@ -338,7 +338,7 @@ async def test_reject_sends_the_actor_and_reason(fake: FakeFloKit, source: FloKi
 async def test_rollback_posts_an_empty_object(fake: FakeFloKit, source: FloKitSource) -> None:
     action_id = fake.add_action()["id"]
     fake.set_status(action_id, "running")
-    result = await source.send(decision(Op.ROLLBACK, action_id))
+    result = (await source.submit(decision(Op.ROLLBACK, action_id))).upstream
     assert result is not None and result.status is Status.ROLLED_BACK
     assert fake.calls("POST", "/rollback")[0].json == {}
 
@@ -346,7 +346,7 @@ async def test_rollback_posts_an_empty_object(fake: FakeFloKit, source: FloKitSo
 async def test_approving_a_running_action_conflicts(fake: FakeFloKit, source: FloKitSource) -> None:
     action_id = fake.add_action(status="running")["id"]
     with pytest.raises(ConflictError) as caught:
-        await source.send(decision(Op.APPROVE, action_id))
+        (await source.submit(decision(Op.APPROVE, action_id))).upstream
     assert caught.value.status == 409
     assert "Action is in 'running' status and cannot be approved" in str(caught.value)
     assert not caught.value.retryable
@@ -355,23 +355,23 @@ async def test_approving_a_running_action_conflicts(fake: FakeFloKit, source: Fl
 async def test_rolling_back_a_ready_action_conflicts(fake: FakeFloKit, source: FloKitSource) -> None:
     action_id = fake.add_action()["id"]
     with pytest.raises(ConflictError):
-        await source.send(decision(Op.ROLLBACK, action_id))
+        (await source.submit(decision(Op.ROLLBACK, action_id))).upstream
 
 
 async def test_work_done_but_answer_lost_then_retry_conflicts(fake: FakeFloKit, source: FloKitSource) -> None:
     action_id = fake.add_action()["id"]
     fake.fail_next("/approve", status=503, after_effect=True)
     with pytest.raises(TransientError):
-        await source.send(decision(Op.APPROVE, action_id))
+        (await source.submit(decision(Op.APPROVE, action_id))).upstream
     assert fake.actions[action_id]["status"] == "approved"
     with pytest.raises(ConflictError, match="'approved'"):
-        await source.send(decision(Op.APPROVE, action_id))
+        (await source.submit(decision(Op.APPROVE, action_id))).upstream
 
 
 async def test_missing_actor_is_permanent(fake: FakeFloKit, source: FloKitSource) -> None:
     action_id = fake.add_action()["id"]
     with pytest.raises(PermanentError) as caught:
-        await source.send(decision(Op.APPROVE, action_id, actor=""))
+        (await source.submit(decision(Op.APPROVE, action_id, actor=""))).upstream
     assert type(caught.value) is PermanentError and caught.value.status == 400
     assert "approved_by is required" in str(caught.value)
 
@@ -380,7 +380,7 @@ async def test_missing_actor_is_permanent(fake: FakeFloKit, source: FloKitSource
 async def test_answer_without_action_gives_none(fake: FakeFloKit, source: FloKitSource, body: str) -> None:
     action_id = fake.add_action()["id"]
     fake.fail_next("/approve", status=200, body=body, after_effect=True)
-    assert await source.send(decision(Op.APPROVE, action_id)) is None
+    assert (await source.submit(decision(Op.APPROVE, action_id))).upstream is None
 
 
 @pytest.mark.parametrize(
@@ -399,7 +399,7 @@ async def test_odd_decision_answers_are_bad_responses(
     action_id = fake.add_action()["id"]
     fake.fail_next("/approve", status=200, body=body)
     with pytest.raises(BadResponseError):
-        await source.send(decision(Op.APPROVE, action_id))
+        (await source.submit(decision(Op.APPROVE, action_id))).upstream
 
 
 # ---- transport and status errors ----------------------------------------------------------
@@ -446,7 +446,7 @@ async def test_connection_reset_is_transient(fake: FakeFloKit, source: FloKitSou
     action_id = fake.add_action()["id"]
     fake.fail_next("/approve", status=0)
     with pytest.raises(TransientError) as caught:
-        await source.send(decision(Op.APPROVE, action_id))
+        (await source.submit(decision(Op.APPROVE, action_id))).upstream
     assert not isinstance(caught.value, BadResponseError)
     assert isinstance(caught.value.__cause__, aiohttp.ClientError)
     assert fake.actions[action_id]["status"] == "ready"
@@ -523,10 +523,10 @@ async def test_the_key_never_appears_in_errors(fake: FakeFloKit, session: aiohtt
 
     attempts: list[Callable[[], Awaitable[object]]] = [
         lambda: source.list_actions(status=Status.READY, limit=20, offset=0),
-        lambda: source.send(decision(Op.APPROVE, action_id)),
-        lambda: source.send(decision(Op.REJECT, action_id)),
-        lambda: source.send(decision(Op.ROLLBACK, action_id)),
-        lambda: source.send(decision(Op.APPROVE, action_id)),  # 409
+        lambda: source.submit(decision(Op.APPROVE, action_id)),
+        lambda: source.submit(decision(Op.REJECT, action_id)),
+        lambda: source.submit(decision(Op.ROLLBACK, action_id)),
+        lambda: source.submit(decision(Op.APPROVE, action_id)),  # 409
         lambda: source.get_action("act_missing"),  # 404
     ]
     errors: list[SourceError] = []

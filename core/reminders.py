@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot import rules
-from bot.service import Clock, utc_now
+from core import rules
+from core.clock import Clock, utc_now
 from policy import Policy
 from settings import Approvers, QuietHours
 from store import queries
@@ -78,7 +78,7 @@ async def remind(ctx: ReminderContext) -> int:
 
 async def _one(ctx: ReminderContext, card: Card, action: Action, now: datetime, *, quiet: bool) -> int:
     assert card.id is not None and action.id is not None
-    timings = ctx.policy.timings(action.type, action.risk)
+    timings = ctx.policy.timings(action.type, action.risk, source=action.source)
     since = action.first_seen_at or now
     waited = now - since
     if timings.expire_after is not None and waited >= timings.expire_after:
@@ -97,7 +97,7 @@ async def _one(ctx: ReminderContext, card: Card, action: Action, now: datetime, 
                 await queries.add_notice(
                     session, action_id=action.id, key=f"remind:{action.id}", kind="reminder", now=now,
                     payload={
-                        "hours": hours, "mentions": mentions(ctx.approvers_for(action.type, action.risk)),
+                        "hours": hours, "mentions": mentions(ctx.approvers_for(action.type, action.risk, source=action.source)),
                         "by_hand": unparsed_conditions(action),
                     },
                 )
@@ -114,7 +114,7 @@ async def _one(ctx: ReminderContext, card: Card, action: Action, now: datetime, 
                     channel=channel,
                     payload={
                         "hours": hours, "card_channel": card.channel, "card_ts": card.ts,
-                        "mentions": mentions(ctx.approvers_for(action.type, action.risk)),
+                        "mentions": mentions(ctx.approvers_for(action.type, action.risk, source=action.source)),
                     },
                 )
                 made += 1

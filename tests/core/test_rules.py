@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from bot import rules
-from bot.rules import (
+from core import rules
+from core.rules import (
     Comparison,
     Evaluation,
     Rule,

@@ -24,10 +24,12 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot import rules
-from bot.service import Clock, utc_now
+from core import rules
+from core.clock import Clock, utc_now
 from policy import Policy
-from sources.base import Op, Status
+from core.lifecycle import TRANSITIONS
+from core.registry import NO_CAPABILITIES
+from sources.base import Capabilities, Op, Status
 from sources.metrics import MetricNotFound, MetricsError, MetricsProvider, Observation
 from store import queries
 from store.db import Database
@@ -51,6 +53,8 @@ class WatchContext:
     tick: timedelta  # how often the job runs: a rule falls due a tick early, so it is never a tick late
     max_age: timedelta  # an observation older than this is stale, never "all good"
     clock: Clock = utc_now
+    # What each source can do: an automatic rollback only where the action's source can roll back.
+    capabilities: Callable[[str], Capabilities] = lambda _source: NO_CAPABILITIES
     kick_outbox: Callable[[], None] = lambda: None
     kick_cards: Callable[[], None] = lambda: None
     batch: int = 20
@@ -179,10 +183,12 @@ async def _record(ctx: WatchContext, watch: Watch, action: Action, result: queri
             return
         saved, transition = written
         if transition == "tripped":
-            auto = ctx.policy.auto_rollback_for(action.type)
-            if auto:
+            auto = ctx.policy.auto_rollback_for(action.type, action.risk, source=action.source)
+            if auto and Op.ROLLBACK in ctx.capabilities(action.source).ops:
+                rollback = TRANSITIONS[Op.ROLLBACK]
                 decision = await queries.begin_decision(
-                    session, action_id=action.id, op=Op.ROLLBACK, actor=SIGNOFF_ACTOR,
+                    session, action_id=action.id, op=Op.ROLLBACK, allowed_from=rollback.allowed_from,
+                    in_flight=rollback.in_flight, actor=SIGNOFF_ACTOR,
                     note=f"rollback condition tripped: {rule.describe()}", idempotency_key=str(uuid.uuid4()),
                     notify_channel=None, now=now,
                 )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from bot import rules
-from bot.watch import evaluate, plan
+from core import rules
+from core.watch import evaluate, plan
 from store.models import Action, Reading, Watch
 from sources.metrics import Observation
 
