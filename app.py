@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
@@ -29,6 +29,7 @@ from bot.auth import ApproverCheck
 from bot.cards import CardReader
 from bot.command_service import CommandService
 from bot.jobs import JobContext, SlackNotifier
+from api import intake
 from bot.web import slack_events
 from core import ingest, reminders, watch
 from core.clock import Clock, utc_now
@@ -108,8 +109,14 @@ class Job:
 class Signoff:
     """The running bot: everything built from one ``Settings``."""
 
-    def __init__(self, settings: Settings, *, retry: RetryPolicy | None = None, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, settings: Settings, *, retry: RetryPolicy | None = None, clock: Clock = utc_now,
+        extra_sources: Callable[[aiohttp.ClientSession], Iterable[Registered]] | None = None,
+    ) -> None:
+        """``extra_sources`` registers sources beyond those the settings turn on, each built
+        on the bot's HTTP session (a test's toy source, say)."""
         self.settings = settings
+        self._extra_sources = extra_sources
         defaults = Timings(
             remind_after=_seconds(settings.remind_after_seconds),
             escalate_after=_seconds(settings.escalate_after_seconds),
@@ -161,6 +168,8 @@ class Signoff:
             # One delivery: the email lookup and up to two FloKit calls, each bounded by a timeout.
             lease = timedelta(seconds=SLACK_TIMEOUT_SECONDS + 2 * s.flokit_timeout_seconds + 5)
             entries.append(Registered(flokit, outbox_lease=lease))
+        if self._extra_sources is not None:
+            entries.extend(self._extra_sources(self.http))
         return SourceRegistry(entries)
 
     def _build(self) -> None:
@@ -270,6 +279,8 @@ class Signoff:
         if self.settings.slack_signing_secret is not None and not self.settings.socket_mode:
             secret = self.settings.slack_signing_secret.get_secret_value()
             app.router.add_post("/slack/events", slack_events(self.bolt, secret))
+        if self.sources.pushing():
+            intake.add_routes(app, self.ingest, self.sources)
         return app
 
     async def _healthz(self, _request: web.Request) -> web.Response:

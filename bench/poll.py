@@ -232,7 +232,7 @@ async def run(args: argparse.Namespace, database_url: str) -> list[dict[str, Any
         # empty poll), then pause its scheduler: from here on only this script runs jobs.
         await bot.start(host="127.0.0.1")
         for _ in range(600):
-            if len(flokit.requests) >= len(bot.source.listed_statuses()):
+            if len(flokit.requests) >= len(bot.sources.get("flokit").listed_statuses()):
                 break
             await asyncio.sleep(0.05)
         bot.scheduler.pause()
@@ -245,10 +245,10 @@ async def run(args: argparse.Namespace, database_url: str) -> list[dict[str, Any
         page_size = 100  # JobContext's default, which the bot uses
 
         async def list_upstream() -> None:
-            for status in bot.source.listed_statuses():
+            for status in bot.sources.get("flokit").listed_statuses():
                 offset = 0
                 for _ in range(10_000_000 // page_size):  # bounded: far more pages than any run has
-                    page = await bot.source.list_actions(status=status, limit=page_size, offset=offset)
+                    page = await bot.sources.get("flokit").list_actions(status=status, limit=page_size, offset=offset)
                     offset += len(page.actions)
                     if not page.actions or offset >= page.total:
                         break
@@ -259,12 +259,12 @@ async def run(args: argparse.Namespace, database_url: str) -> list[dict[str, Any
 
         async def held_query() -> dict[str, Any]:
             """The one query of the cycle whose answer grows with K: every action held open."""
-            statuses = set(bot.source.listed_statuses()) | IN_FLIGHT
+            statuses = set(bot.sources.get("flokit").listed_statuses()) | IN_FLIGHT
             rows: list[Any] = []
 
             async def query() -> None:
                 async with bot.db.read() as session:
-                    rows[:] = await queries.actions_in_status(session, source=bot.source.name, statuses=statuses)
+                    rows[:] = await queries.actions_in_status(session, source="flokit", statuses=statuses)
 
             t0 = time.perf_counter()
             await query()

@@ -468,6 +468,8 @@ def status_line(card: CardView) -> str:
             line += ": " + ", ".join(who(a, card.source) for a in card.approvals)
         return line
     if status in IN_FLIGHT:
+        if status is Status.DECIDING and d is not None and d.option:
+            badge = f"⏳ {esc_clip(_one_line(d.option), _ITEM_LABEL)}…"
         if d is not None and d.event in ("requested", "retried"):
             return f"{badge} requested by {who(d.actor, card.source)}"
         return badge

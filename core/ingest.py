@@ -52,14 +52,19 @@ async def ingest(ctx: IngestContext, *, source: str, upstream: UpstreamAction, d
         )
         if stored is not None:
             assert stored.id is not None
-            log.info("new %s action %s stored (id %s)", source, upstream.external_id, stored.id)
-            return Ingested(stored.id, True)
-        known = await queries.known_actions(session, source=source, external_ids=[upstream.external_id])
-        action_id, _status = known[upstream.external_id]
-        await queries.adopt_upstream(
-            session, action_id=action_id, upstream=upstream, now=ctx.clock(), in_flight_from=in_flight_from,
-        )
-    return Ingested(action_id, False)
+            action_id, created, changed = stored.id, True, True
+        else:
+            known = await queries.known_actions(session, source=source, external_ids=[upstream.external_id])
+            action_id, _status = known[upstream.external_id]
+            created = False
+            changed = await queries.adopt_upstream(
+                session, action_id=action_id, upstream=upstream, now=ctx.clock(), in_flight_from=in_flight_from,
+            )
+    if created:
+        log.info("new %s action %s stored (id %s)", source, upstream.external_id, action_id)
+    if changed:
+        ctx.on_change()
+    return Ingested(action_id, created)
 
 
 async def poll(ctx: IngestContext) -> None:

@@ -124,8 +124,9 @@ class Harness:
         return SlackRequester(f"http://127.0.0.1:{self.bot.port}/slack/events", SIGNING_SECRET, self.http)
 
     async def start(self, *, retry: RetryPolicy = FAST_RETRY, clock: Clock | None = None, **overrides: Any) -> Signoff:
+        extra_sources = overrides.pop("extra_sources", None)
         settings = make_settings(flokit=self.flokit, slack=self.slack, database_url=self.database_url, **overrides)
-        bot = Signoff(settings, retry=retry, clock=clock or utc_now)
+        bot = Signoff(settings, retry=retry, clock=clock or utc_now, extra_sources=extra_sources)
         await bot.start(host="127.0.0.1")
         self.bots.append(bot)
         self.bot = bot
