@@ -101,6 +101,8 @@ class CardView:
     approvals: tuple[str, ...] = ()  # approvals so far, where several are needed
     approvals_needed: int = 1  # distinct approvers the action's route requires
     confirm_required: bool = False  # Approve needs a typed confirmation (failed guardrails)
+    details: tuple[tuple[str, str], ...] = ()  # the source's own labelled facts, shown as given (escaped)
+    url: str | None = None  # where to see the action upstream
 
 
 @dataclass(frozen=True)
@@ -324,8 +326,29 @@ def _facts_block(card: CardView) -> SectionBlock:
         fields.append(f"*Type*\n{esc_clip(card.type, _ITEM_DETAIL)}")
     if card.created_at is not None:
         fields.append(f"*Created*\n{slack_date(card.created_at)}")
-    fields.append(f"*Source*\n{source_name(card.source)} · {esc_clip(card.external_id, _ITEM_DETAIL)}")
+    where = esc_clip(card.external_id, _ITEM_DETAIL)
+    if card.url and _LINKABLE.fullmatch(card.url):
+        where = f"<{card.url}|{where}>"
+    fields.append(f"*Source*\n{source_name(card.source)} · {where}")
     return SectionBlock(fields=[_mrkdwn(clip(f, MAX_FIELD)) for f in fields[:10]])
+
+
+# A link Slack may show: http(s), no characters that would end or re-open mrkdwn's <…|…>.
+_LINKABLE = re.compile(r"https?://[^\s<>|]{1,2000}")
+MAX_DETAILS = 10  # a section takes ten fields
+
+
+def _details_block(details: Sequence[tuple[str, str]]) -> SectionBlock | None:
+    """The source's own facts, one field each; long values cut, the rest counted."""
+    if not details:
+        return None
+    shown = list(details[:MAX_DETAILS])
+    if len(details) > MAX_DETAILS:
+        shown[-1] = ("More", f"{len(details) - MAX_DETAILS + 1} more fields upstream")
+    return SectionBlock(fields=[
+        _mrkdwn(clip(f"*{esc_clip(_one_line(label), _ITEM_LABEL) or '—'}*\n{esc_clip(value, MAX_FIELD - 250)}", MAX_FIELD))
+        for label, value in shown
+    ])
 
 
 def _signal_line(signal: Any) -> str:
@@ -564,6 +587,7 @@ def card_blocks(card: CardView) -> list[Block]:
         HeaderBlock(text=_plain(_one_line(card.title) or "Untitled action", MAX_HEADER)),
         _section(esc_clip(card.rationale.strip(), MAX_TEXT) if card.rationale.strip() else "_No rationale given._"),
         _facts_block(card),
+        _details_block(card.details),
         _signals_block(card.data_signals or []),
         _guardrails_block(card.guardrail_checks or []),
         _conditions_block(card.rollback_conditions or [], card.watches),

@@ -107,6 +107,14 @@ class Guardrail:
 
 
 @dataclass(frozen=True)
+class Detail:
+    """One labelled fact a source shows about an action (a task field, a payload entry)."""
+
+    label: str
+    value: str
+
+
+@dataclass(frozen=True)
 class UpstreamAction:
     """One action as a source reports it, in Signoff's words.
 
@@ -132,6 +140,10 @@ class UpstreamAction:
     # The decisions this action offers, where the source names them per action (Flowdash's
     # task actions); None: they follow from the status and the source's capabilities.
     options: tuple[Option, ...] | None = None
+    # What else the card shows, in the source's own words: labelled facts, and where to see
+    # the action upstream.
+    details: tuple[Detail, ...] = ()
+    url: str | None = None
     detailed: bool = False
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 

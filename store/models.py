@@ -102,6 +102,8 @@ class Action(SQLModel, table=True):
     risk: str | None = Field(default=None, max_length=32)
     # The decisions it offers, where its source names them per action (Option.to_json each).
     options: list[dict[str, Any]] | None = _json()
+    # What else its card shows: {"fields": [[label, value], ...], "url": ...} (UpstreamAction.details).
+    details: dict[str, Any] | None = _json()
 
 
 class Card(SQLModel, table=True):

@@ -62,6 +62,8 @@ def _upstream_fields(upstream: UpstreamAction) -> dict[str, Any]:
             risk=upstream.risk,
             upstream_created_at=upstream.created_at,
             raw=upstream.raw,
+            details={"fields": [[d.label, d.value] for d in upstream.details], "url": upstream.url}
+            if upstream.details or upstream.url else None,
         )
     return fields
 

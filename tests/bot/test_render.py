@@ -547,3 +547,18 @@ def test_plain_replies() -> None:
     for text in (stale_card_text(), unknown_action_text(), check_failed_text(), not_allowed_text()):
         assert text and len(text) <= 3000 and "nothing was recorded" in text.lower()
     assert "try again" in check_failed_text()
+
+
+def test_a_sources_own_details_are_shown_escaped_cut_and_counted() -> None:
+    details = tuple((f"Field {i}", f"value {i}") for i in range(12)) + (("Name", "<!channel> & " + "x" * 5000),)
+    card = make_card(details=(("Name", "<!channel> & " + "x" * 5000),) + details, url="https://flow.example/t/1")
+    blocks = [b.to_dict() for b in card_blocks(card)]
+    detail_fields = next(b["fields"] for b in blocks if b["type"] == "section" and "*Name*" in json.dumps(b))
+    assert len(detail_fields) == 10
+    first = detail_fields[0]["text"]
+    assert "&lt;!channel&gt; &amp;" in first and "<!channel>" not in first and len(first) <= 2000
+    assert detail_fields[-1]["text"] == "*More*\n5 more fields upstream"
+    assert "<https://flow.example/t/1|" in json.dumps(blocks)
+    # A link that could break out of mrkdwn is not made a link.
+    unsafe = [b.to_dict() for b in card_blocks(make_card(url="https://x.example/a|<!here>"))]
+    assert "<!here>" not in json.dumps(unsafe)

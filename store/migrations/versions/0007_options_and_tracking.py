@@ -1,6 +1,7 @@
 """Decision options per action, and decisions followed upstream until they land.
 
 - ``actions.options``: the decisions an action offers where its source names them per action.
+- ``actions.details``: labelled facts and a link that the card shows, in the source's words.
 - ``outbox.option_key`` / ``option_label``: which option a person picked (the source's own id).
 - ``outbox.reference``: what the upstream gave back for an accepted decision (an execution
   id), followed until it ends.
@@ -23,6 +24,7 @@ depends_on = None
 
 _COLUMNS = (
     ("actions", sa.Column("options", sa.JSON(), nullable=True)),
+    ("actions", sa.Column("details", sa.JSON(), nullable=True)),
     ("outbox", sa.Column("option_key", sa.String(255), nullable=True)),
     ("outbox", sa.Column("option_label", sa.String(255), nullable=True)),
     ("outbox", sa.Column("reference", sa.String(255), nullable=True)),
