@@ -28,13 +28,14 @@ from bot import home, jobs, listeners
 from bot.auth import ApproverCheck
 from bot.cards import CardReader
 from bot.command_service import CommandService
-from bot.jobs import JobContext, SlackNotifier
+from bot.jobs import CardUpdater, JobContext, SlackNotifier
 from api import intake
-from bot.web import slack_events
+from bot.web import AckPaths, slack_events
 from core import ingest, reminders, watch
 from core.clock import Clock, utc_now
 from core.decide import DecisionService
-from core.deliver import DeliveryContext, RetryPolicy, deliver_outbox
+from core.deliver import Deliverer, DeliveryContext, RetryPolicy, deliver_outbox
+from core.events import Events
 from core.ingest import IngestContext
 from core.people import Approvers
 from core.registry import Registered, SourceRegistry
@@ -143,6 +144,7 @@ class Signoff:
         self._socket_handler: object | None = None
         self.port: int | None = None
         self.jobs: dict[str, Job] = {}
+        self.ack_paths = AckPaths()  # store transactions before each Slack request's answer
 
     # ---- building ---------------------------------------------------------------------
 
@@ -195,15 +197,23 @@ class Signoff:
             db=self.db, sources=self.sources, channel=s.slack_channel, policy=self.policy, on_change=changed,
             clock=self._clock, digest_threshold=s.digest_threshold,
         )
+        # In-process events: a decision recorded here is delivered here at once, and the card
+        # of an action changed by a decision is re-rendered here at once (leases in the store
+        # hand the work to the sweeps if this process dies first).
+        self.events = Events()
         delivery = DeliveryContext(
             db=self.db, sources=self.sources, people=approvers, notifier=SlackNotifier(self.slack),
-            on_change=changed, clock=self._clock, retry=self._retry,
+            on_change=lambda: self.kick("watch", "homes"), clock=self._clock, retry=self._retry, events=self.events,
         )
+        self.deliverer = Deliverer(delivery)
         ctx = JobContext(
             db=self.db, sources=self.sources, slack=self.slack,
             kick_cards=lambda: self.kick("cards", "notices"), clock=self._clock, retry=self._retry,
             policy=self.policy, pacer=jobs.Pacer(s.slack_post_interval_seconds),
         )
+        self.card_updater = CardUpdater(ctx, kick_sweeps=lambda: self.kick("cards", "notices"))
+        self.events.on_decided(self.deliverer.deliver_now)
+        self.events.on_changed(self.card_updater.changed)
         reminder_ctx = ReminderContext(
             db=self.db, policy=self.policy, approvers_for=self.approvers_for, quiet=s.quiet, clock=self._clock,
             kick_notices=lambda: self.kick("notices"), kick_cards=lambda: self.kick("cards"),
@@ -253,9 +263,12 @@ class Signoff:
             approvers=approvers,
             capabilities=self.sources.capabilities,
             on_change=lambda: self.kick("outbox", "cards", "homes"),
+            on_recorded=lambda: self.kick("homes"),
             clock=self._clock,
             approvers_for=self.approvers_for,
             policy=self.policy,
+            events=self.events,
+            lease=lambda source: self.sources.entry(source).outbox_lease,
         )
         self.bolt = AsyncApp(
             client=self.slack,
@@ -278,7 +291,7 @@ class Signoff:
         app.router.add_get("/healthz", self._healthz)
         if self.settings.slack_signing_secret is not None and not self.settings.socket_mode:
             secret = self.settings.slack_signing_secret.get_secret_value()
-            app.router.add_post("/slack/events", slack_events(self.bolt, secret))
+            app.router.add_post("/slack/events", slack_events(self.bolt, secret, self.ack_paths))
         if self.sources.pushing():
             intake.add_routes(app, self.ingest, self.sources)
         return app
@@ -336,6 +349,18 @@ class Signoff:
         await handler.connect_async()
         self._socket_handler = handler
 
+    async def settle_live(self, timeout: float = STOP_GRACE_SECONDS) -> None:
+        """Wait until the work this process started at once (deliveries, card updates) is
+        done; for tests and benchmarks that then run a sweep deterministically."""
+        await self.deliverer.drain(timeout)
+        await self.card_updater.drain(timeout)
+
+    async def _drain_live(self, timeout: float) -> None:
+        await self.deliverer.drain(timeout)
+        await self.card_updater.drain(timeout)
+        self.deliverer.cancel()
+        self.card_updater.cancel()
+
     async def stop(self) -> None:
         """Stop taking requests, let running jobs finish (what they leave is durable and
         retried on the next start), then close clients and the store."""
@@ -348,6 +373,8 @@ class Signoff:
             # and a job cut off mid-transaction would have to be recovered on the next start.
             self.scheduler.pause()
             running = [asyncio.ensure_future(job.wait_idle()) for job in self.jobs.values()]
+            # Deliveries first (each may hand a card to the updater), then the card updates.
+            running.append(asyncio.ensure_future(self._drain_live(STOP_GRACE_SECONDS)))
             if running:
                 _done, pending = await asyncio.wait(running, timeout=STOP_GRACE_SECONDS)
                 if pending:

@@ -70,6 +70,12 @@ class ApproverCheck:
         self._emails[user_id] = (self._clock(), email)
         return email
 
+    def cached_email(self, user_id: str) -> tuple[bool, str | None]:
+        cached = self._emails.get(user_id)
+        if cached and self._clock() - cached[0] < self._ttl:
+            return True, cached[1]
+        return False, None
+
     async def _members(self, group: str) -> frozenset[str]:
         cached = self._groups.get(group)
         if cached and self._clock() - cached[0] < self._ttl:

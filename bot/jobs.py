@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from slack_sdk.errors import SlackApiError
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import ids, render, render_notices
 from bot.cards import load_card
 from core.clock import Clock, utc_now
 from core.deliver import RetryPolicy
+from core.events import Changed
 from core.registry import SourceRegistry
 from policy import Policy
 from sources.base import Op, Status
@@ -30,7 +34,9 @@ from store import queries
 from store.db import Database
 from store.models import Action, Card, CardState, Digest, Notice, Outbox
 
-__all__ = ["JobContext", "Pacer", "RetryPolicy", "SlackNotifier", "post_notices", "sync_cards", "sync_digests"]
+__all__ = [
+    "CardUpdater", "JobContext", "Pacer", "RetryPolicy", "SlackNotifier", "post_notices", "sync_cards", "sync_digests",
+]
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +197,16 @@ async def _post_notice(ctx: JobContext, notice: Notice, card: Card, thread: str)
             await load_card(session, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
             if notice.channel or notice.kind in render_notices.LIVE_KINDS else None
         )
+    sent = await _send_notice(ctx, notice, card, thread, action, card_view)
+    async with ctx.db.write() as session:
+        await _record_notice(ctx, session, notice, sent)
+
+
+async def _send_notice(
+    ctx: JobContext, notice: Notice, card: Card, thread: str, action: Action, card_view: render.CardView | None
+) -> str | SlackApiError:
+    """Post one notice: its ts, or Slack's refusal."""
+    assert notice.id is not None
     # An escalation goes to the top of another channel; everything else into the card's thread.
     channel, thread_ts = (notice.channel, None) if notice.channel else (card.channel, thread)
     view = _notice_view(notice, action)
@@ -205,19 +221,26 @@ async def _post_notice(ctx: JobContext, notice: Notice, card: Card, thread: str)
                 metadata=render_notices.notice_metadata(view), unfurl_links=False, unfurl_media=False,
             )
             ts = str(response["ts"])
-        async with ctx.db.write() as session:
-            await queries.notice_posted(session, notice_id=notice.id, ts=ts, now=ctx.clock())
+        return ts
     except SlackApiError as e:
-        error = str(e.response.get("error") or e)
-        async with ctx.db.write() as session:
-            if error in _NOTICE_FATAL or notice.attempts >= ctx.retry.max_attempts:
-                log.error("notice %s for action %s given up: Slack said %s", notice.id, notice.action_id, error)
-                await queries.notice_failed(session, notice_id=notice.id, error=error)
-                return
-            next_at = ctx.clock() + ctx.retry.delay(notice.attempts - 1)
-            log.warning("notice %s for action %s: Slack said %s; retrying at %s", notice.id, notice.action_id,
-                        error, next_at.isoformat())
-            await queries.notice_retry_later(session, notice_id=notice.id, error=error, next_attempt_at=next_at)
+        return e
+
+
+async def _record_notice(ctx: JobContext, session: AsyncSession, notice: Notice, sent: str | SlackApiError) -> None:
+    """Write back how posting a notice went: posted, retried later, or given up."""
+    assert notice.id is not None
+    if isinstance(sent, str):
+        await queries.notice_posted(session, notice_id=notice.id, ts=sent, now=ctx.clock())
+        return
+    error = str(sent.response.get("error") or sent)
+    if error in _NOTICE_FATAL or notice.attempts >= ctx.retry.max_attempts:
+        log.error("notice %s for action %s given up: Slack said %s", notice.id, notice.action_id, error)
+        await queries.notice_failed(session, notice_id=notice.id, error=error)
+        return
+    next_at = ctx.clock() + ctx.retry.delay(notice.attempts - 1)
+    log.warning("notice %s for action %s: Slack said %s; retrying at %s", notice.id, notice.action_id,
+                error, next_at.isoformat())
+    await queries.notice_retry_later(session, notice_id=notice.id, error=error, next_attempt_at=next_at)
 
 
 def _notice_view(notice: Notice, action: Action) -> render_notices.NoticeView:
@@ -246,6 +269,103 @@ async def _refresh_notice(ctx: JobContext, notice: Notice, card: Card, action: A
 async def _find_notice(ctx: JobContext, channel: str, thread_ts: str | None, notice_id: int) -> str | None:
     """A notice already posted (in the thread, or the channel), found by the metadata it carries."""
     return await _find_in_channel(ctx, channel, ids.NOTICE_EVENT_TYPE, "notice_id", notice_id, thread_ts=thread_ts)
+
+
+# ---- live updates -------------------------------------------------------------------------
+
+
+class CardUpdater:
+    """Re-renders the cards of actions changed in this process, and posts the notices those
+    changes owed, at once: one read and one write per card, whatever changed meanwhile.
+
+    Changes to one card are coalesced: the first waits ``settle_seconds`` (a decision that
+    lands upstream within it is shown once, landed), later ones while it waits or renders
+    make one more pass. Only work the change claimed for this process (``queries.Claim``)
+    is done here; anything that cannot be (the card not posted yet, Slack refusing) goes back
+    to the sweeps."""
+
+    def __init__(self, ctx: JobContext, *, settle_seconds: float = 0.25, kick_sweeps: Callable[[], None] = lambda: None) -> None:
+        self._ctx = ctx
+        self._settle = settle_seconds
+        self._kick_sweeps = kick_sweeps
+        self._waiting: dict[int, set[int]] = {}  # action id -> notice ids, for the pass to come
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def changed(self, changes: Sequence[Changed]) -> None:
+        for change in changes:
+            pending = self._waiting.get(change.action_id)
+            if pending is not None:
+                pending.update(change.notice_ids)
+                continue
+            self._waiting[change.action_id] = set(change.notice_ids)
+            task = asyncio.get_running_loop().create_task(self._run(change.action_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout: float) -> None:
+        """Let the work under way finish, for up to ``timeout`` seconds (work that starts
+        meanwhile included); what is left is the sweeps' once its leases end."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks and loop.time() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
+
+    def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _run(self, action_id: int) -> None:
+        await asyncio.sleep(self._settle)
+        # Take what is waiting now; a change from here on waits for the next pass.
+        notice_ids = self._waiting.pop(action_id, set())
+        try:
+            await self._update(action_id, sorted(notice_ids))
+        except (SQLAlchemyError, OSError, asyncio.TimeoutError, aiohttp.ClientError, SlackClientError) as e:
+            # The store or Slack could not be reached: the leases end and the sweeps retry.
+            log.warning("card of action %s not updated now (%s); the card sync will", action_id, type(e).__name__)
+
+    async def _update(self, action_id: int, notice_ids: list[int]) -> None:
+        ctx = self._ctx
+        async with ctx.db.read() as session:
+            card = await queries.card_for_action(session, action_id=action_id)
+            action = await queries.get_action(session, action_id=action_id)
+            if card is None or action is None or card.ts is None or card.state != CardState.POSTED.value:
+                view = None
+            else:
+                view = await load_card(session, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
+                live = (
+                    await queries.posted_notices(session, action_id=action_id, kinds=render_notices.LIVE_KINDS)
+                    if action.watch_started_at is not None or card.escalated_at is not None else ()
+                )
+                notices = await queries.notices_by_id(session, notice_ids=notice_ids)
+        if view is None or card is None or action is None or card.ts is None:
+            # Not posted yet (or listed in a digest): the sweeps post it, then its notices.
+            async with ctx.db.write() as session:
+                await queries.release_claim(session, card_id=card.id if card else None, notice_ids=notice_ids)
+            self._kick_sweeps()
+            return
+        assert card.id is not None
+        try:
+            await ctx.slack.chat_update(
+                channel=card.channel, ts=card.ts, text=render.card_text(view), blocks=render.card_blocks(view)
+            )
+        except SlackApiError as e:
+            error = str(e.response.get("error") or e)
+            log.warning("card %s for action %s: Slack said %s; the card sync retries", card.id, action_id, error)
+            async with ctx.db.write() as session:
+                await queries.card_failed(
+                    session, card_id=card.id, error=error, next_attempt_at=ctx.clock() + ctx.retry.delay(card.attempts)
+                )
+                await queries.release_claim(session, card_id=None, notice_ids=notice_ids)
+            self._kick_sweeps()
+            return
+        for notice in live:
+            await _refresh_notice(ctx, notice, card, action, view)
+        sent = [(n, await _send_notice(ctx, n, card, card.ts, action, view)) for n in notices]
+        async with ctx.db.write() as session:
+            await queries.card_rendered(session, card_id=card.id, version=action.version)
+            for notice, result in sent:
+                await _record_notice(ctx, session, notice, result)
 
 
 # ---- digests ----------------------------------------------------------------------------

@@ -8,13 +8,17 @@ the shape Slack gives each kind of request (400 with the reason): Bolt itself wo
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import SignatureVerifier
+
+from store.db import TALLY, Transactions
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,33 @@ def shape_problem(body: dict[str, Any]) -> str | None:
     return None
 
 
-def slack_events(bolt: AsyncApp, signing_secret: str) -> Handler:
+@dataclass
+class AckPaths:
+    """How many store transactions each kind of Slack request opened before it was answered
+    (the ack path), for the benchmark and the tests to read."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    transactions: Counter[str] = field(default_factory=Counter)
+    most: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str, transactions: int) -> None:
+        self.requests[kind] += 1
+        self.transactions[kind] += transactions
+        self.most[kind] = max(self.most.get(kind, 0), transactions)
+
+    def describe(self) -> str:
+        return ", ".join(
+            f"{k}: {self.transactions[k] / n:.2f} avg, {self.most[k]} most over {n}" for k, n in sorted(self.requests.items())
+        )
+
+
+def _kind(body: dict[str, Any]) -> str:
+    if "command" in body:
+        return "slash_command"
+    return str(body.get("type") or "other")
+
+
+def slack_events(bolt: AsyncApp, signing_secret: str, ack_paths: AckPaths | None = None) -> Handler:
     verifier = SignatureVerifier(signing_secret)
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -71,7 +101,15 @@ def slack_events(bolt: AsyncApp, signing_secret: str) -> Handler:
         problem = shape_problem(bolt_request.body)
         if problem is not None:
             return _refuse(400, problem)
-        return await to_aiohttp_response(await bolt.async_dispatch(bolt_request))
+        tally = Transactions()
+        token = TALLY.set(tally)  # the listener's task inherits it: what it opens is counted
+        try:
+            response = await bolt.async_dispatch(bolt_request)
+        finally:
+            TALLY.reset(token)
+        if ack_paths is not None:
+            ack_paths.add(_kind(bolt_request.body), tally.total)  # as of the answer: the ack path
+        return await to_aiohttp_response(response)
 
     return handle
 

@@ -14,10 +14,12 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.exc import DBAPIError
 
 from core.clock import Clock, utc_now
+from core.events import Changed, Events
 from core.lifecycle import TRANSITIONS, find_option, options_for, stored_options, transition_for
 from core.people import Approvers, Directory, Verdict, names_requester
 from policy import Policy
@@ -72,7 +74,17 @@ class DecisionService:
         clock: Clock = utc_now,
         approvers_for: ApproversFor | None = None,
         policy: Policy | None = None,
+        events: Events | None = None,
+        lease: Callable[[str], timedelta] = lambda _source: timedelta(seconds=35),
+        on_recorded: Callable[[], None] | None = None,
     ) -> None:
+        """``events``: where a recorded decision is announced for delivery in this process
+        (without, the outbox sweep delivers it); ``lease``: how long an entry is this
+        process's to deliver, by source; ``on_change``: the sweeps have work (a change not
+        announced as an event); ``on_recorded``: a decision was recorded and announced."""
+        self._events = events
+        self._lease = lease
+        self._on_recorded = on_recorded or on_change
         self._policy = policy
         self._db = db
         self._approvers = approvers
@@ -205,6 +217,7 @@ class DecisionService:
             return Outcome(Result.NOT_POSSIBLE, action, latest)
         if await self._is_requester(action, user_id):
             return Outcome(Result.SELF_APPROVAL, action)
+        identifier = await self._identifier(action, user_id)
         note = (note or "").strip() or None
         needed = 1
         if op is Op.APPROVE and self._policy is not None:
@@ -228,17 +241,35 @@ class DecisionService:
                     others = ", ".join(f"<@{a}>" if a[:1] in ("U", "W") else a for a in endorsed.approvers[:-1])
                     note = f"{note + ' — ' if note else ''}also approved by {others}"
             transition = TRANSITIONS[op]
-            decision = await queries.begin_decision(
+            now = self._clock()
+            claim = queries.Claim(now + self._lease(action.source)) if self._events is not None else None
+            begun = await queries.begin_decision(
                 session, action_id=action_id, op=op, allowed_from=transition.allowed_from,
                 in_flight=transition.in_flight, actor=user_id, note=note, option=picked,
-                idempotency_key=str(uuid.uuid4()), notify_channel=channel, now=self._clock(),
+                idempotency_key=str(uuid.uuid4()), notify_channel=channel, now=now,
+                actor_identifier=identifier, claim=claim,
             )
-            action = await queries.get_action(session, action_id=action_id)
-            if decision is None:
+            if begun is None:
+                action = await queries.get_action(session, action_id=action_id)
                 latest = await queries.latest_decision(session, action_id=action_id)
                 return Outcome(Result.NOT_POSSIBLE, action, latest)
-        self._on_change()
-        return Outcome(Result.RECORDED, action, decision, needed=needed)
+        if self._events is None:
+            self._on_change()
+        else:
+            # Committed: deliver it now, and show it in flight, in this process.
+            self._on_recorded()
+            assert begun.action.id is not None
+            self._events.decided(begun.outbox, begun.action)
+            self._events.changed([Changed(begun.action.id)])
+        return Outcome(Result.RECORDED, begun.action, begun.decision, needed=needed)
+
+    async def _identifier(self, action: Action, user_id: str) -> str | None:
+        """What the upstream will record as the decider, where the directory knows it without
+        asking anyone now (its cache); otherwise delivery resolves it once, after the ack."""
+        known, email = self._approvers.cached_email(user_id)
+        if user_id[:1] not in ("U", "W"):
+            return user_id
+        return (email or user_id) if known else None
 
     async def retry(self, *, action_id: int, user_id: str) -> Outcome:
         try:

@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from core.clock import Clock, utc_now
+from core.events import Changed, Events
 from core.lifecycle import TRANSITIONS
 from core.people import Directory
 from core.registry import SourceRegistry, UnknownSource
@@ -81,7 +84,13 @@ class DeliveryContext:
     sources: SourceRegistry
     people: Directory
     notifier: Notifier = field(default_factory=_Silent)
-    on_change: Callable[[], None] = lambda: None  # an action changed: cards, notices, watch
+    # An action changed: what else may follow from it (the watch, the App Home). Without
+    # ``events``, the card and notice sweeps too.
+    on_change: Callable[[], None] = lambda: None
+    # Where settled changes are announced, for this process to re-render the card and post the
+    # notices at once (leased to it for ``card_lease``); without, the sweeps do it.
+    events: Events | None = None
+    card_lease: timedelta = timedelta(seconds=60)
     clock: Clock = utc_now
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Claim only what one worker finishes well within its lease: one round of concurrent deliveries.
@@ -128,11 +137,59 @@ async def _identifier(ctx: DeliveryContext, entry: Outbox) -> str:
     return identifier
 
 
-async def _deliver(ctx: DeliveryContext, entry: Outbox) -> None:
+class Deliverer:
+    """Delivers decisions recorded in this process at once, a few at a time: the outbox
+    entry was leased to this process when it was recorded (the sweep takes it over only if
+    this process dies first)."""
+
+    def __init__(self, ctx: DeliveryContext) -> None:
+        self._ctx = ctx
+        self._limit = asyncio.Semaphore(ctx.deliveries_at_once)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def deliver_now(self, entry: Outbox, action: Action) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(entry, action))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, entry: Outbox, action: Action) -> None:
+        async with self._limit:
+            try:
+                await _deliver(self._ctx, entry, action)
+            except SQLAlchemyError as e:
+                # The store failed mid-delivery: the entry's lease ends and the sweep retries
+                # it (a repeat is reconciled as any lost answer is).
+                log.error("delivery of outbox entry %s stopped: store error %s", entry.id, type(e).__name__)
+
+    async def drain(self, timeout: float) -> None:
+        """Let the work under way finish, for up to ``timeout`` seconds (work that starts
+        meanwhile included); what is left is the sweeps' once its leases end."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks and loop.time() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
+
+    def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def _claim(ctx: DeliveryContext) -> queries.Claim | None:
+    return queries.Claim(ctx.clock() + ctx.card_lease) if ctx.events is not None else None
+
+
+def _announce(ctx: DeliveryContext, action_id: int, claim: queries.Claim | None) -> None:
+    if ctx.events is not None and claim is not None:
+        ctx.events.changed([Changed(action_id, tuple(claim.notices))])
+    ctx.on_change()
+
+
+async def _deliver(ctx: DeliveryContext, entry: Outbox, action: Action | None = None) -> None:
     assert entry.id is not None
     op = Op(entry.op)
-    async with ctx.db.read() as session:
-        action = await queries.get_action(session, action_id=entry.action_id)
+    if action is None:
+        async with ctx.db.read() as session:
+            action = await queries.get_action(session, action_id=entry.action_id)
     assert action is not None
     try:
         source = ctx.sources.get(action.source)
@@ -170,11 +227,13 @@ async def _deliver(ctx: DeliveryContext, entry: Outbox) -> None:
 async def settle(ctx: DeliveryContext, entry: Outbox, upstream: UpstreamAction | None) -> None:
     """The decision landed: the action takes its outcome (or the state the upstream reports)."""
     assert entry.id is not None
+    claim = _claim(ctx)
     async with ctx.db.write() as session:
         await queries.outbox_delivered(
-            session, outbox_id=entry.id, upstream=upstream, outcome=TRANSITIONS[Op(entry.op)].outcome, now=ctx.clock()
+            session, outbox_id=entry.id, upstream=upstream, outcome=TRANSITIONS[Op(entry.op)].outcome, now=ctx.clock(),
+            claim=claim,
         )
-    ctx.on_change()
+    _announce(ctx, entry.action_id, claim)
 
 
 async def _follow(ctx: DeliveryContext, entry: Outbox, reference: str) -> None:
@@ -218,14 +277,16 @@ async def _reconcile(
     ours = upstream.status is TRANSITIONS[op].outcome and (
         op is Op.ROLLBACK or upstream.decided_by in (None, identifier)
     )
+    claim = _claim(ctx)
     async with ctx.db.write() as session:
         if ours:
             await queries.outbox_delivered(
-                session, outbox_id=entry.id, upstream=upstream, outcome=TRANSITIONS[op].outcome, now=ctx.clock()
+                session, outbox_id=entry.id, upstream=upstream, outcome=TRANSITIONS[op].outcome, now=ctx.clock(),
+                claim=claim,
             )
         else:
-            await queries.outbox_conflict(session, outbox_id=entry.id, upstream=upstream, now=ctx.clock())
-    ctx.on_change()
+            await queries.outbox_conflict(session, outbox_id=entry.id, upstream=upstream, now=ctx.clock(), claim=claim)
+    _announce(ctx, entry.action_id, claim)
     if not ours:
         log.info("%s of %s refused upstream (%s); adopted %s", op.value, action.external_id, conflict, upstream.status.value)
         await ctx.notifier.conflict(entry, upstream.status, op)
@@ -245,8 +306,9 @@ async def _failed_attempt(ctx: DeliveryContext, entry: Outbox, error: SourceErro
             await queries.outbox_retry_later(session, outbox_id=entry.id, error=message, next_attempt_at=next_at)
         return
     log.error("%s for action %s failed for good after %d attempt(s): %s", entry.op, entry.action_id, attempt, message)
+    claim = _claim(ctx)
     async with ctx.db.write() as session:
-        await queries.outbox_failed(session, outbox_id=entry.id, error=message, now=ctx.clock())
-    ctx.on_change()
+        await queries.outbox_failed(session, outbox_id=entry.id, error=message, now=ctx.clock(), claim=claim)
+    _announce(ctx, entry.action_id, claim)
     await ctx.notifier.failed(entry, Op(entry.op), message)
 

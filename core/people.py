@@ -54,3 +54,8 @@ class Directory(Protocol):
     async def email(self, user_id: str) -> str | None:
         """The user's email, where the directory knows it."""
         ...
+
+    def cached_email(self, user_id: str) -> tuple[bool, str | None]:
+        """(known, email) from what the directory holds now, asking no one: known is False
+        where only ``email`` could say."""
+        ...

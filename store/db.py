@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import sqlite3
@@ -114,6 +115,7 @@ class Database:
             _configure_sqlite(self.engine)
         self._reader = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self._sqlite_writers = WriterQueue() if self.is_sqlite else None
+        self.transactions = Transactions()  # opened by this process since it started
         self._writer = async_sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), class_=AsyncSession, expire_on_commit=False
         )
@@ -187,6 +189,7 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for reading; nothing it does is committed."""
+        _count(self.transactions, write=False)
         async with self._reader() as session:
             yield session
 
@@ -203,6 +206,7 @@ class Database:
         transaction's statements run without yielding, so the block holds the write lock only
         as long as its own work takes.
         """
+        _count(self.transactions, write=True)
         queue = self._sqlite_writers
         if queue is None:
             async with self._writer() as session:
@@ -221,6 +225,32 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+@dataclass
+class Transactions:
+    """How many transactions (read sessions and write transactions) were opened."""
+
+    reads: int = 0
+    writes: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.reads + self.writes
+
+
+# A tally of the transactions opened by one piece of work (a request, from its start until
+# its answer) and the tasks it starts; set by whoever wants to know (bench/ack.py, tests).
+TALLY: contextvars.ContextVar[Transactions | None] = contextvars.ContextVar("signoff_transactions", default=None)
+
+
+def _count(process: Transactions, *, write: bool) -> None:
+    tally = TALLY.get()
+    for t in (process, tally) if tally is not None else (process,):
+        if write:
+            t.writes += 1
+        else:
+            t.reads += 1
 
 
 @asynccontextmanager

@@ -8,12 +8,13 @@ appends to the audit trail, which has no update or delete path.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -32,6 +33,17 @@ from store.models import (
     Reading,
     Watch,
 )
+
+@dataclass
+class Claim:
+    """Work a transaction makes for this process to do at once (its card re-rendered, its
+    notices posted), leased to it until ``until`` so that the sweeps leave it alone; if the
+    process dies first, the sweeps take it over when the lease ends. ``notices`` collects
+    the notices the transaction owed, leased so."""
+
+    until: datetime
+    notices: list[int] = field(default_factory=list)
+
 
 # ---- actions ----------------------------------------------------------------------------
 
@@ -197,11 +209,13 @@ async def adopt_upstream(
     return True
 
 
-async def _card_dirty(session: AsyncSession, *, action_id: int, version: int) -> None:
-    """The action changed to ``version``: its card must be re-rendered."""
-    await session.exec(
-        sa.update(Card).where(col(Card.action_id) == action_id).values(dirty=True, wanted_version=version)
-    )
+async def _card_dirty(session: AsyncSession, *, action_id: int, version: int, claim: Claim | None = None) -> None:
+    """The action changed to ``version``: its card must be re-rendered (by this process at
+    once, under a ``claim``; else by the card sync)."""
+    values: dict[str, Any] = {"dirty": True, "wanted_version": version}
+    if claim is not None:
+        values["lease_until"] = claim.until
+    await session.exec(sa.update(Card).where(col(Card.action_id) == action_id).values(**values))
 
 
 # ---- decisions --------------------------------------------------------------------------
@@ -220,10 +234,15 @@ async def begin_decision(
     notify_channel: str | None,
     now: datetime,
     option: Option | None = None,
-) -> Decision | None:
+    actor_identifier: str | None = None,
+    claim: Claim | None = None,
+) -> Begun | None:
     """Compare-and-set the action from one of ``allowed_from`` into ``in_flight``, append the
     decision and queue its upstream call, all in the caller's transaction. Returns None when
-    the action is not in such a state (someone else decided first)."""
+    the action is not in such a state (someone else decided first).
+
+    Under a ``claim`` the outbox entry (and the card) are leased to this process, which
+    delivers it at once; ``actor_identifier``, where already known, is stored with it."""
     action = await get_action(session, action_id=action_id, lock=True)
     if action is None or Status(action.status) not in allowed_from:
         return None
@@ -235,21 +254,34 @@ async def begin_decision(
     )
     if result.rowcount != 1:
         return None
-    await _card_dirty(session, action_id=action_id, version=version)
+    await _card_dirty(session, action_id=action_id, version=version, claim=claim)
     decision = await append_audit(
         session, action_id=action_id, event=AuditEvent.REQUESTED, op=op, actor=actor, note=note,
         from_status=before, to_status=in_flight.value, now=now, option=option.label if option else None,
     )
     assert decision.id is not None
-    session.add(
-        Outbox(
-            action_id=action_id, decision_id=decision.id, op=op.value, actor=actor, note=note,
-            idempotency_key=idempotency_key, state=OutboxState.PENDING.value,
-            next_attempt_at=now, notify_channel=notify_channel, created_at=now,
-            option_key=option.key if option else None, option_label=option.label if option else None,
-        )
+    outbox = Outbox(
+        action_id=action_id, decision_id=decision.id, op=op.value, actor=actor, note=note,
+        idempotency_key=idempotency_key, state=OutboxState.PENDING.value,
+        next_attempt_at=now, notify_channel=notify_channel, created_at=now,
+        option_key=option.key if option else None, option_label=option.label if option else None,
+        actor_identifier=actor_identifier, lease_until=claim.until if claim is not None else None,
     )
-    return decision
+    session.add(outbox)
+    await session.flush()
+    # The row as the UPDATE left it, without marking the object changed (no second UPDATE).
+    for key, value in (("status", in_flight.value), ("version", version), ("last_error", None), ("updated_at", now)):
+        set_committed_value(action, key, value)
+    return Begun(decision, outbox, action)
+
+
+@dataclass(frozen=True)
+class Begun:
+    """A decision recorded: its audit entry, its outbox entry, and the action as it now is."""
+
+    decision: Decision
+    outbox: Outbox
+    action: Action
 
 
 async def retry_failed(
@@ -457,7 +489,7 @@ async def _settle(
 
 async def _moved(
     session: AsyncSession, *, outbox: Outbox, action: Action, status: str, error: str | None,
-    event: AuditEvent, actor: str, note: str | None, now: datetime,
+    event: AuditEvent, actor: str, note: str | None, now: datetime, claim: Claim | None = None,
 ) -> Action:
     """Put the action in ``status`` and append the audit entry saying why."""
     before = action.status
@@ -466,17 +498,18 @@ async def _moved(
     action.version += 1
     action.updated_at = now
     session.add_all([outbox, action])
-    await _card_dirty(session, action_id=action.id or 0, version=action.version)
+    await _card_dirty(session, action_id=action.id or 0, version=action.version, claim=claim)
     entry = await append_audit(
         session, action_id=action.id or 0, event=event, op=Op(outbox.op), actor=actor, note=note,
         from_status=before, to_status=status, now=now, option=outbox.option_label,
     )
-    await _status_notice(session, decision=entry, now=now, error=error)
+    await _status_notice(session, decision=entry, now=now, error=error, claim=claim)
     return action
 
 
 async def outbox_delivered(
-    session: AsyncSession, *, outbox_id: int, upstream: UpstreamAction | None, outcome: Status, now: datetime
+    session: AsyncSession, *, outbox_id: int, upstream: UpstreamAction | None, outcome: Status, now: datetime,
+    claim: Claim | None = None,
 ) -> Action | None:
     """The upstream acted on the decision: land the action in ``outcome`` (the decision's),
     or in the state the upstream reports, where it reports one."""
@@ -493,12 +526,12 @@ async def outbox_delivered(
             action.options = [o.to_json() for o in upstream.options]
     return await _moved(
         session, outbox=outbox, action=action, status=outcome.value, error=None,
-        event=AuditEvent.CONFIRMED, actor=outbox.actor, note=outbox.note, now=now,
+        event=AuditEvent.CONFIRMED, actor=outbox.actor, note=outbox.note, now=now, claim=claim,
     )
 
 
 async def outbox_conflict(
-    session: AsyncSession, *, outbox_id: int, upstream: UpstreamAction, now: datetime
+    session: AsyncSession, *, outbox_id: int, upstream: UpstreamAction, now: datetime, claim: Claim | None = None
 ) -> Action | None:
     """The upstream refused (409) and shows another state: adopt it; the decision is moot."""
     error = f"conflict: upstream shows {upstream.status.value}"
@@ -510,7 +543,7 @@ async def outbox_conflict(
         setattr(action, key, value)
     return await _moved(
         session, outbox=outbox, action=action, status=upstream.status.value, error=None,
-        event=AuditEvent.CONFLICT, actor="upstream", note=upstream.decided_by, now=now,
+        event=AuditEvent.CONFLICT, actor="upstream", note=upstream.decided_by, now=now, claim=claim,
     )
 
 
@@ -538,7 +571,9 @@ async def outbox_retry_later(
     )
 
 
-async def outbox_failed(session: AsyncSession, *, outbox_id: int, error: str, now: datetime) -> Action | None:
+async def outbox_failed(
+    session: AsyncSession, *, outbox_id: int, error: str, now: datetime, claim: Claim | None = None
+) -> Action | None:
     """The upstream call failed for good: put the action back where the decision found it,
     with the error on the card and a Retry offered."""
     settled = await _settle(session, outbox_id=outbox_id, state=OutboxState.FAILED, error=error, now=now)
@@ -552,7 +587,7 @@ async def outbox_failed(session: AsyncSession, *, outbox_id: int, error: str, no
         status = decision.from_status
     return await _moved(
         session, outbox=outbox, action=action, status=status, error=error,
-        event=AuditEvent.FAILED, actor="signoff", note=error, now=now,
+        event=AuditEvent.FAILED, actor="signoff", note=error, now=now, claim=claim,
     )
 
 
@@ -642,11 +677,13 @@ async def card_for_action(session: AsyncSession, *, action_id: int) -> Card | No
     return (await session.exec(select(Card).where(Card.action_id == action_id))).first()
 
 
-async def _status_notice(session: AsyncSession, *, decision: Decision, now: datetime, error: str | None = None) -> None:
+async def _status_notice(
+    session: AsyncSession, *, decision: Decision, now: datetime, error: str | None = None, claim: Claim | None = None
+) -> None:
     """Tell the card's thread about a state change that landed (never a request in flight)."""
     assert decision.id is not None
     await add_notice(
-        session, action_id=decision.action_id, key=f"audit:{decision.id}", kind="status", now=now,
+        session, action_id=decision.action_id, key=f"audit:{decision.id}", kind="status", now=now, claim=claim,
         payload={
             "event": decision.event, "op": decision.op, "actor": decision.actor, "note": decision.note,
             "from_status": decision.from_status, "to_status": decision.to_status, "error": error,
@@ -659,18 +696,23 @@ async def _status_notice(session: AsyncSession, *, decision: Decision, now: date
 
 async def add_notice(
     session: AsyncSession, *, action_id: int, key: str, kind: str, payload: dict[str, Any], now: datetime,
-    broadcast: bool = False, channel: str | None = None,
+    broadcast: bool = False, channel: str | None = None, claim: Claim | None = None,
 ) -> bool:
     """Owe a message in the action's card thread (or at the top of ``channel``), once per
-    ``key``; False if already owed."""
+    ``key``; False if already owed. Under a ``claim`` it is leased to this process, which
+    posts it at once (counted as a first attempt: a later sweep looks before posting again)."""
     dialect = session.get_bind().dialect.name
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Notice)
     stmt = insert.values(
         action_id=action_id, key=key, kind=kind, payload=payload, broadcast=broadcast, channel=channel,
-        state=NoticeState.PENDING.value, attempts=0, next_attempt_at=now, created_at=now,
+        state=NoticeState.PENDING.value, attempts=1 if claim is not None else 0, next_attempt_at=now, created_at=now,
+        lease_until=claim.until if claim is not None else None,
     ).on_conflict_do_nothing(index_elements=["key"])
     result = await session.exec(stmt.returning(col(Notice.id)))
-    return result.scalar_one_or_none() is not None
+    notice_id = result.scalar_one_or_none()
+    if notice_id is not None and claim is not None:
+        claim.notices.append(notice_id)
+    return notice_id is not None
 
 
 async def claim_notices(
@@ -701,6 +743,27 @@ async def claim_notices(
             notice.state = NoticeState.POSTING.value
         session.add(notice)
     return rows
+
+
+async def notices_by_id(session: AsyncSession, *, notice_ids: Sequence[int]) -> list[Notice]:
+    """The given notices still owed (not posted or given up), oldest first."""
+    if not notice_ids:
+        return []
+    stmt = select(Notice).where(
+        col(Notice.id).in_(list(notice_ids)),
+        col(Notice.state).in_([NoticeState.PENDING.value, NoticeState.POSTING.value]),
+    ).order_by(col(Notice.id))
+    return list((await session.exec(stmt)).all())
+
+
+async def release_claim(session: AsyncSession, *, card_id: int | None, notice_ids: Sequence[int]) -> None:
+    """Hand work claimed for this process back to the sweeps, now."""
+    if card_id is not None:
+        await session.exec(sa.update(Card).where(col(Card.id) == card_id).values(lease_until=None))
+    if notice_ids:
+        await session.exec(
+            sa.update(Notice).where(col(Notice.id).in_(list(notice_ids))).values(lease_until=None)
+        )
 
 
 async def notice_posted(session: AsyncSession, *, notice_id: int, ts: str, now: datetime) -> None:

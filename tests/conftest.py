@@ -153,6 +153,7 @@ class Harness:
         """Run one of the bot's scheduled jobs now and wait until it is done."""
         bot = bot or self.bot
         assert bot is not None
+        await bot.settle_live()  # what this process does at once (deliveries, card updates) first
         job = bot.jobs[name]
         await job.wait_idle()
         await job.run()

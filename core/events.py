@@ -1,0 +1,53 @@
+"""Change events in process: what the core tells the rest of this process once a change is
+committed, so that the work it causes starts at once instead of waiting for a sweep.
+
+- ``decided``: a decision was recorded and its outbox entry leased to this process: deliver it.
+- ``changed``: actions changed under a claim leased to this process: re-render their cards
+  and post the notices the change owed (``notice_ids``).
+
+Handlers run synchronously and must only schedule work (start a task). The database stays the
+record: leases make the claimed work this process's for a while, and if it dies first the
+sweeps (``deliver_outbox``, the card and notice jobs) take the work over when they end. The
+database is never used to pass these events between jobs of one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from store.models import Action, Outbox
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Changed:
+    action_id: int
+    notice_ids: tuple[int, ...] = ()
+
+
+Decided = Callable[[Outbox, Action], None]
+OnChanged = Callable[[Sequence[Changed]], None]
+
+
+class Events:
+    def __init__(self) -> None:
+        self._decided: list[Decided] = []
+        self._changed: list[OnChanged] = []
+
+    def on_decided(self, handler: Decided) -> None:
+        self._decided.append(handler)
+
+    def on_changed(self, handler: OnChanged) -> None:
+        self._changed.append(handler)
+
+    def decided(self, entry: Outbox, action: Action) -> None:
+        for handler in self._decided:
+            handler(entry, action)
+
+    def changed(self, changes: Sequence[Changed]) -> None:
+        if changes:
+            for handler in self._changed:
+                handler(changes)
