@@ -179,7 +179,7 @@ async def _record(ctx: WatchContext, watch: Watch, action: Action, result: queri
             return
         saved, transition = written
         if transition == "tripped":
-            auto = ctx.policy.auto_rollback_for(action.type)
+            auto = ctx.policy.auto_rollback_for(action.type, action.risk)
             if auto:
                 decision = await queries.begin_decision(
                     session, action_id=action.id, op=Op.ROLLBACK, actor=SIGNOFF_ACTOR,
