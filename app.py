@@ -20,16 +20,16 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import home, jobs, listeners, reminders, watch
 from bot.auth import ApproverCheck
 from bot.command_service import CommandService
 from bot.jobs import JobContext, RetryPolicy
-from bot.service import Clock, DecisionService, utc_now
 from bot.reminders import ReminderContext
+from bot.service import Clock, DecisionService, utc_now
 from bot.watch import WatchContext
 from bot.web import slack_events
 from policy import Policy, PolicyError, Timings, load_policy

@@ -233,7 +233,7 @@ class HomeService:
                 return False
             # Publishing the same content again would be refused again: wait for a change.
             log.error("Slack refused the Home of %s: %s", viewer.user_id, error)
-        except (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, SlackClientError, aiohttp.ClientError) as e:
             log.warning("could not reach Slack to publish the Home of %s (%s)", viewer.user_id, type(e).__name__)
             return False
         async with self._db.write() as session:
@@ -258,7 +258,7 @@ class HomeService:
             await self.publish(user_id, previous=previous)
         except DBAPIError as e:
             log.error("store unavailable while publishing the Home of %s: %s", user_id, type(e).__name__)
-        except (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, SlackClientError, aiohttp.ClientError) as e:
             log.warning("could not check %s for their Home (%s)", user_id, type(e).__name__)
 
     async def refresh(self) -> int:
@@ -278,7 +278,7 @@ class HomeService:
             async with limit:
                 try:
                     viewer = await self._viewer(row.user_id, shared, decisions.get(row.user_id, ()))
-                except (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+                except (TimeoutError, SlackClientError, aiohttp.ClientError) as e:
                     # Not the approver check's own failures (those are a verdict): Slack unreachable.
                     log.warning("could not check %s for their Home (%s)", row.user_id, type(e).__name__)
                     return

@@ -19,9 +19,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.auth import ApproverCheck, Verdict, names_requester
+from bot.render import CardView, DecisionView, WatchView
 from policy import Policy
 from settings import Approvers
-from bot.render import CardView, DecisionView, WatchView
 from sources.base import TRANSITIONS, Capabilities, Op, Status
 from store import queries
 from store.db import Database
