@@ -154,7 +154,7 @@ class HomeService:
         return Shared(
             ready=ready, ready_total=ready_total, watched=watched, watched_total=watched_total,
             ready_digest=_digest(ready, ready_total), watched_digest=_digest(watched, watched_total),
-            requested_by=tuple((r.id, r.requested_by.strip()) for r in ready_rows if (r.requested_by or "").strip()),
+            requested_by=tuple((r.id, (r.requested_by or "").strip()) for r in ready_rows if (r.requested_by or "").strip()),
         )
 
     async def _decisions(self, user_ids: Sequence[str]) -> dict[str, tuple[DecisionItem, ...]]:
