@@ -20,16 +20,16 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from api import intake
 from bot import home, jobs, listeners
 from bot.auth import ApproverCheck
 from bot.cards import CardReader
 from bot.command_service import CommandService
 from bot.jobs import CardUpdater, JobContext, SlackNotifier
-from api import intake
 from bot.web import AckPaths, slack_events
 from core import ingest, reminders, watch
 from core.clock import Clock, utc_now

@@ -165,7 +165,7 @@ def load_policy(path: str | None, *, auto_rollback: bool, defaults: Timings | No
     """The policy from ``path`` (an error if given and missing), else from ``signoff.toml``
     in the working directory if there is one, else the settings alone."""
     explicit = path is not None
-    file = Path(path if explicit else DEFAULT_PATH)
+    file = Path(path if path is not None else DEFAULT_PATH)
     if not file.exists():
         if explicit:
             raise PolicyError(f"SIGNOFF_CONFIG names {file}, which does not exist")

@@ -7,14 +7,14 @@ hands each part the values it needs.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import time
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.clock import QuietHours
 from core.people import Approvers
 
 _APPROVER = re.compile(r"^[UWS][A-Z0-9]{2,}$")
@@ -181,21 +181,6 @@ class Settings(BaseSettings):
             return None
         start, end = quiet_window(self.quiet_hours)
         return QuietHours(start, end, ZoneInfo(self.quiet_hours_timezone))
-
-
-@dataclass(frozen=True)
-class QuietHours:
-    """A daily window (possibly across midnight) in which no reminders are posted."""
-
-    start: time
-    end: time
-    zone: ZoneInfo
-
-    def contains(self, at: datetime) -> bool:
-        local = at.astimezone(self.zone).time()
-        if self.start <= self.end:
-            return self.start <= local < self.end
-        return local >= self.start or local < self.end
 
 
 def quiet_window(text: str) -> tuple[time, time]:

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from bot.cards import CardReader
 from bot.commands import PAGE_SIZE, Ref
 from bot.render import CardView
 from bot.render_commands import ActionLine, AuditLine, ListView, StatsView
-from bot.cards import CardReader
 from core.clock import Clock, utc_now
 from core.decide import DecisionService, Outcome, Result
 from sources.base import Op, Status

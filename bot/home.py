@@ -34,8 +34,8 @@ from bot.auth import ApproverCheck, Verdict, names_requester
 from bot.render import WatchView
 from bot.render_home import Access, DecisionItem, HomeView, ReadyItem, WatchedItem, WatchLine
 from core.clock import Clock, utc_now
-from settings import Approvers
 from core.lifecycle import options_for, stored_options
+from core.people import ApproversFor
 from sources.base import Capabilities, Status
 from store import home as store
 from store.db import Database
@@ -133,7 +133,7 @@ class HomeService:
         clock: Clock = utc_now,
         window: timedelta = HOME_WINDOW,
         publishes_at_once: int = 4,
-        approvers_for: Callable[[str, str | None], Approvers] | None = None,
+        approvers_for: ApproversFor | None = None,
     ) -> None:
         self._approvers_for = approvers_for
         self._db = db
@@ -156,7 +156,7 @@ class HomeService:
         return Shared(
             ready=ready, ready_total=ready_total, watched=watched, watched_total=watched_total,
             ready_digest=_digest(ready, ready_total), watched_digest=_digest(watched, watched_total),
-            requested_by=tuple((r.id, r.requested_by.strip()) for r in ready_rows if (r.requested_by or "").strip()),
+            requested_by=tuple((r.id, (r.requested_by or "").strip()) for r in ready_rows if (r.requested_by or "").strip()),
         )
 
     async def _decisions(self, user_ids: Sequence[str]) -> dict[str, tuple[DecisionItem, ...]]:
@@ -234,7 +234,7 @@ class HomeService:
                 return False
             # Publishing the same content again would be refused again: wait for a change.
             log.error("Slack refused the Home of %s: %s", viewer.user_id, error)
-        except (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, SlackClientError, aiohttp.ClientError) as e:
             log.warning("could not reach Slack to publish the Home of %s (%s)", viewer.user_id, type(e).__name__)
             return False
         async with self._db.write() as session:
@@ -259,7 +259,7 @@ class HomeService:
             await self.publish(user_id, previous=previous)
         except DBAPIError as e:
             log.error("store unavailable while publishing the Home of %s: %s", user_id, type(e).__name__)
-        except (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, SlackClientError, aiohttp.ClientError) as e:
             log.warning("could not check %s for their Home (%s)", user_id, type(e).__name__)
 
     async def refresh(self) -> int:
@@ -279,7 +279,7 @@ class HomeService:
             async with limit:
                 try:
                     viewer = await self._viewer(row.user_id, shared, decisions.get(row.user_id, ()))
-                except (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+                except (TimeoutError, SlackClientError, aiohttp.ClientError) as e:
                     # Not the approver check's own failures (those are a verdict): Slack unreachable.
                     log.warning("could not check %s for their Home (%s)", row.user_id, type(e).__name__)
                     return

@@ -320,7 +320,7 @@ class CardUpdater:
         notice_ids = self._waiting.pop(action_id, set())
         try:
             await self._update(action_id, sorted(notice_ids))
-        except (SQLAlchemyError, OSError, asyncio.TimeoutError, aiohttp.ClientError, SlackClientError) as e:
+        except (TimeoutError, SQLAlchemyError, OSError, aiohttp.ClientError, SlackClientError) as e:
             # The store or Slack could not be reached: the leases end and the sweeps retry.
             log.warning("card of action %s not updated now (%s); the card sync will", action_id, type(e).__name__)
 

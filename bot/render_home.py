@@ -20,7 +20,6 @@ from typing import Any
 from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
-    ButtonElement,
     ContextBlock,
     DividerBlock,
     HeaderBlock,
@@ -29,7 +28,6 @@ from slack_sdk.models.views import View
 
 from bot import render
 from bot.render import (
-    MAX_BUTTON,
     MAX_TEXT,
     WatchView,
     esc_clip,

@@ -1,7 +1,7 @@
 """Pure renderers for the messages Signoff posts in a card's thread: status changes, tripped
 rollback conditions, recoveries and windows that ended.
 
-A notice's ``payload`` is what ``store.queries``/``bot.watch`` recorded when it was owed
+A notice's ``payload`` is what ``store.queries``/``core.watch`` recorded when it was owed
 (plain JSON values); everything in it that came from outside is escaped and cut as on cards.
 """
 
@@ -21,11 +21,11 @@ from bot.render import (
     _NOTE_IN_LINE,
     _OP_NOUN,
     _STATUS_BADGES,
-    CardView,
     MAX_BLOCKS,
     MAX_BUTTON,
     MAX_CONFIRM_TEXT,
     MAX_TEXT,
+    CardView,
     _mrkdwn,
     _number,
     _one_line,
@@ -40,7 +40,6 @@ from bot.render import (
     who,
 )
 from sources.base import Op, Status
-
 
 _MENTION = re.compile(r"<@[UW][A-Z0-9]{1,20}>|<!subteam\^S[A-Z0-9]{1,20}>")
 _ID = re.compile(r"[CG][A-Z0-9]{1,20}")
@@ -145,7 +144,7 @@ def reminder_text(payload: dict[str, Any]) -> str:
 
 def escalation_text(payload: dict[str, Any]) -> str:
     where = ""
-    channel, ts = payload.get("card_channel"), payload.get("card_ts")
+    channel = payload.get("card_channel")
     if isinstance(channel, str) and _ID.fullmatch(channel):
         where = f" in <#{channel}>"
     return f"📣 *Escalated:* waiting {_waited(payload)} for a decision{where}. {_mentions(payload)}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from core.clock import Clock, utc_now
 from core.events import Changed, Events
 from core.lifecycle import TRANSITIONS, find_option, options_for, stored_options, transition_for
-from core.people import Approvers, Directory, Verdict, names_requester
+from core.people import Approvers, ApproversFor, Directory, Verdict, names_requester
 from policy import Policy
 from sources.base import Capabilities, Op, Option, Status
 from store import queries
@@ -32,7 +32,6 @@ __all__ = ["Clock", "utc_now", "DecisionService", "Outcome", "Result"]
 
 CONFIRMATION_WORD = "approve"  # what to type to approve despite failed guardrails, where a route asks
 log = logging.getLogger(__name__)
-ApproversFor = Callable[..., Approvers]  # (type, risk, *, source) -> who may decide
 
 
 class Result(enum.Enum):

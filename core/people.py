@@ -39,6 +39,12 @@ def names_requester(requester: str | None, user_id: str, email: str | None) -> b
     return "@" in requester and email is not None and email.casefold() == requester.casefold()
 
 
+class ApproversFor(Protocol):
+    """Who may decide an action: its route's approvers, else the default ones."""
+
+    def __call__(self, action_type: str, risk: str | None, *, source: str | None = None) -> Approvers: ...
+
+
 class Directory(Protocol):
     """Who people are, as the core asks it."""
 

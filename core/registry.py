@@ -65,10 +65,10 @@ class SourceRegistry:
         return entry.source.capabilities if entry is not None else NO_CAPABILITIES
 
     def polling(self) -> list[PollingSource]:
-        return [e.source for e in self._entries.values() if is_polling(e.source)]  # type: ignore[misc]
+        return [e.source for e in self._entries.values() if is_polling(e.source)]
 
     def pushing(self) -> list[PushSource]:
-        return [e.source for e in self._entries.values() if is_push(e.source)]  # type: ignore[misc]
+        return [e.source for e in self._entries.values() if is_push(e.source)]
 
     @property
     def outbox_lease(self) -> timedelta:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core import rules
-from core.clock import Clock, utc_now
+from core.clock import Clock, QuietHours, utc_now
+from core.people import Approvers, ApproversFor
 from policy import Policy
-from settings import Approvers, QuietHours
 from store import queries
 from store.db import Database
 from store.models import Action, Card
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class ReminderContext:
     db: Database
     policy: Policy
-    approvers_for: Callable[[str, str | None], Approvers]  # an action's type and risk -> who may decide
+    approvers_for: ApproversFor  # an action's type and risk -> who may decide
     quiet: QuietHours | None = None
     clock: Clock = utc_now
     kick_notices: Callable[[], None] = lambda: None

@@ -26,9 +26,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core import rules
 from core.clock import Clock, utc_now
-from policy import Policy
 from core.lifecycle import TRANSITIONS
 from core.registry import NO_CAPABILITIES
+from policy import Policy
 from sources.base import Capabilities, Op, Status
 from sources.metrics import MetricNotFound, MetricsError, MetricsProvider, Observation
 from store import queries

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 
 class Status(str, enum.Enum):
@@ -285,9 +285,9 @@ class PushSource(ActionSource, Protocol):
         ...
 
 
-def is_polling(source: ActionSource) -> bool:
+def is_polling(source: ActionSource) -> TypeGuard[PollingSource]:
     return callable(getattr(source, "list_actions", None))
 
 
-def is_push(source: ActionSource) -> bool:
+def is_push(source: ActionSource) -> TypeGuard[PushSource]:
     return callable(getattr(source, "intake", None))

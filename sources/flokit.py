@@ -14,7 +14,6 @@ simple and predictable, and the poll tries the page again on its next round.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from datetime import datetime, timezone
@@ -31,8 +30,8 @@ from sources.base import (
     ConflictError,
     DecisionRequest,
     Guardrail,
-    Landed,
     Impact,
+    Landed,
     NotFoundError,
     Op,
     Page,
@@ -335,7 +334,7 @@ class FloKitSource:
             ) as resp:
                 status = resp.status
                 body = await resp.read()
-        except asyncio.TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
+        except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
             raise TransientError(f"FloKit {where}: timed out") from exc
         except aiohttp.InvalidURL as exc:
             raise PermanentError(f"FloKit {where}: invalid URL") from exc

@@ -39,7 +39,6 @@ What a 200 must hold (extra fields are ignored):
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -192,7 +191,7 @@ class HttpMetrics:
             ) as resp:
                 status = resp.status
                 body = await self._read(resp, where) if 200 <= status < 300 else b""
-        except asyncio.TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
+        except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
             raise MetricsUnavailable(f"{where}: timed out") from exc
         except aiohttp.InvalidURL as exc:
             raise MetricsBadResponse(f"{where}: invalid URL") from exc

@@ -42,8 +42,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from store import inline_sqlite
-from store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from store import (
+    inline_sqlite,
+    models,  # noqa: F401  (registers the tables on SQLModel.metadata)
+)
 
 log = logging.getLogger("signoff.store")
 

@@ -88,7 +88,7 @@ class HomeRow:
 async def ready_queue(session: AsyncSession, *, limit: int) -> tuple[list[ReadyRow], int]:
     """The newest ``limit`` ready actions (newest first), and how many are ready in all."""
     rows = await session.exec(
-        select(
+        select(  # type: ignore[call-overload, misc]  # sqlmodel's select() is typed for at most 4 columns
             Action.id, Action.version, Action.source, Action.external_id, Action.type, Action.title,
             Action.requested_by, Action.upstream_created_at, Action.expected_impact, Action.guardrail_checks,
             Action.risk, Action.options,
@@ -97,13 +97,13 @@ async def ready_queue(session: AsyncSession, *, limit: int) -> tuple[list[ReadyR
         .order_by(col(Action.id).desc())
         .limit(limit)
     )
-    page = [ReadyRow(*row) for row in rows]  # type: ignore[misc]
+    page = [ReadyRow(*row) for row in rows]
     if len(page) < limit:
         return page, len(page)
     total = (await session.exec(
         select(sa.func.count()).select_from(Action).where(Action.status == Status.READY.value)
     )).one()
-    return page, int(total)  # type: ignore[arg-type]
+    return page, int(total)
 
 
 def _under_watch() -> Any:
@@ -119,7 +119,7 @@ async def watched_actions(session: AsyncSession, *, limit: int) -> tuple[list[Wa
     tripped = sa.exists().where(col(Watch.action_id) == col(Action.id), col(Watch.active), col(Watch.tripped))
     where = (col(Action.status).in_([s.value for s in WATCHED]), _under_watch())
     actions = list(await session.exec(
-        select(Action.id, Action.version, Action.source, Action.title, Action.status)
+        select(Action.id, Action.version, Action.source, Action.title, Action.status)  # type: ignore[call-overload]  # sqlmodel's select() is typed for at most 4 columns
         .where(*where)
         .order_by(sa.case((tripped, 0), else_=1), col(Action.id).desc())
         .limit(limit)
@@ -139,12 +139,12 @@ async def watched_actions(session: AsyncSession, *, limit: int) -> tuple[list[Wa
         )
     page = [
         WatchedRow(id=aid, version=version, source=source, title=title, status=status, watches=tuple(watches[aid]))
-        for aid, version, source, title, status in actions  # type: ignore[misc]
+        for aid, version, source, title, status in actions
     ]
     if len(page) < limit:
         return page, len(page)
     total = (await session.exec(select(sa.func.count()).select_from(Action).where(*where))).one()
-    return page, int(total)  # type: ignore[arg-type]
+    return page, int(total)
 
 
 async def recent_decisions(
@@ -158,7 +158,7 @@ async def recent_decisions(
         chunk = users[start : start + _CHUNK]
         rank = sa.func.row_number().over(partition_by=col(Decision.actor), order_by=col(Decision.id).desc())
         ranked = (
-            select(
+            select(  # type: ignore[call-overload]  # sqlmodel's select() is typed for at most 4 columns
                 col(Decision.id).label("id"), col(Decision.actor).label("actor"),
                 col(Decision.action_id).label("action_id"), col(Decision.op).label("op"),
                 col(Decision.note).label("note"), col(Decision.at).label("at"), rank.label("rank"),
@@ -167,7 +167,7 @@ async def recent_decisions(
             .subquery()
         )
         rows = await session.exec(
-            select(
+            select(  # type: ignore[call-overload]  # sqlmodel's select() is typed for at most 4 columns
                 ranked.c.id, ranked.c.actor, ranked.c.action_id, ranked.c.op, ranked.c.note, ranked.c.at,
                 Action.title, Action.source, Action.status,
             )
@@ -176,7 +176,7 @@ async def recent_decisions(
             .order_by(ranked.c.actor, ranked.c.id.desc())
         )
         for row in rows:
-            decision = DecisionRow(*row)  # type: ignore[misc]
+            decision = DecisionRow(*row)
             out[decision.actor].append(decision)
     return out
 
@@ -200,7 +200,7 @@ async def recent_homes(session: AsyncSession, *, since: datetime) -> Sequence[Ho
     rows = await session.exec(
         select(Home.user_id, Home.fingerprint).where(col(Home.opened_at) >= since).order_by(col(Home.user_id))
     )
-    return [HomeRow(user_id, fingerprint) for user_id, fingerprint in rows]  # type: ignore[misc]
+    return [HomeRow(user_id, fingerprint) for user_id, fingerprint in rows]
 
 
 async def save_fingerprint(

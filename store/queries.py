@@ -34,6 +34,7 @@ from store.models import (
     Watch,
 )
 
+
 @dataclass
 class Claim:
     """Work a transaction makes for this process to do at once (its card re-rendered, its
@@ -455,7 +456,7 @@ async def claim_outbox(
 
 async def next_outbox_due(session: AsyncSession) -> datetime | None:
     stmt = select(sa.func.min(Outbox.next_attempt_at)).where(Outbox.state == OutboxState.PENDING.value)
-    return (await session.exec(stmt)).first()  # type: ignore[return-value]
+    return (await session.exec(stmt)).first()
 
 
 async def get_outbox(session: AsyncSession, *, outbox_id: int) -> Outbox | None:
@@ -613,7 +614,7 @@ async def claim_cards(
         .where(_card_due(now))
         .order_by(col(Card.id))
         .limit(limit)
-        .with_for_update(of=Card, skip_locked=True)  # type: ignore[arg-type]
+        .with_for_update(of=Card, skip_locked=True)
     )
     rows = [(card, action) for card, action in (await session.exec(stmt)).all()]
     for card, _action in rows:
@@ -733,7 +734,7 @@ async def claim_notices(
         )
         .order_by(col(Notice.id))
         .limit(limit)
-        .with_for_update(of=Notice, skip_locked=True)  # type: ignore[arg-type]
+        .with_for_update(of=Notice, skip_locked=True)
     )
     rows = [(notice, card, str(ts)) for notice, card, ts in (await session.exec(stmt)).all()]
     for notice, _card, _ts in rows:
@@ -943,7 +944,7 @@ async def claim_watches(
         )
         .order_by(col(Watch.next_check_at), col(Watch.id))
         .limit(limit)
-        .with_for_update(of=Watch, skip_locked=True)  # type: ignore[arg-type]
+        .with_for_update(of=Watch, skip_locked=True)
     )
     rows = [(watch, action) for watch, action in (await session.exec(stmt)).all()]
     for watch, _action in rows:

@@ -93,7 +93,7 @@ async def count_by_status(session: AsyncSession, *, status: str) -> int:
 async def actions_by_status(session: AsyncSession, *, status: str, offset: int, limit: int) -> list[ActionRow]:
     """One page of the actions in ``status``, newest first (the most recently discovered)."""
     stmt = (
-        select(
+        select(  # type: ignore[call-overload]  # sqlmodel's select() is typed for at most 4 columns
             Action.id, Action.source, Action.external_id, Action.type, Action.title, Action.status,
             Action.upstream_created_at, Action.first_seen_at, Card.channel, Card.ts,
         )
@@ -104,7 +104,7 @@ async def actions_by_status(session: AsyncSession, *, status: str, offset: int, 
         .offset(offset)
         .limit(limit)
     )
-    return [ActionRow(*row) for row in (await session.exec(stmt)).all()]  # type: ignore[arg-type]
+    return [ActionRow(*row) for row in (await session.exec(stmt)).all()]
 
 
 async def card_of(session: AsyncSession, *, action_id: int) -> tuple[str, str] | None:
@@ -134,7 +134,7 @@ async def confirmed_counts(session: AsyncSession, *, since: datetime) -> list[De
         .where(Decision.event == AuditEvent.CONFIRMED.value, col(Decision.at) >= since, col(Decision.op).is_not(None))
         .group_by(col(Decision.actor), col(Decision.op))
     )
-    return [DecisionCount(actor, op, int(n)) for actor, op, n in (await session.exec(stmt)).all()]  # type: ignore[misc]
+    return [DecisionCount(actor, op, int(n)) for actor, op, n in (await session.exec(stmt)).all() if op is not None]
 
 
 async def decision_times(session: AsyncSession, *, since: datetime, limit: int) -> list[DecisionTime]:

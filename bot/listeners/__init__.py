@@ -7,7 +7,9 @@ from slack_bolt.async_app import AsyncApp
 from bot.cards import CardReader
 from bot.command_service import CommandService
 from bot.home import HomeService
-from bot.listeners import actions, commands as slash, events, home as home_tab, views
+from bot.listeners import actions, events, views
+from bot.listeners import commands as slash
+from bot.listeners import home as home_tab
 from core.decide import DecisionService
 
 

@@ -4,9 +4,8 @@ which action a card shows and the approver list says who may decide."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
+from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError

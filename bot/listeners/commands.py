@@ -22,9 +22,9 @@ from sqlalchemy.exc import DBAPIError
 
 from bot import commands as cmd
 from bot import render_commands as render
+from bot.cards import decision_view
 from bot.command_service import CardPlace, CommandService, Lookup, action_line
 from bot.listeners.common import refusal_text
-from bot.cards import decision_view
 from core.decide import Outcome, Result
 from sources.base import Op
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.config
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import context
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlmodel import SQLModel
 
 from store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -31,8 +33,10 @@ target_metadata = SQLModel.metadata
 log = logging.getLogger("signoff.store")
 
 
-def _applied(*, step: Any, **_kwargs: Any) -> None:
-    log.info("%s revision %s: %s", "applied" if step.is_upgrade else "reverted", step.up_revision_id, step.up_revision.doc)
+def _applied(ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]) -> None:
+    # up_revision is typed as a Revision; it is the migration's Script, which has the doc.
+    doc = getattr(step.up_revision, "doc", None)
+    log.info("%s revision %s: %s", "applied" if step.is_upgrade else "reverted", step.up_revision_id, doc)
 
 
 def _configure(**kwargs: Any) -> None:

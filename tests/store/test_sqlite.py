@@ -5,11 +5,13 @@ for it without blocking the loop, for up to the busy timeout."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -134,17 +136,39 @@ async def test_a_migration_waits_for_another_processs_write_lock(tmp_path: Path)
     path = tmp_path / "new.db"
     first = Database(f"sqlite:///{path}")
     await first.ping()  # the file exists, in WAL
+    tries = [0]
+    open_migrator = first._open_migrator
+
+    async def counted(stack: contextlib.AsyncExitStack) -> Any:
+        tries[0] += 1
+        return await open_migrator(stack)
+
+    first._open_migrator = counted  # type: ignore[method-assign]
+    events: list[str] = []
     holder = _other_process(path)
     holder.execute("BEGIN IMMEDIATE")
-    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
-    release.start()
+    migrating = asyncio.ensure_future(first.migrate())
+    migrating.add_done_callback(lambda _: events.append("migrated"))
     try:
-        await first.migrate()
+        # Refused while the other process holds the lock, it tries again (with the loop free)...
+        async with asyncio.timeout(10):
+            while tries[0] < 3:
+                assert not migrating.done(), "the migration ended while another process held the lock"
+                await asyncio.sleep(0.005)
+        assert not migrating.done() and await first.schema_revision() is None
+        events.append("released")
+        holder.execute("COMMIT")
+        # ...and migrates once it is released.
+        await asyncio.wait_for(migrating, timeout=10)
         await first.check_schema()
     finally:
-        release.join()
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
         holder.close()
+        if not migrating.done():
+            migrating.cancel()
         await first.dispose()
+    assert events == ["released", "migrated"]
 
 
 async def test_streamed_results_come_row_by_row(db: Database) -> None:
