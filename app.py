@@ -20,12 +20,14 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import home, jobs, listeners, reminders, watch
 from bot.auth import ApproverCheck
+from bot.health import Health, QuietWhileReported, TrackedSlackClient, TrackedSource, slack_refusal, source_refused
 from bot.command_service import CommandService
 from bot.jobs import JobContext, RetryPolicy
 from bot.service import Clock, DecisionService, utc_now
@@ -34,6 +36,7 @@ from bot.watch import WatchContext
 from bot.web import slack_events
 from policy import Policy, PolicyError, Timings, load_policy
 from settings import Approvers, Settings, describe_errors
+from sources.base import SourceError
 from sources.flokit import FloKitSource
 from sources.metrics import HttpMetrics, MetricsProvider
 from store.db import Database, SchemaError
@@ -57,6 +60,28 @@ def _seconds(value: float | None) -> timedelta | None:
 
 class StartupError(Exception):
     """Signoff cannot start as configured; the message says why."""
+
+
+def _our_loggers() -> list[str]:
+    """Signoff's own loggers (whose per-retry lines about a reported refusal are dropped)."""
+    prefixes = ("bot.", "sources.", "signoff")
+    return [name for name in list(logging.root.manager.loggerDict) if name.startswith(prefixes)]
+
+
+class _NotBoltsTokenWarning(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment itself and, given our client too (built
+    from that same setting), warns that the token "will be unused" on every start. Nothing is
+    unused: the client carries it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("signoff.bolt")
+    if not any(isinstance(f, _NotBoltsTokenWarning) for f in logger.filters):
+        logger.addFilter(_NotBoltsTokenWarning())
+    return logger
 
 
 class Job:
@@ -120,7 +145,9 @@ class Signoff:
             i: Approvers(list(r.approvers)) for i, r in enumerate(self.policy.routes) if r.approvers is not None
         }
         self.db = Database(settings.database_url)
-        self.slack = AsyncWebClient(
+        self.health = Health()  # parts whose credential is refused: /healthz names them
+        self.slack = TrackedSlackClient(
+            health=self.health,
             token=settings.slack_bot_token.get_secret_value(),
             base_url=settings.slack_api_url,
             timeout=SLACK_TIMEOUT_SECONDS,
@@ -137,6 +164,7 @@ class Signoff:
         self._socket_handler: object | None = None
         self.port: int | None = None
         self.jobs: dict[str, Job] = {}
+        self._quiet = QuietWhileReported(self.health)
 
     # ---- building ---------------------------------------------------------------------
 
@@ -152,10 +180,10 @@ class Signoff:
     def _build(self) -> None:
         s = self.settings
         self.http = aiohttp.ClientSession(raise_for_status=False)
-        self.source = FloKitSource(
+        self.source = TrackedSource(FloKitSource(
             self.http, base_url=s.flokit_api_url, api_key=s.flokit_api_key.get_secret_value(),
             timeout=s.flokit_timeout_seconds,
-        )
+        ), self.health, credential="FLOKIT_API_KEY")
         approvers = ApproverCheck(self._default_approvers, self.slack)
         ctx = JobContext(
             db=self.db, source=self.source, slack=self.slack, people=approvers, channel=s.slack_channel,
@@ -223,7 +251,7 @@ class Signoff:
             client=self.slack,
             signing_secret=s.slack_signing_secret.get_secret_value() if s.slack_signing_secret else None,
             request_verification_enabled=not s.socket_mode,
-            logger=logging.getLogger("signoff.bolt"),
+            logger=_bolt_logger(),
         )
         commands = CommandService(db=self.db, decisions=self.service, clock=self._clock)
         listeners.register(self.bolt, self.service, home=self.home, commands=commands)
@@ -252,8 +280,10 @@ class Signoff:
             problems.append("scheduler not running")
         if self._socket_handler is not None and not await self._socket_handler.client.is_connected():  # type: ignore[attr-defined]
             problems.append("socket mode not connected")
+        unhealthy = self.health.problems
+        problems.extend(unhealthy.values())
         if problems:
-            return web.json_response({"ok": False, "problems": problems}, status=503)
+            return web.json_response({"ok": False, "problems": problems, "unhealthy": sorted(unhealthy)}, status=503)
         return web.json_response({"ok": True})
 
     # ---- lifecycle --------------------------------------------------------------------
@@ -265,6 +295,9 @@ class Signoff:
         else:
             await self.db.check_schema()
         self._build()
+        await self._check_credentials()
+        for name in _our_loggers():
+            logging.getLogger(name).addFilter(self._quiet)
         self.scheduler.start()
         self._runner = web.AppRunner(self.web_app(), access_log=None)
         await self._runner.setup()
@@ -280,6 +313,26 @@ class Signoff:
             "socket" if self.settings.socket_mode else "http", self.port, self.settings.slack_channel,
             self.db.url.render_as_string(hide_password=True),
         )
+
+    async def _check_credentials(self) -> None:
+        """Ask once whether each credential is taken: ``auth.test`` for the bot token, one
+        read of each source. A refusal stops the start (StartupError, naming it); a service
+        that cannot be reached is only a warning, as the jobs retry it."""
+        try:
+            await self.slack.auth_test()
+        except SlackApiError as e:
+            code = slack_refusal(e)
+            if code is not None:
+                raise StartupError(f"SLACK_BOT_TOKEN was refused by Slack ({code})") from e
+            log.warning("Slack's auth.test failed (%s); starting anyway", e.response.get("error"))
+        except Exception as e:  # noqa: BLE001 - unreachable (DNS, refused, timeout): the jobs retry
+            log.warning("Slack unreachable at %s (%s); starting anyway", self.settings.slack_api_url, type(e).__name__)
+        try:
+            await self.source.check_access()
+        except SourceError as e:
+            if source_refused(e):
+                raise StartupError(f"FLOKIT_API_KEY was refused by FloKit (HTTP {e.status})") from e
+            log.warning("FloKit unreachable at start (%s); starting anyway, the poll retries", e)
 
     async def _connect_socket(self) -> None:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -316,6 +369,8 @@ class Signoff:
             self.scheduler.shutdown(wait=False)
         if self.http is not None:
             await self.http.close()
+        for name in _our_loggers():
+            logging.getLogger(name).removeFilter(self._quiet)
         await self.db.dispose()
         log.info("signoff stopped")
 

@@ -157,8 +157,8 @@ class Harness:
     async def start(self, *, retry: RetryPolicy = FAST_RETRY, clock: Clock | None = None, **overrides: Any) -> Signoff:
         settings = make_settings(flokit=self.flokit, slack=self.slack, database_url=self.database_url, **overrides)
         bot = Signoff(settings, retry=retry, clock=clock or utc_now)
+        self.bots.append(bot)  # stopped at the end even if it fails to start
         await bot.start(host="127.0.0.1")
-        self.bots.append(bot)
         self.bot = bot
         return bot
 
