@@ -3,17 +3,20 @@
 ``python app.py`` reads the settings, builds the store, the clients, the scheduler and the
 web server, and owns their lifecycle: ``Signoff.start()`` and ``Signoff.stop()`` are the one
 place where anything starts or stops. ``python app.py migrate`` applies the pending schema
-migrations and exits.
+migrations and exits; ``python app.py manifest --url URL`` prints the Slack app manifest for
+that address; ``python app.py --help`` lists the commands.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -35,7 +38,7 @@ from bot.reminders import ReminderContext
 from bot.watch import WatchContext
 from bot.web import slack_events
 from policy import Policy, PolicyError, Timings, load_policy
-from settings import Approvers, Settings, describe_errors
+from settings import Approvers, DatabaseSettings, Settings, describe_errors
 from sources.base import SourceError
 from sources.flokit import FloKitSource
 from sources.metrics import HttpMetrics, MetricsProvider
@@ -395,7 +398,7 @@ async def serve(settings: Settings) -> None:
         await bot.stop()
 
 
-async def migrate(settings: Settings) -> str | None:
+async def migrate(settings: DatabaseSettings | Settings) -> str | None:
     """Apply the pending schema migrations; returns the revision the database is then at."""
     db = Database(settings.database_url)
     try:
@@ -405,33 +408,89 @@ async def migrate(settings: Settings) -> str | None:
         await db.dispose()
 
 
-USAGE = """usage: python app.py [migrate]
+MANIFEST = Path(__file__).resolve().parent / "manifest.yml"
+# The manifest's request URLs: the slash command's ``url``, interactivity's and events' ``request_url``.
+_REQUEST_URL_LINE = re.compile(r"^(\s*(?:url|request_url):\s*)(\S+)\s*$", re.MULTILINE)
 
-  (no command)  run the bot
-  migrate       apply pending database schema migrations, then exit"""
+
+def manifest_for(base_url: str, text: str) -> str:
+    """``manifest.yml`` with every request URL pointing at ``base_url`` + ``/slack/events``.
+
+    ``base_url`` is the public address that reaches Signoff; Slack takes only https.
+    Raises ValueError saying what is wrong with it.
+    """
+    base = base_url.strip().rstrip("/").removesuffix("/slack/events")
+    if not re.fullmatch(r"https://[^/\s?#]+(/[^\s?#]*)?", base):
+        raise ValueError(f"--url must be the public https:// address of Signoff, such as https://signoff.example.com, not {base_url!r}")
+    return _REQUEST_URL_LINE.sub(lambda m: f"{m.group(1)}{base}/slack/events", text)
+
+
+USAGE = """usage: python app.py [COMMAND]
+
+Signoff posts actions proposed through an Actions API to Slack for people to approve,
+reject or roll back.
+
+commands:
+  (none)              run the bot
+  migrate             apply pending database schema migrations, then exit (needs only DATABASE_URL)
+  manifest --url URL  print the Slack app manifest (manifest.yml) with its three request
+                      URLs (slash command, interactivity, events) set to URL/slack/events
+  help                show this help (also -h, --help)
+
+Settings come from the environment and from a .env file in the working directory:
+.env.example lists what a first run needs, README.md (section "Settings") all of them.
+A missing or malformed setting is named and the exit code is 2."""
+
+
+def _usage_error(message: str) -> int:
+    print(f"signoff: {message}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+def _print_manifest(args: list[str]) -> int:
+    if len(args) == 1 and args[0].startswith("--url="):
+        args = ["--url", args[0].removeprefix("--url=")]
+    if len(args) != 2 or args[0] != "--url":
+        return _usage_error("manifest needs --url URL, the public https:// address of Signoff")
+    try:
+        text = MANIFEST.read_text(encoding="utf-8")
+    except OSError as e:
+        print(f"signoff: cannot read {MANIFEST}: {e.strerror}", file=sys.stderr)
+        return 2
+    try:
+        print(manifest_for(args[1], text), end="")
+    except ValueError as e:
+        print(f"signoff: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args in (["-h"], ["--help"]):
+    command = args[0] if args else ""
+    if command in ("-h", "--help", "help"):
         print(USAGE)
         return 0
-    if args not in ([], ["migrate"]):
-        print(USAGE, file=sys.stderr)
-        return 2
+    if command == "manifest":
+        return _print_manifest(args[1:])
+    if command not in ("", "migrate"):
+        return _usage_error(f"unknown command {command!r}")
+    if len(args) > 1:
+        return _usage_error(f"{command} takes no arguments, got {' '.join(args[1:])!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # signoff.store says what was migrated
     try:
-        settings = Settings()  # type: ignore[call-arg]
+        settings: Settings | DatabaseSettings = DatabaseSettings() if command == "migrate" else Settings()  # type: ignore[call-arg]
     except ValidationError as e:
         print(f"signoff: {describe_errors(e)}", file=sys.stderr)
         return 2
     try:
-        if args == ["migrate"]:
+        if command == "migrate":
             revision = asyncio.run(migrate(settings))
             print(f"database schema at revision {revision} (head)")
         else:
+            assert isinstance(settings, Settings)
             asyncio.run(serve(settings))
     except (StartupError, SchemaError) as e:
         print(f"signoff: {e}", file=sys.stderr)

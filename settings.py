@@ -12,7 +12,7 @@ from datetime import datetime, time
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _APPROVER = re.compile(r"^[UWS][A-Z0-9]{2,}$")
@@ -33,14 +33,37 @@ class Approvers:
         return f"Approvers(users={sorted(self.users)}, groups={sorted(self.groups)})"
 
 
+_SOURCES = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
+
+
+def database_url(v: str) -> str:
+    """A SQLAlchemy URL Signoff can use (``postgres://`` spelled as SQLAlchemy wants it)."""
+    scheme = v.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError("must be a sqlite:///… or postgresql://… URL")
+    return "postgresql" + v[len("postgres") :] if scheme == "postgres" and not v.startswith("postgresql") else v
+
+
+class DatabaseSettings(BaseSettings):
+    """What ``python app.py migrate`` needs, and nothing else: the database."""
+
+    model_config = _SOURCES
+
+    database_url: str = "sqlite:///./signoff.db"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, v: str) -> str:
+        return database_url(v)
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
-    )
+    model_config = _SOURCES
 
     slack_bot_token: SecretStr
-    slack_signing_secret: SecretStr | None = None
-    slack_app_token: SecretStr | None = None
+    slack_app_token: SecretStr | None = None  # before the signing secret: its check reads this
+    # Required in HTTP mode; checked with the other fields, so it is named in the same error.
+    slack_signing_secret: SecretStr | None = Field(default=None, validate_default=True)
     slack_api_url: str = "https://slack.com/api/"
     slack_channel: str
     approvers: Annotated[list[str], NoDecode]
@@ -89,8 +112,11 @@ class Settings(BaseSettings):
 
     @field_validator("slack_signing_secret")
     @classmethod
-    def _empty_secret(cls, v: SecretStr | None) -> SecretStr | None:
-        return v if v is not None and v.get_secret_value() else None
+    def _signing_secret(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        v = v if v is not None and v.get_secret_value() else None
+        if v is None and info.data.get("slack_app_token") is None:
+            raise ValueError("is required in HTTP mode (set SLACK_APP_TOKEN to use Socket Mode instead)")
+        return v
 
     @field_validator(
         "metrics_url", "metrics_token", "signoff_config", "escalation_channel", "quiet_hours",
@@ -155,18 +181,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database(cls, v: str) -> str:
-        scheme = v.split(":", 1)[0].split("+", 1)[0]
-        if scheme not in ("sqlite", "postgresql", "postgres"):
-            raise ValueError("must be a sqlite:///… or postgresql://… URL")
-        return "postgresql" + v[len("postgres") :] if scheme == "postgres" and not v.startswith("postgresql") else v
-
-    @model_validator(mode="after")
-    def _mode(self) -> Settings:
-        if self.slack_app_token is None and self.slack_signing_secret is None:
-            raise ValueError(
-                "SLACK_SIGNING_SECRET is required in HTTP mode (set SLACK_APP_TOKEN to use Socket Mode instead)"
-            )
-        return self
+        return database_url(v)
 
     @property
     def socket_mode(self) -> bool:
