@@ -3,23 +3,28 @@
 ``python app.py`` reads the settings, builds the store, the clients, the scheduler and the
 web server, and owns their lifecycle: ``Signoff.start()`` and ``Signoff.stop()`` are the one
 place where anything starts or stops. ``python app.py migrate`` applies the pending schema
-migrations and exits.
+migrations and exits; ``python app.py manifest --url URL`` prints the Slack app manifest for
+that address; ``python app.py --help`` lists the commands.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import ValidationError
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
@@ -29,6 +34,7 @@ from bot import home, jobs, listeners
 from bot.auth import ApproverCheck
 from bot.cards import CardReader
 from bot.command_service import CommandService
+from bot.health import Health, QuietWhileReported, TrackedSlackClient, TrackedSource, slack_refusal, source_refused
 from bot.jobs import CardUpdater, JobContext, SlackNotifier
 from bot.web import AckPaths, slack_events
 from core import ingest, reminders, watch
@@ -42,7 +48,8 @@ from core.registry import Registered, SourceRegistry
 from core.reminders import ReminderContext
 from core.watch import WatchContext
 from policy import Policy, PolicyError, Timings, load_policy
-from settings import Settings, describe_errors
+from settings import DatabaseSettings, Settings, describe_errors
+from sources.base import SourceError
 from sources.flokit import FloKitSource
 from sources.metrics import HttpMetrics, MetricsProvider
 from store.db import Database, SchemaError
@@ -66,6 +73,28 @@ def _seconds(value: float | None) -> timedelta | None:
 
 class StartupError(Exception):
     """Signoff cannot start as configured; the message says why."""
+
+
+def _our_loggers() -> list[str]:
+    """Signoff's own loggers (whose per-retry lines about a reported refusal are dropped)."""
+    prefixes = ("api.", "bot.", "core.", "sources.", "signoff")
+    return [name for name in list(logging.root.manager.loggerDict) if name.startswith(prefixes)]
+
+
+class _NotBoltsTokenWarning(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment itself and, given our client too (built
+    from that same setting), warns that the token "will be unused" on every start. Nothing is
+    unused: the client carries it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("signoff.bolt")
+    if not any(isinstance(f, _NotBoltsTokenWarning) for f in logger.filters):
+        logger.addFilter(_NotBoltsTokenWarning())
+    return logger
 
 
 class Job:
@@ -135,6 +164,7 @@ class Signoff:
             i: Approvers(list(r.approvers)) for i, r in enumerate(self.policy.routes) if r.approvers is not None
         }
         self.db = Database(settings.database_url)
+        self.health = Health()  # parts whose credential is refused: /healthz names them
         self.http: aiohttp.ClientSession | None = None
         self.slack_http: aiohttp.ClientSession | None = None
         self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
@@ -145,6 +175,7 @@ class Signoff:
         self.port: int | None = None
         self.jobs: dict[str, Job] = {}
         self.ack_paths = AckPaths()  # store transactions before each Slack request's answer
+        self._quiet = QuietWhileReported(self.health)
 
     # ---- building ---------------------------------------------------------------------
 
@@ -169,17 +200,22 @@ class Signoff:
             )
             # One delivery: the email lookup and up to two FloKit calls, each bounded by a timeout.
             lease = timedelta(seconds=SLACK_TIMEOUT_SECONDS + 2 * s.flokit_timeout_seconds + 5)
-            entries.append(Registered(flokit, outbox_lease=lease))
+            entries.append(Registered(flokit, outbox_lease=lease, credential="FLOKIT_API_KEY", display_name="FloKit"))
         if self._extra_sources is not None:
             entries.extend(self._extra_sources(self.http))
-        return SourceRegistry(entries)
+        # Each source tells the health of its credential (/healthz) with every answer.
+        return SourceRegistry(
+            replace(e, source=TrackedSource(e.source, self.health, credential=e.credential, display_name=e.display_name))
+            for e in entries
+        )
 
     def _build(self) -> None:
         s = self.settings
         self.http = aiohttp.ClientSession(raise_for_status=False)
         # One session (one pool of TLS connections) for every Web API call, not one per call.
         self.slack_http = aiohttp.ClientSession(raise_for_status=False)
-        self.slack = AsyncWebClient(
+        self.slack = TrackedSlackClient(
+            health=self.health,
             token=s.slack_bot_token.get_secret_value(),
             base_url=s.slack_api_url,
             timeout=SLACK_TIMEOUT_SECONDS,
@@ -274,7 +310,7 @@ class Signoff:
             client=self.slack,
             signing_secret=s.slack_signing_secret.get_secret_value() if s.slack_signing_secret else None,
             request_verification_enabled=not s.socket_mode,
-            logger=logging.getLogger("signoff.bolt"),
+            logger=_bolt_logger(),
         )
         cards = CardReader(db=self.db, capabilities=self.sources.capabilities, policy=self.policy)
         commands = CommandService(db=self.db, decisions=self.service, cards=cards, clock=self._clock)
@@ -306,8 +342,10 @@ class Signoff:
             problems.append("scheduler not running")
         if self._socket_handler is not None and not await self._socket_handler.client.is_connected():  # type: ignore[attr-defined]
             problems.append("socket mode not connected")
+        unhealthy = self.health.problems
+        problems.extend(unhealthy.values())
         if problems:
-            return web.json_response({"ok": False, "problems": problems}, status=503)
+            return web.json_response({"ok": False, "problems": problems, "unhealthy": sorted(unhealthy)}, status=503)
         return web.json_response({"ok": True})
 
     # ---- lifecycle --------------------------------------------------------------------
@@ -319,6 +357,9 @@ class Signoff:
         else:
             await self.db.check_schema()
         self._build()
+        await self._check_credentials()
+        for name in _our_loggers():
+            logging.getLogger(name).addFilter(self._quiet)
         self.scheduler.start()
         self._runner = web.AppRunner(self.web_app(), access_log=None)
         await self._runner.setup()
@@ -334,6 +375,33 @@ class Signoff:
             "socket" if self.settings.socket_mode else "http", self.port, self.settings.slack_channel,
             self.db.url.render_as_string(hide_password=True),
         )
+
+    async def _check_credentials(self) -> None:
+        """Ask once whether each credential is taken: ``auth.test`` for the bot token, one
+        read of each source. A refusal stops the start (StartupError, naming it); a service
+        that cannot be reached is only a warning, as the jobs retry it."""
+        try:
+            await self.slack.auth_test()
+        except SlackApiError as e:
+            code = slack_refusal(e)
+            if code is not None:
+                raise StartupError(f"SLACK_BOT_TOKEN was refused by Slack ({code})") from e
+            log.warning("Slack's auth.test failed (%s); starting anyway", e.response.get("error"))
+        except Exception as e:  # noqa: BLE001 - unreachable (DNS, refused, timeout): the jobs retry
+            log.warning("Slack unreachable at %s (%s); starting anyway", self.settings.slack_api_url, type(e).__name__)
+        for name in self.sources.names:
+            entry = self.sources.entry(name)
+            check = getattr(entry.source, "check_access", None)
+            if check is None:
+                continue
+            try:
+                await check()
+            except SourceError as e:
+                if source_refused(e):
+                    raise StartupError(
+                        f"{entry.credential} was refused by {entry.display_name or name} (HTTP {e.status})"
+                    ) from e
+                log.warning("%s unreachable at start (%s); starting anyway, the jobs retry", entry.display_name or name, e)
 
     async def _connect_socket(self) -> None:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -386,6 +454,8 @@ class Signoff:
             await self.http.close()
         if self.slack_http is not None:
             await self.slack_http.close()
+        for name in _our_loggers():
+            logging.getLogger(name).removeFilter(self._quiet)
         await self.db.dispose()
         log.info("signoff stopped")
 
@@ -410,7 +480,7 @@ async def serve(settings: Settings) -> None:
         await bot.stop()
 
 
-async def migrate(settings: Settings) -> str | None:
+async def migrate(settings: DatabaseSettings | Settings) -> str | None:
     """Apply the pending schema migrations; returns the revision the database is then at."""
     db = Database(settings.database_url)
     try:
@@ -420,33 +490,89 @@ async def migrate(settings: Settings) -> str | None:
         await db.dispose()
 
 
-USAGE = """usage: python app.py [migrate]
+MANIFEST = Path(__file__).resolve().parent / "manifest.yml"
+# The manifest's request URLs: the slash command's ``url``, interactivity's and events' ``request_url``.
+_REQUEST_URL_LINE = re.compile(r"^(\s*(?:url|request_url):\s*)(\S+)\s*$", re.MULTILINE)
 
-  (no command)  run the bot
-  migrate       apply pending database schema migrations, then exit"""
+
+def manifest_for(base_url: str, text: str) -> str:
+    """``manifest.yml`` with every request URL pointing at ``base_url`` + ``/slack/events``.
+
+    ``base_url`` is the public address that reaches Signoff; Slack takes only https.
+    Raises ValueError saying what is wrong with it.
+    """
+    base = base_url.strip().rstrip("/").removesuffix("/slack/events")
+    if not re.fullmatch(r"https://[^/\s?#]+(/[^\s?#]*)?", base):
+        raise ValueError(f"--url must be the public https:// address of Signoff, such as https://signoff.example.com, not {base_url!r}")
+    return _REQUEST_URL_LINE.sub(lambda m: f"{m.group(1)}{base}/slack/events", text)
+
+
+USAGE = """usage: python app.py [COMMAND]
+
+Signoff posts actions proposed through an Actions API to Slack for people to approve,
+reject or roll back.
+
+commands:
+  (none)              run the bot
+  migrate             apply pending database schema migrations, then exit (needs only DATABASE_URL)
+  manifest --url URL  print the Slack app manifest (manifest.yml) with its three request
+                      URLs (slash command, interactivity, events) set to URL/slack/events
+  help                show this help (also -h, --help)
+
+Settings come from the environment and from a .env file in the working directory:
+.env.example lists what a first run needs, README.md (section "Settings") all of them.
+A missing or malformed setting is named and the exit code is 2."""
+
+
+def _usage_error(message: str) -> int:
+    print(f"signoff: {message}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+def _print_manifest(args: list[str]) -> int:
+    if len(args) == 1 and args[0].startswith("--url="):
+        args = ["--url", args[0].removeprefix("--url=")]
+    if len(args) != 2 or args[0] != "--url":
+        return _usage_error("manifest needs --url URL, the public https:// address of Signoff")
+    try:
+        text = MANIFEST.read_text(encoding="utf-8")
+    except OSError as e:
+        print(f"signoff: cannot read {MANIFEST}: {e.strerror}", file=sys.stderr)
+        return 2
+    try:
+        print(manifest_for(args[1], text), end="")
+    except ValueError as e:
+        print(f"signoff: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args in (["-h"], ["--help"]):
+    command = args[0] if args else ""
+    if command in ("-h", "--help", "help"):
         print(USAGE)
         return 0
-    if args not in ([], ["migrate"]):
-        print(USAGE, file=sys.stderr)
-        return 2
+    if command == "manifest":
+        return _print_manifest(args[1:])
+    if command not in ("", "migrate"):
+        return _usage_error(f"unknown command {command!r}")
+    if len(args) > 1:
+        return _usage_error(f"{command} takes no arguments, got {' '.join(args[1:])!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # signoff.store says what was migrated
     try:
-        settings = Settings()  # type: ignore[call-arg]
+        settings: Settings | DatabaseSettings = DatabaseSettings() if command == "migrate" else Settings()  # type: ignore[call-arg]
     except ValidationError as e:
         print(f"signoff: {describe_errors(e)}", file=sys.stderr)
         return 2
     try:
-        if args == ["migrate"]:
+        if command == "migrate":
             revision = asyncio.run(migrate(settings))
             print(f"database schema at revision {revision} (head)")
         else:
+            assert isinstance(settings, Settings)
             asyncio.run(serve(settings))
     except (StartupError, SchemaError) as e:
         print(f"signoff: {e}", file=sys.stderr)

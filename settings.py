@@ -11,7 +11,7 @@ from datetime import time
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.clock import QuietHours
@@ -21,21 +21,45 @@ _APPROVER = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 
 
+_SOURCES = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
+
+
+def database_url(v: str) -> str:
+    """A SQLAlchemy URL Signoff can use (``postgres://`` spelled as SQLAlchemy wants it)."""
+    scheme = v.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError("must be a sqlite:///… or postgresql://… URL")
+    return "postgresql" + v[len("postgres") :] if scheme == "postgres" and not v.startswith("postgresql") else v
+
+
+class DatabaseSettings(BaseSettings):
+    """What ``python app.py migrate`` needs, and nothing else: the database."""
+
+    model_config = _SOURCES
+
+    database_url: str = "sqlite:///./signoff.db"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, v: str) -> str:
+        return database_url(v)
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
-    )
+    model_config = _SOURCES
 
     slack_bot_token: SecretStr
-    slack_signing_secret: SecretStr | None = None
-    slack_app_token: SecretStr | None = None
+    slack_app_token: SecretStr | None = None  # before the signing secret: its check reads this
+    # Required in HTTP mode; checked with the other fields, so it is named in the same error.
+    slack_signing_secret: SecretStr | None = Field(default=None, validate_default=True)
     slack_api_url: str = "https://slack.com/api/"
     slack_channel: str
     approvers: Annotated[list[str], NoDecode]
     database_url: str = "sqlite:///./signoff.db"
     auto_migrate: bool = True  # apply pending schema migrations on start
     flokit_api_url: str = "https://api.flokit.ai"
-    flokit_api_key: SecretStr | None = None  # set: FloKit is on
+    # set: FloKit is on. The last of the sources' keys: its check sees whether any is set.
+    flokit_api_key: SecretStr | None = Field(default=None, validate_default=True)
     flokit_timeout_seconds: float = Field(default=10.0, gt=0)
     poll_interval_seconds: float = Field(default=60.0, gt=0)
     port: int = Field(default=3000, ge=0, le=65535)
@@ -77,8 +101,11 @@ class Settings(BaseSettings):
 
     @field_validator("slack_signing_secret")
     @classmethod
-    def _empty_secret(cls, v: SecretStr | None) -> SecretStr | None:
-        return v if v is not None and v.get_secret_value() else None
+    def _signing_secret(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        v = v if v is not None and v.get_secret_value() else None
+        if v is None and info.data.get("slack_app_token") is None:
+            raise ValueError("is required in HTTP mode (set SLACK_APP_TOKEN to use Socket Mode instead)")
+        return v
 
     @field_validator(
         "flokit_api_key", "metrics_url", "metrics_token", "signoff_config", "escalation_channel", "quiet_hours",
@@ -143,29 +170,21 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database(cls, v: str) -> str:
-        scheme = v.split(":", 1)[0].split("+", 1)[0]
-        if scheme not in ("sqlite", "postgresql", "postgres"):
-            raise ValueError("must be a sqlite:///… or postgresql://… URL")
-        return "postgresql" + v[len("postgres") :] if scheme == "postgres" and not v.startswith("postgresql") else v
+        return database_url(v)
 
-    @model_validator(mode="after")
-    def _a_source(self) -> Settings:
-        if not self.sources_on:
+    @field_validator("flokit_api_key", mode="after")
+    @classmethod
+    def _a_source(cls, v: SecretStr | None) -> SecretStr | None:
+        # A field check, not a model check: it is reported with every other bad setting. Other
+        # sources' keys are declared before this one, so that they are in ``info.data`` here.
+        if v is None:
             raise ValueError("no Actions API is configured: set FLOKIT_API_KEY (FloKit) to turn one on")
-        return self
+        return v
 
     @property
     def sources_on(self) -> tuple[str, ...]:
         """The sources these settings turn on, by name."""
         return ("flokit",) if self.flokit_api_key is not None else ()
-
-    @model_validator(mode="after")
-    def _mode(self) -> Settings:
-        if self.slack_app_token is None and self.slack_signing_secret is None:
-            raise ValueError(
-                "SLACK_SIGNING_SECRET is required in HTTP mode (set SLACK_APP_TOKEN to use Socket Mode instead)"
-            )
-        return self
 
     @property
     def socket_mode(self) -> bool:

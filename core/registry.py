@@ -22,6 +22,8 @@ class Registered:
     # How long a claimed delivery is this worker's: it must outlast one delivery's calls.
     outbox_lease: timedelta = timedelta(seconds=35)
     intake_token: str | None = None  # where the source pushes its actions to POST /intake/<name>
+    credential: str = "its API key"  # the setting that holds its key, as start-up errors name it
+    display_name: str = ""  # how people name it ("FloKit"); the source's name where empty
 
 
 class UnknownSource(KeyError):

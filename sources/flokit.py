@@ -260,6 +260,14 @@ class FloKitSource:
             offset=offset if answer.offset is None else answer.offset,
         )
 
+    async def check_access(self) -> None:
+        """One small read (one ready action), to learn at start whether FloKit takes the key.
+
+        Raises what the read raises: a ``PermanentError`` with status 401/403 when the key is
+        refused, a ``TransientError`` when FloKit cannot be reached or answers 5xx.
+        """
+        await self.list_actions(status=Status.READY, limit=1, offset=0)
+
     async def get_action(self, external_id: str) -> UpstreamAction:
         path = _action_path(external_id)
         where = f"GET {path}"

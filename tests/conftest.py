@@ -31,10 +31,41 @@ from tests.fakes.identities import (  # noqa: F401  (re-exported for the tests)
     POSTGRES_URL,
     SIGNING_SECRET,
 )
+from tests.fakes.paths import slack_published_missing
 from tests.fakes.slack_requests import SlackRequester
 
 REQUIRE_POSTGRES = os.environ.get("SIGNOFF_REQUIRE_POSTGRES", "") not in ("", "0", "false")
+REQUIRE_SLACK_PUBLISHED = os.environ.get("SIGNOFF_REQUIRE_SLACK_PUBLISHED", "") not in ("", "0", "false")
 FAST_RETRY = RetryPolicy(base_seconds=0.05, cap_seconds=0.2, max_attempts=4)
+_postgres_down: list[str | None] = []  # probed once per run: [None] when reachable, [reason] when not
+
+
+def _postgres_unreachable() -> str | None:
+    if not _postgres_down:
+        import psycopg
+
+        try:
+            psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3).close()
+            _postgres_down.append(None)
+        except psycopg.OperationalError as e:
+            _postgres_down.append(f"PostgreSQL not reachable at {POSTGRES_URL} ({str(e).strip().splitlines()[0]})")
+    return _postgres_down[0]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skips what cannot run here, all for one reason each, so the summary has one line each
+    (raised here rather than in a fixture, so pytest folds them into one location)."""
+    if item.get_closest_marker("slack_published") is not None:
+        missing = slack_published_missing()
+        if missing and REQUIRE_SLACK_PUBLISHED:
+            pytest.fail(f"{missing}, and SIGNOFF_REQUIRE_SLACK_PUBLISHED is set")
+        if missing:
+            pytest.skip(f"{missing}: the checks against them are skipped (CI runs them)")
+    if item.get_closest_marker("postgres") is not None and not REQUIRE_POSTGRES:
+        reason = _postgres_unreachable()
+        if reason:
+            pytest.skip(f"{reason}; set SIGNOFF_TEST_POSTGRES_URL or start PostgreSQL (see README)")
 
 
 def _postgres_admin() -> Any:
@@ -127,8 +158,8 @@ class Harness:
         extra_sources = overrides.pop("extra_sources", None)
         settings = make_settings(flokit=self.flokit, slack=self.slack, database_url=self.database_url, **overrides)
         bot = Signoff(settings, retry=retry, clock=clock or utc_now, extra_sources=extra_sources)
+        self.bots.append(bot)  # stopped at the end even if it fails to start
         await bot.start(host="127.0.0.1")
-        self.bots.append(bot)
         self.bot = bot
         return bot
 

@@ -84,6 +84,7 @@ async def test_runs_serves_health_posts_a_card_and_stops_on_sigterm(
     assert proc.returncode == 0, out.decode()[-2000:]
     text = out.decode()
     assert "signoff stopped" in text
+    assert "will be unused" not in text  # Bolt's warning about the token it reads from the environment
     assert len(slack.calls_to("chat.postMessage")) == 1  # polled every 0.2 s, posted once
     for secret in (BOT_TOKEN, SIGNING_SECRET, FLOKIT_KEY):
         assert secret not in text
@@ -109,3 +110,45 @@ async def test_a_refused_app_token_is_a_clear_error_not_a_hang(tmp_path: Any, fl
     assert proc.returncode == 2, text[-2000:]
     assert "SLACK_APP_TOKEN was refused by Slack (invalid_auth)" in text
     assert "xapp-wrong-token" not in text
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+async def run_to_exit(tmp_path: Any, flokit: FakeFloKit, slack: FakeSlack, **overrides: str) -> tuple[int, str]:
+    """``python app.py`` against the fakes, expected to stop by itself; (exit code, output)."""
+    values = dict(
+        SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=slack.api_url,
+        SLACK_CHANNEL=CHANNEL, APPROVERS="U0APPROVER", FLOKIT_API_URL=flokit.url, FLOKIT_API_KEY=FLOKIT_KEY,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'bot.db'}", PORT=str(free_port()),
+    )
+    values.update(overrides)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(REPO_ROOT / "app.py"), cwd=tmp_path, env=clean_env(**values),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, (out + err).decode()
+
+
+async def test_a_refused_bot_token_stops_the_start_naming_it(tmp_path: Any, flokit: FakeFloKit, slack: FakeSlack) -> None:
+    code, text = await run_to_exit(tmp_path, flokit, slack, SLACK_BOT_TOKEN="xoxb-wrong-token")
+    assert code == 2, text[-2000:]
+    assert "signoff: SLACK_BOT_TOKEN was refused by Slack (invalid_auth)\n" in text
+    assert [c.method for c in slack.calls] == ["auth.test"]  # asked once, nothing else tried
+    assert "xoxb-wrong-token" not in text
+    assert not flokit.calls("GET", "/v1/actions")
+
+
+async def test_a_refused_flokit_key_stops_the_start_naming_it(tmp_path: Any, flokit: FakeFloKit, slack: FakeSlack) -> None:
+    code, text = await run_to_exit(tmp_path, flokit, slack, FLOKIT_API_KEY="fk-wrong-key")
+    assert code == 2, text[-2000:]
+    assert "signoff: FLOKIT_API_KEY was refused by FloKit (HTTP 401)\n" in text
+    assert len(flokit.calls("GET", "/v1/actions")) == 1  # one read, not a poll loop
+    assert "fk-wrong-key" not in text

@@ -30,8 +30,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from tests.fakes.paths import REPO_ROOT, SHARED, SLACK_FIXTURES, SLACK_OPENAPI
-from tests.fakes.slack_api import FakeSlack, openapi_required_params
+from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_requests import (
     SlackRequester,
     block_action_body,
@@ -63,23 +62,6 @@ def approval_blocks(n_buttons: int = 2) -> list:
         SectionBlock(text="*deploy* `api` to production", fields=["*Requester*\n<@U1>", "*Risk*\nlow"]),
         ActionsBlock(block_id="decision", elements=buttons),
     ]
-
-
-# --------------------------------------------------------------------------- paths
-
-
-def test_paths_point_at_the_shared_folder() -> None:
-    assert (REPO_ROOT / "pyproject.toml").is_file()
-    assert SHARED == REPO_ROOT.parent / "shared"
-    assert SLACK_OPENAPI.is_file()
-    assert (SLACK_FIXTURES / "block_actions_with_message.json").is_file()
-
-
-def test_openapi_required_params_come_from_the_spec() -> None:
-    assert openapi_required_params("chat.update") == ("channel", "ts")
-    assert openapi_required_params("views.open") == ("trigger_id", "view")
-    assert openapi_required_params("auth.test") == ()
-    assert openapi_required_params("chat.doesNotExist") is None
 
 
 # --------------------------------------------------------------------------- messages
@@ -502,10 +484,10 @@ def test_block_action_body_shape() -> None:
     }
     assert payload["channel"]["id"] == "C42" and payload["message"]["ts"] == "1700000000.000100"
     action = payload["actions"][0]
-    assert (action["action_id"], action["value"], action["block_id"]) == ("approve", "req-7", "8KR")
+    assert (action["action_id"], action["value"], action["block_id"]) == ("approve", "req-7", "actions")
     assert payload["message"]["blocks"][0]["accessory"]["action_id"] == "approve"
     assert payload["response_url"] == "http://127.0.0.1:1/response/x"
-    assert payload["trigger_id"] == "111.222.valid"
+    assert payload["trigger_id"] == "100.200.signoff"
 
 
 def test_view_submission_body_shape() -> None:
@@ -533,7 +515,7 @@ def test_slash_command_and_event_bodies() -> None:
     form = parse_qs(slash_command_body(user_id="U5", command="/signoff", text="status 12", channel="C7"))
     assert form["user_id"] == ["U5"] and form["command"] == ["/signoff"]
     assert form["text"] == ["status 12"] and form["channel_id"] == ["C7"]
-    assert form["response_url"] == ["https://hooks.slack.com/commands/T111/111/xxxxx"]  # kept; never posted to
+    assert form["response_url"] == ["https://hooks.slack.com/commands/T0SIGNOFF/1/signoff"]  # kept; never posted to
 
     first = json.loads(event_body({"type": "app_home_opened", "user": "U1", "channel": "D1", "tab": "home"}))
     second = json.loads(event_body({"type": "app_home_opened", "user": "U1", "channel": "D1", "tab": "home"}))

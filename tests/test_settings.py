@@ -77,7 +77,7 @@ def test_dotenv_file_is_read(env: Any, tmp_path: Any, monkeypatch: pytest.Monkey
         ({"POLL_INTERVAL_SECONDS": "soon"}, "POLL_INTERVAL_SECONDS"),
         ({"PORT": "70000"}, "PORT"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
-        ({"SLACK_SIGNING_SECRET": None}, "SLACK_SIGNING_SECRET is required in HTTP mode"),
+        ({"SLACK_SIGNING_SECRET": None}, "SLACK_SIGNING_SECRET: is required in HTTP mode"),
         ({"SLACK_APP_TOKEN": "xoxb-wrong"}, "SLACK_APP_TOKEN"),
     ],
 )
@@ -89,6 +89,19 @@ def test_bad_settings_are_named_clearly(env: Any, change: dict[str, str | None],
     assert named in message
     for secret in ("xoxb-1-secret", "shh-signing", "fk-secret-key"):
         assert secret not in message
+
+
+def test_every_missing_setting_is_named_in_the_first_error(env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in BASE:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValidationError) as caught:
+        load()
+    message = describe_errors(caught.value)
+    for name in BASE:  # the signing secret too, not only after the others are set
+        if name == "FLOKIT_API_KEY":  # optional on its own; some Actions API must be on
+            assert "  FLOKIT_API_KEY: no Actions API is configured" in message, message
+        else:
+            assert f"  {name}: is required" in message, message
 
 
 def test_secrets_do_not_show_in_repr(env: Any) -> None:

@@ -31,7 +31,7 @@ from tests.conftest import APPROVER, APPROVER_EMAIL, GROUP_MEMBER, OTHER_APPROVE
 from tests.fakes.cards import card_for, open_modal, submit
 from tests.fakes.clock import FakeClock
 from tests.fakes.metrics import FakeMetrics
-from tests.fakes.paths import slack_fixture
+from tests.fakes import slack_shapes as shapes
 from tests.fakes.slack_requests import event_body
 
 ROAS = "blended_roas"
@@ -113,20 +113,14 @@ async def stored(h: Harness, count: int) -> None:
 def home_click(user: str, action_id: str, value: str, published: dict[str, Any]) -> str:
     """A button click on the Home tab, as Slack sends it: the container is the view, and there
     is no message, channel or response URL."""
-    body = json.loads(slack_fixture("block_actions_button.json").read_text(encoding="utf-8"))
-    team = body["team"]["id"]
-    body["user"] = {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team}
+    body = shapes.block_actions(user_id=user)
     body["container"] = {"type": "view", "view_id": published["view_id"]}
-    body.pop("channel", None)
-    body.pop("response_url", None)
+    for key in ("channel", "message", "response_url"):
+        body.pop(key, None)
     body["trigger_id"] = "222.333.valid"
-    body["view"] = {
-        "id": published["view_id"], "team_id": team, "type": "home",
-        "blocks": copy.deepcopy(published["view"]["blocks"]), "private_metadata": "", "callback_id": "",
-        "state": {"values": {}}, "hash": "1.1", "app_id": "A111", "bot_id": "B111",
-        "root_view_id": published["view_id"], "previous_view_id": None, "external_id": "",
-        "title": {"type": "plain_text", "text": "View Title", "emoji": True},
-    }
+    body["view"] = shapes.view(
+        view_id=published["view_id"], view_type="home", blocks=copy.deepcopy(published["view"]["blocks"])
+    )
     action = body["actions"][0]
     action.update({
         "action_id": action_id, "value": value, "block_id": "home1", "action_ts": f"{time.time():.6f}",

@@ -9,8 +9,9 @@ form-encoded, JSON or query-string payload and the token in the
 The fake answers with the shapes Slack answers with, keeps the state a test
 wants to look at (messages, ephemerals, views, bodies POSTed to response
 URLs) and holds the bot to the real API: every call is checked against
-Slack's OpenAPI spec (the method exists, its required parameters are given;
-for the few methods newer than the spec, ``NEWER_THAN_SPEC``), for the kind
+the table of Web API methods in ``slack_methods.py`` (the method exists, its
+required arguments are given; that table is checked against Slack's OpenAPI
+spec by ``tests/test_slack_published.py``), for the kind
 of token the method takes, and against the basic Block Kit limits. Problems
 are recorded in ``fake.violations`` and answered the way Slack answers them, so a test can
 end with ``assert fake.violations == []``.
@@ -44,35 +45,20 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from tests.fakes.paths import SLACK_OPENAPI, slack_fixture
+from tests.fakes import slack_shapes
+from tests.fakes.slack_methods import EXTRA_REQUIRED, known_required_params
 
-__all__ = ["Call", "FakeSlack", "Message", "SocketConnection", "known_required_params", "openapi_required_params"]
+__all__ = ["Call", "FakeSlack", "Message", "SocketConnection", "known_required_params"]
 
 # Parameters whose value is JSON: decoded when they arrive as a string
 # (form-encoded bodies always carry them as strings).
 JSON_PARAMS = ("blocks", "attachments", "metadata", "view")
-
-# Where the 2020 spec is looser than today's Slack: parameters the current
-# method docs require although the spec does not mark them `required`.
-EXTRA_REQUIRED: dict[str, tuple[str, ...]] = {
-    "conversations.history": ("channel",),
-    "conversations.replies": ("channel", "ts"),
-    "users.info": ("user",),
-    "views.update": ("view",),
-}
-
-# Methods Slack added after the 2020 spec, with the parameters their method docs require
-# (token aside). They are checked like the spec's methods.
-NEWER_THAN_SPEC: dict[str, tuple[str, ...]] = {
-    "apps.connections.open": (),  # Socket Mode (2021); takes the app-level token
-}
 
 # Methods that take the app-level token (xapp-…) instead of the bot token.
 APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
@@ -106,39 +92,7 @@ MAX_PRIVATE_METADATA = 3000
 MAX_CALLBACK_ID = 255
 MAX_MESSAGE_TEXT = 40000
 
-APP_ID = "A111"  # the api_app_id the shared request fixtures carry
-
-
-@lru_cache(maxsize=1)
-def _openapi_paths() -> dict[str, Any]:
-    with SLACK_OPENAPI.open(encoding="utf-8") as f:
-        return json.load(f)["paths"]
-
-
-def openapi_required_params(method: str) -> tuple[str, ...] | None:
-    """The parameters the spec marks required for ``method`` (without ``token``),
-    or None when the spec has no such method."""
-    operations = _openapi_paths().get(f"/{method}")
-    if operations is None:
-        return None
-    required: list[str] = []
-    for operation in operations.values():
-        for param in operation.get("parameters", []):
-            name = param.get("name")
-            if param.get("required") and name != "token" and name not in required:
-                required.append(name)
-    return tuple(required)
-
-
-def known_required_params(method: str) -> tuple[str, ...] | None:
-    """Like :func:`openapi_required_params`, also knowing the methods newer than the spec."""
-    required = openapi_required_params(method)
-    return required if required is not None else NEWER_THAN_SPEC.get(method)
-
-
-@lru_cache(maxsize=None)
-def _fixture_json(name: str) -> dict[str, Any]:
-    return json.loads(slack_fixture(name).read_text(encoding="utf-8"))
+APP_ID = slack_shapes.APP_ID  # the api_app_id the request builders carry
 
 
 def _truthy(value: Any) -> bool:
@@ -262,7 +216,7 @@ class FakeSlack:
     def __init__(self, *, bot_token: str = "xoxb-test-token", app_token: str = "xapp-test-token") -> None:
         self.bot_token = bot_token
         self.app_token = app_token
-        auth = _fixture_json("web_api_bot_auth_test_response.json")
+        auth = slack_shapes.auth_test_answer()
         self.auth_test_response: dict[str, Any] = copy.deepcopy(auth)
         self.team_id: str = auth["team_id"]
         self.bot_user_id: str = auth["user_id"]
@@ -440,7 +394,7 @@ class FakeSlack:
     def on(self, method: str, handler: Handler) -> None:
         """Answer ``method`` with ``handler(params)`` (a dict, or an awaitable of one).
 
-        Lets a test add or override a method; the spec and token checks still apply.
+        Lets a test add or override a method; the method-table and token checks still apply.
         Raise :class:`SlackError` from the handler to answer an error.
         """
         self._handlers[method] = handler
@@ -672,7 +626,7 @@ class FakeSlack:
         call.params = params
 
         if known_required_params(method) is None:
-            self.violations.append(f"{method}: no such method in Slack's Web API spec")
+            self.violations.append(f"{method}: no such Web API method (tests/fakes/slack_methods.py)")
             return self._answer(call, {"ok": False, "error": "unknown_method", "req_method": method})
 
         failure = self._take_failure(method)
@@ -681,7 +635,7 @@ class FakeSlack:
 
         token_error = self._token_error(method, request, form_token)
         if token_error == "invalid_auth":
-            return self._answer(call, copy.deepcopy(_fixture_json("web_api_invalid_auth.json")))
+            return self._answer(call, slack_shapes.error_answer("invalid_auth"))
         if token_error is not None:
             return self._answer(call, {"ok": False, "error": token_error})
 
@@ -696,7 +650,7 @@ class FakeSlack:
 
         handler = self._handlers.get(method)
         if handler is None:
-            self.violations.append(f"{method}: in Slack's spec but not implemented by FakeSlack (use fake.on())")
+            self.violations.append(f"{method}: a Web API method FakeSlack does not implement (use fake.on())")
             return self._answer(call, {"ok": False, "error": "unknown_method", "req_method": method})
 
         try:

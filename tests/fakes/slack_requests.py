@@ -1,8 +1,7 @@
-"""Signed Slack requests to the bot, built from the real request fixtures.
+"""Signed Slack requests to the bot.
 
-Each builder starts from a deep copy of a fixture in ``shared/slack/fixtures``
-(shapes Slack really sends), changes only what the test names, and returns
-the raw body as Slack sends it:
+Each builder starts from a shape in ``tests/fakes/slack_shapes.py`` (the fields Slack
+sends), changes only what the test names, and returns the raw body as Slack sends it:
 
 - interactive payloads (block_actions, view_submission): ``payload=<url-encoded JSON>``,
   content type application/x-www-form-urlencoded;
@@ -20,13 +19,12 @@ import hmac
 import json
 import time
 import uuid
-from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 import aiohttp
 
-from tests.fakes.paths import slack_fixture
+from tests.fakes import slack_shapes as shapes
 
 __all__ = [
     "FORM",
@@ -42,15 +40,6 @@ __all__ = [
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
-
-
-@lru_cache(maxsize=None)
-def _fixture_text(name: str) -> str:
-    return slack_fixture(name).read_text(encoding="utf-8")
-
-
-def _fixture(name: str) -> dict[str, Any]:
-    return copy.deepcopy(json.loads(_fixture_text(name)))
 
 
 def _payload_form(payload: dict[str, Any]) -> str:
@@ -88,43 +77,28 @@ def block_action_body(
     channel: str,
     message_ts: str,
     response_url: str | None = None,
-    trigger_id: str = "111.222.valid",
+    trigger_id: str = "100.200.signoff",
     block_id: str | None = None,
     message_blocks: list[dict[str, Any]] | None = None,
     message_text: str | None = None,
 ) -> str:
-    """A button click on a message, from ``block_actions_with_message.json``.
+    """A button click on a message (:func:`slack_shapes.block_actions`).
 
-    ``block_id`` defaults to the fixture's (``"8KR"``). The carried ``message``
-    gets ``message_blocks`` when given (e.g. ``fake.messages[key].blocks``);
-    otherwise the fixture's one section keeps its text and its button is made the
-    clicked one. Without ``response_url`` the fixture's (http://localhost:8888/webhook)
-    stays: pass ``fake.response_url(...)`` when the bot is to answer through it.
+    ``block_id`` defaults to ``"actions"``. The carried ``message`` gets ``message_blocks``
+    when given (e.g. ``fake.messages[key].blocks``); otherwise its one section holds the
+    clicked button. Without ``response_url`` a hooks.slack.com one stays, which nothing
+    answers: pass ``fake.response_url(...)`` when the bot is to answer through it.
     """
-    body = _fixture("block_actions_with_message.json")
-    team_id = body["team"]["id"]
-    body["user"] = {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": team_id}
-    body["container"]["channel_id"] = channel
-    body["container"]["message_ts"] = message_ts
-    body["channel"]["id"] = channel
-    body["trigger_id"] = trigger_id
-    if response_url is not None:
-        body["response_url"] = response_url
-
-    action = body["actions"][0]
-    block_id = block_id if block_id is not None else action["block_id"]
-    action.update({"action_id": action_id, "value": value, "block_id": block_id, "action_ts": _now_ts()})
-
+    body = shapes.block_actions(
+        user_id=user_id, action_id=action_id, value=value, channel=channel, message_ts=message_ts,
+        trigger_id=trigger_id, action_ts=_now_ts(), **({"block_id": block_id} if block_id is not None else {}),
+        **({"response_url": response_url} if response_url is not None else {}),
+    )
     message = body["message"]
-    message["ts"] = message_ts
     if message_text is not None:
         message["text"] = message_text
     if message_blocks is not None:
         message["blocks"] = copy.deepcopy(message_blocks)
-    else:
-        section = message["blocks"][0]
-        section["block_id"] = block_id
-        section["accessory"].update({"action_id": action_id, "value": value, "text": copy.deepcopy(action["text"])})
     return _payload_form(body)
 
 
@@ -136,38 +110,16 @@ def view_submission_body(
     values: dict[str, dict[str, str | None]],
     view_id: str | None = None,
 ) -> str:
-    """A modal submitted, from ``view_submission_private_metadata.json``.
+    """A modal submitted (:func:`slack_shapes.view_submission`).
 
     ``values`` maps block_id -> {action_id: value}; each becomes a plain_text_input in
     ``view.state.values`` and an input block in ``view.blocks`` (an empty, optional
     input arrives as ``None``, as Slack sends it).
     """
-    body = _fixture("view_submission_private_metadata.json")
-    body["user"]["id"] = user_id
-    body["user"]["username"] = body["user"]["name"] = user_id.lower()
-    view = body["view"]
-    if view_id is not None:
-        view["id"] = view_id
-        view["root_view_id"] = view_id
-    view["callback_id"] = callback_id
-    view["private_metadata"] = private_metadata
-
-    template = view["blocks"][0]
-    blocks: list[dict[str, Any]] = []
-    state: dict[str, dict[str, Any]] = {}
-    for block_id, actions in values.items():
-        for action_id, value in actions.items():
-            block = copy.deepcopy(template)
-            block["block_id"] = block_id
-            block["label"] = {"type": "plain_text", "text": block_id}
-            block["element"] = {"type": "plain_text_input", "action_id": action_id}
-            block["optional"] = value is None
-            blocks.append(block)
-        state[block_id] = {
-            action_id: {"type": "plain_text_input", "value": value} for action_id, value in actions.items()
-        }
-    view["blocks"] = blocks
-    view["state"] = {"values": state}
+    body = shapes.view_submission(
+        user_id=user_id, callback_id=callback_id, private_metadata=private_metadata, values=values,
+        **({"view_id": view_id} if view_id is not None else {}),
+    )
     return _payload_form(body)
 
 
@@ -180,30 +132,22 @@ def slash_command_body(
     response_url: str | None = None,
     trigger_id: str | None = None,
 ) -> str:
-    """A slash command, from ``slash_command.form`` (fields kept in Slack's order)."""
-    fields = parse_qsl(_fixture_text("slash_command.form").strip(), keep_blank_values=True)
-    changes: dict[str, str] = {
-        "user_id": user_id,
-        "user_name": user_id.lower(),
-        "command": command,
-        "text": text,
-        "channel_id": channel,
-    }
+    """A slash command (:func:`slack_shapes.slash_command_fields`, in Slack's order)."""
+    changes: dict[str, str] = {}
     if response_url is not None:
         changes["response_url"] = response_url
     if trigger_id is not None:
         changes["trigger_id"] = trigger_id
-    out = [(key, changes.get(key, value)) for key, value in fields]
-    return urlencode(out)
+    fields = shapes.slash_command_fields(user_id=user_id, command=command, text=text, channel=channel, **changes)
+    return urlencode(fields)
 
 
 def event_body(event: dict[str, Any]) -> str:
-    """An Events API envelope (``event_callback_app_mention.json``) carrying ``event``,
+    """An Events API envelope (:func:`slack_shapes.event_callback`) carrying ``event``,
     with a fresh ``event_id`` and ``event_time``."""
-    body = _fixture("event_callback_app_mention.json")
-    body["event"] = copy.deepcopy(event)
-    body["event_id"] = "Ev" + uuid.uuid4().hex[:12].upper()
-    body["event_time"] = int(time.time())
+    body = shapes.event_callback(
+        copy.deepcopy(event), event_id="Ev" + uuid.uuid4().hex[:12].upper(), event_time=int(time.time())
+    )
     return json.dumps(body)
 
 
