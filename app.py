@@ -64,6 +64,8 @@ HOMES_INTERVAL_SECONDS = 10.0  # App Home refresh: cheap when nothing changed (o
 REMINDERS_INTERVAL_SECONDS = 60.0
 WATCH_TICK_SECONDS = 60.0  # the watch job looks for due rules this often (or each interval, if shorter)
 STOP_GRACE_SECONDS = 20.0
+# Jobs that every change kicks but that need not run for each: at most one run this often.
+KICK_GAP_SECONDS = {"homes": 1.0, "watch": 1.0}
 SLACK_TIMEOUT_SECONDS = 10
 
 
@@ -103,18 +105,25 @@ class Job:
     A kick while it runs makes it run once more when it finishes, so no wake-up is lost.
     """
 
-    def __init__(self, scheduler: AsyncIOScheduler, name: str, fn: Callable[[], Awaitable[object]]) -> None:
+    def __init__(
+        self, scheduler: AsyncIOScheduler, name: str, fn: Callable[[], Awaitable[object]], *, min_gap: float = 0.0
+    ) -> None:
         self._scheduler = scheduler
         self.name = name
         self._fn = fn
         self._running: asyncio.Task[None] | None = None
         self._again = False
+        # Kicks coalesce: a run starts at most this often (a burst of decisions asks for one
+        # App Home refresh, not one each). The interval runs are unaffected.
+        self._min_gap = timedelta(seconds=min_gap)
+        self._started: datetime | None = None
 
     async def run(self) -> None:
         if self._running is not None:
             self._again = True
             return
         self._running = asyncio.current_task()
+        self._started = datetime.now(timezone.utc)
         try:
             while True:
                 self._again = False
@@ -125,10 +134,14 @@ class Job:
             self._running = None
 
     def kick(self) -> None:
-        if self._running is not None:
+        now = datetime.now(timezone.utc)
+        if self._min_gap and self._started is not None and now < self._started + self._min_gap:
+            if self._scheduler.running and self._scheduler.get_job(self.name):
+                self._scheduler.modify_job(self.name, next_run_time=self._started + self._min_gap)
+        elif self._running is not None:
             self._again = True
         elif self._scheduler.running and self._scheduler.get_job(self.name):
-            self._scheduler.modify_job(self.name, next_run_time=datetime.now(timezone.utc))
+            self._scheduler.modify_job(self.name, next_run_time=now)
 
     async def wait_idle(self) -> None:
         task = self._running
@@ -285,7 +298,7 @@ class Signoff:
         ]
         now = datetime.now(timezone.utc)
         for name, fn, interval in specs:
-            job = Job(self.scheduler, name, fn)
+            job = Job(self.scheduler, name, fn, min_gap=KICK_GAP_SECONDS.get(name, 0.0))
             self.jobs[name] = job
             self.scheduler.add_job(
                 job.run, "interval", seconds=interval, id=name, name=name, next_run_time=now,

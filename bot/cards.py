@@ -110,3 +110,20 @@ class CardReader:
             if action is None:
                 return None
             return await load_card(session, action=action, caps=self._caps(action.source), policy=self._policy)
+
+    async def for_modal(self, action: Action) -> CardView:
+        """What the approve and reject modals show, from the action row a click already read:
+        the store is read again only for a route that needs several approvers."""
+        assert action.id is not None
+        policy = self._policy
+        needed = policy.required_approvals(action.type, action.risk, source=action.source) if policy else 1
+        approvals: list[str] = []
+        if needed > 1 and action.status == Status.READY.value:
+            async with self._db.read() as session:
+                approvals = list(dict.fromkeys(d.actor for d in await queries.endorsements(session, action_id=action.id)))
+        confirm = (
+            policy is not None and policy.confirm_failed_guardrails(action.type, action.risk, source=action.source)
+            and has_failed_guardrail(action)
+        )
+        return card_view(action, None, None, self._caps(action.source), approvals=approvals, needed=needed,
+                         confirm_required=confirm)

@@ -152,27 +152,30 @@ class DecisionService:
         self, *, user_id: str, action_id: int, channel: str | None, ts: str | None, op: Op | None,
         option_key: str | None,
     ) -> Outcome:
+        # One read for everything the answer needs (the card check included), then no database
+        # connection held across Slack's group lookup.
         async with self._db.read() as session:
             action = await queries.get_action(session, action_id=action_id)
-        # Once, against the action's route (no action: APPROVERS say whether to tell them so),
-        # and with no database connection held across Slack's group lookup.
+            shown = (
+                await queries.message_shows(session, channel=channel, ts=ts, action_id=action_id)
+                if action is not None and channel is not None and ts is not None else True
+            )
+        # Once, against the action's route (no action: APPROVERS say whether to tell them so).
         refused = await self.authorize(user_id, action)
         if refused is not None:
             return Outcome(refused)
         if action is None:
             return Outcome(Result.UNKNOWN_ACTION)
-        async with self._db.read() as session:
-            if channel is not None and ts is not None:
-                # The card itself, or a notice in its thread (a tripped rule's Rollback button).
-                if not await queries.message_shows(session, channel=channel, ts=ts, action_id=action_id):
-                    return Outcome(Result.WRONG_CARD, action)
-            if op is not None:
-                picked = self._pick(action, op, option_key)
-                if picked is Result.UNSUPPORTED:
-                    return Outcome(Result.UNSUPPORTED, action)
-                if picked is Result.NOT_POSSIBLE:
+        if not shown:  # neither the card itself nor a notice in its thread (a trip's Rollback)
+            return Outcome(Result.WRONG_CARD, action)
+        if op is not None:
+            picked = self._pick(action, op, option_key)
+            if picked is Result.UNSUPPORTED:
+                return Outcome(Result.UNSUPPORTED, action)
+            if picked is Result.NOT_POSSIBLE:
+                async with self._db.read() as session:
                     latest = await queries.latest_decision(session, action_id=action_id)
-                    return Outcome(Result.NOT_POSSIBLE, action, latest)
+                return Outcome(Result.NOT_POSSIBLE, action, latest)
         if await self._is_requester(action, user_id):
             return Outcome(Result.SELF_APPROVAL, action)
         return Outcome(Result.RECORDED, action)

@@ -16,6 +16,7 @@ from bot.cards import CardReader
 from bot.listeners.common import Click, ModalContext, parse_click, refusal_text, tell_clicker
 from core.decide import DecisionService, Result
 from sources.base import Op
+from store.models import Action
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +26,14 @@ def register(app: AsyncApp, service: DecisionService, cards: CardReader) -> None
         ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, op: Op, option: str | None = None
     ) -> None:
         click = parse_click(body)
-        if not await _admit(ack, client, service, click, op, option):
+        action = await _admit(ack, client, service, click, op, option)
+        if action is None:
             return
         await ack()
         assert click.action_id is not None
-        card = await cards.card(click.action_id)
-        if card is None or not click.trigger_id:
+        if not click.trigger_id:
             return
+        card = await cards.for_modal(action)
         context = ModalContext(click.action_id, click.channel, click.ts, option).dumps()
         modal = render.approve_modal(card, context) if op is Op.APPROVE else render.reject_modal(card, context)
         await client.views_open(trigger_id=click.trigger_id, view=modal)
@@ -48,7 +50,7 @@ def register(app: AsyncApp, service: DecisionService, cards: CardReader) -> None
         ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, op: Op, option: str | None = None
     ) -> None:
         click = parse_click(body)
-        if not await _admit(ack, client, service, click, op, option):
+        if await _admit(ack, client, service, click, op, option) is None:
             return
         assert click.action_id is not None
         outcome = await service.decide(
@@ -78,7 +80,7 @@ def register(app: AsyncApp, service: DecisionService, cards: CardReader) -> None
     async def open_card(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         """From a digest: show the action's full card (with its buttons) to the clicker."""
         click = parse_click(body)
-        if not await _admit(ack, client, service, click, None):
+        if await _admit(ack, client, service, click, None) is None:
             return
         await ack()
         assert click.action_id is not None
@@ -95,7 +97,7 @@ def register(app: AsyncApp, service: DecisionService, cards: CardReader) -> None
     @app.action(ids.RETRY)
     async def retry(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         click = parse_click(body)
-        if not await _admit(ack, client, service, click, None):
+        if await _admit(ack, client, service, click, None) is None:
             return
         assert click.action_id is not None
         outcome = await service.retry(action_id=click.action_id, user_id=click.user_id)
@@ -107,18 +109,19 @@ def register(app: AsyncApp, service: DecisionService, cards: CardReader) -> None
 async def _admit(
     ack: AsyncAck, client: AsyncWebClient, service: DecisionService, click: Click, op: Op | None,
     option: str | None = None,
-) -> bool:
-    """Refuse (ack and explain) a click that may not go further; True if it may."""
+) -> Action | None:
+    """Refuse (ack and explain) a click that may not go further; the action (as the check
+    read it) if it may."""
     if click.action_id is None:
         await ack()
         await tell_clicker(client, click, render.unknown_action_text())
-        return False
+        return None
     outcome = await service.check_click(
         user_id=click.user_id, action_id=click.action_id, channel=click.channel, ts=click.ts, op=op,
         option_key=option,
     )
-    if outcome.result is Result.RECORDED:
-        return True
+    if outcome.result is Result.RECORDED and outcome.action is not None:
+        return outcome.action
     await ack()
     await tell_clicker(client, click, refusal_text(outcome))
-    return False
+    return None
