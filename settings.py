@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     flokit_api_url: str = "https://api.flokit.ai"
     flokit_api_key: SecretStr | None = None  # set: FloKit is on
     flokit_timeout_seconds: float = Field(default=10.0, gt=0)
+    flowdash_api_url: str = "https://app.flowdash.com"
+    flowdash_api_key: SecretStr | None = None  # set: Flowdash is on
+    flowdash_intake_token: SecretStr | None = None  # what a Flowdash automation sends to POST /intake/flowdash
+    flowdash_timeout_seconds: float = Field(default=10.0, gt=0)
     poll_interval_seconds: float = Field(default=60.0, gt=0)
     port: int = Field(default=3000, ge=0, le=65535)
     # The rollback watch (issue 4): where metric values come from and how often rules are checked.
@@ -81,14 +85,14 @@ class Settings(BaseSettings):
         return v if v is not None and v.get_secret_value() else None
 
     @field_validator(
-        "flokit_api_key", "metrics_url", "metrics_token", "signoff_config", "escalation_channel", "quiet_hours",
+        "flokit_api_key", "flowdash_api_key", "flowdash_intake_token", "metrics_url", "metrics_token", "signoff_config", "escalation_channel", "quiet_hours",
         "remind_after_seconds", "escalate_after_seconds", "expire_after_seconds", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("slack_api_url", "flokit_api_url", "metrics_url")
+    @field_validator("slack_api_url", "flokit_api_url", "flowdash_api_url", "metrics_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v is None:
@@ -151,13 +155,25 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _a_source(self) -> Settings:
         if not self.sources_on:
-            raise ValueError("no Actions API is configured: set FLOKIT_API_KEY (FloKit) to turn one on")
+            raise ValueError(
+                "no Actions API is configured: set FLOKIT_API_KEY (FloKit) or FLOWDASH_API_KEY (Flowdash) to turn one on"
+            )
+        if self.flowdash_api_key is not None and self.flowdash_intake_token is None:
+            raise ValueError(
+                "FLOWDASH_INTAKE_TOKEN is required when Flowdash is on (FLOWDASH_API_KEY is set): "
+                "the token Flowdash's automation sends to POST /intake/flowdash"
+            )
         return self
 
     @property
     def sources_on(self) -> tuple[str, ...]:
         """The sources these settings turn on, by name."""
-        return ("flokit",) if self.flokit_api_key is not None else ()
+        on = []
+        if self.flokit_api_key is not None:
+            on.append("flokit")
+        if self.flowdash_api_key is not None:
+            on.append("flowdash")
+        return tuple(on)
 
     @model_validator(mode="after")
     def _mode(self) -> Settings:

@@ -142,7 +142,7 @@ async def _deliver(ctx: DeliveryContext, entry: Outbox) -> None:
     request = DecisionRequest(
         op=op, external_id=action.external_id, actor=identifier, note=entry.note,
         idempotency_key=entry.idempotency_key, option_key=entry.option_key or op.value,
-        option_label=entry.option_label or "",
+        option_label=entry.option_label or "", attempt=entry.attempts,
     )
     try:
         try:
@@ -163,16 +163,17 @@ async def _deliver(ctx: DeliveryContext, entry: Outbox) -> None:
         await _follow(ctx, entry, submitted.reference)
         return
     assert isinstance(submitted, Landed)
-    await settle(ctx, entry, submitted.upstream)
+    await settle(ctx, entry, submitted.upstream, note=submitted.note)
     log.info("%s of %s action %s delivered", op.value, source.name, action.external_id)
 
 
-async def settle(ctx: DeliveryContext, entry: Outbox, upstream: UpstreamAction | None) -> None:
+async def settle(ctx: DeliveryContext, entry: Outbox, upstream: UpstreamAction | None, note: str | None = None) -> None:
     """The decision landed: the action takes its outcome (or the state the upstream reports)."""
     assert entry.id is not None
     async with ctx.db.write() as session:
         await queries.outbox_delivered(
-            session, outbox_id=entry.id, upstream=upstream, outcome=TRANSITIONS[Op(entry.op)].outcome, now=ctx.clock()
+            session, outbox_id=entry.id, upstream=upstream, outcome=TRANSITIONS[Op(entry.op)].outcome, now=ctx.clock(),
+            note=note,
         )
     ctx.on_change()
 
@@ -215,7 +216,8 @@ async def _reconcile(
     except SourceError as e:
         await _failed_attempt(ctx, entry, e)
         return
-    ours = upstream.status is TRANSITIONS[op].outcome and (
+    # A source's own named option lands back where it was decided: no state read tells ours.
+    ours = op is not Op.OTHER and upstream.status is TRANSITIONS[op].outcome and (
         op is Op.ROLLBACK or upstream.decided_by in (None, identifier)
     )
     async with ctx.db.write() as session:
