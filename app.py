@@ -277,7 +277,7 @@ class Signoff:
             logger=logging.getLogger("signoff.bolt"),
         )
         cards = CardReader(db=self.db, capabilities=self.sources.capabilities, policy=self.policy)
-        commands = CommandService(db=self.db, decisions=self.service, cards=cards, clock=self._clock)
+        commands = CommandService(db=self.db, decisions=self.service, cards=cards, clock=self._clock, ingest=self.ingest)
         listeners.register(self.bolt, self.service, cards=cards, home=self.home, commands=commands)
 
     def kick(self, *names: str) -> None:

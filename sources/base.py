@@ -290,6 +290,10 @@ class PushSource(ActionSource, Protocol):
         (``IntakeError`` for a malformed body, ``SourceError`` for the upstream's)."""
         ...
 
+    # Optional: ``track_body(ids: tuple[str, ...]) -> dict``, the intake body for an action a
+    # person names by its ids (``/signoff track <source> <ids>``); ``IntakeError`` if they
+    # do not name one.
+
 
 def is_polling(source: ActionSource) -> bool:
     return callable(getattr(source, "list_actions", None))

@@ -166,6 +166,12 @@ class FlowdashSource:
 
     # ---- reading ----
 
+    def track_body(self, ids: tuple[str, ...]) -> dict[str, Any]:
+        """``/signoff track flowdash <workflow_id> <task_id>`` as an intake body."""
+        if len(ids) != 2:
+            raise IntakeError("ids", "give the workflow id and the task id: track flowdash <workflow_id> <task_id>")
+        return {"workflow_id": ids[0], "task_id": ids[1]}
+
     async def intake(self, body: dict[str, Any]) -> UpstreamAction:
         """The task an automation announces, with the actions Flowdash offers on it now."""
         workflow_id, task_id, title, details, url = parse_intake(body)

@@ -417,3 +417,31 @@ async def test_a_signoff_with_only_flowdash_configured_starts_and_works(
     await approve(h, card)
     await h.wait_for(lambda: (m := task_card(h, "solo")) and "Approved" in card_text(m), timeout=15)
     assert h.flokit.requests == []
+
+
+async def test_signoff_track_takes_a_task_through_the_same_intake_for_approvers(
+    harness: Harness, flowdash: FakeFlowdash
+) -> None:
+    from tests.bot.test_commands import command
+
+    h = harness
+    await start(h, flowdash)
+    flowdash.add_task(WF, "t1")
+    flowdash.add_task(WF, "t2", actions=[])
+    refused = await command(h, f"track flowdash {WF} t1", user=OUTSIDER)
+    assert "approvers" in refused.said and task_card(h, "t1") is None
+    answer = await command(h, f"track flowdash {WF} t1")
+    assert "Tracking" in answer.said
+    card = await h.wait_for(lambda: task_card(h, "t1"))
+    assert set(buttons(card)) == {ids.APPROVE, ids.REJECT}
+    again = await command(h, f"track flowdash {WF} t1")
+    assert "already tracked" in again.said
+    assert len([m for m in h.slack.messages_in(CHANNEL) if m.thread_ts is None]) == 1
+    assert "offers nothing" in (await command(h, f"track flowdash {WF} t2")).said
+    assert "couldn't track" in (await command(h, f"track flowdash {WF} nosuch")).said
+    assert "couldn't track" in (await command(h, f"track flokit {WF} t1")).said
+    assert "couldn't track" in (await command(h, f"track flowdash {WF}")).said
+    assert "Which action" in (await command(h, "track flowdash")).said
+    # Tracked tasks are decided like pushed ones.
+    await approve(h, card)
+    await h.wait_for(lambda: (m := task_card(h, "t1")) and "Approved" in card_text(m), timeout=15)
