@@ -51,6 +51,7 @@ from policy import Policy, PolicyError, Timings, load_policy
 from settings import DatabaseSettings, Settings, describe_errors
 from sources.base import SourceError
 from sources.flokit import FloKitSource
+from sources.flowdash import FlowdashSource
 from sources.metrics import HttpMetrics, MetricsProvider
 from store.db import Database, SchemaError
 
@@ -214,6 +215,19 @@ class Signoff:
             # One delivery: the email lookup and up to two FloKit calls, each bounded by a timeout.
             lease = timedelta(seconds=SLACK_TIMEOUT_SECONDS + 2 * s.flokit_timeout_seconds + 5)
             entries.append(Registered(flokit, outbox_lease=lease, credential="FLOKIT_API_KEY", display_name="FloKit"))
+        if s.flowdash_api_key is not None:
+            assert s.flowdash_intake_token is not None  # the settings require it with the key
+            flowdash = FlowdashSource(
+                self.http, base_url=s.flowdash_api_url, api_key=s.flowdash_api_key.get_secret_value(),
+                timeout=s.flowdash_timeout_seconds,
+            )
+            # One delivery: the email lookup, a read of the task's actions, the execution, and
+            # (when it ends at once) a second read, each bounded by a timeout.
+            lease = timedelta(seconds=SLACK_TIMEOUT_SECONDS + 3 * s.flowdash_timeout_seconds + 5)
+            entries.append(Registered(
+                flowdash, outbox_lease=lease, intake_token=s.flowdash_intake_token.get_secret_value(),
+                credential="FLOWDASH_API_KEY", display_name="Flowdash",
+            ))
         if self._extra_sources is not None:
             entries.extend(self._extra_sources(self.http))
         # Each source tells the health of its credential (/healthz) with every answer.
@@ -326,7 +340,7 @@ class Signoff:
             logger=_bolt_logger(),
         )
         cards = CardReader(db=self.db, capabilities=self.sources.capabilities, policy=self.policy)
-        commands = CommandService(db=self.db, decisions=self.service, cards=cards, clock=self._clock)
+        commands = CommandService(db=self.db, decisions=self.service, cards=cards, clock=self._clock, ingest=self.ingest)
         listeners.register(self.bolt, self.service, cards=cards, home=self.home, commands=commands)
 
     def kick(self, *names: str) -> None:

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     approvers: Annotated[list[str], NoDecode]
     database_url: str = "sqlite:///./signoff.db"
     auto_migrate: bool = True  # apply pending schema migrations on start
+    # The Actions APIs. Each is on when its key is set. Field checks (not model checks), so
+    # that they are reported with every other bad setting: a check sees the fields above it.
+    flowdash_api_url: str = "https://app.flowdash.com"
+    flowdash_api_key: SecretStr | None = None  # set: Flowdash is on
+    # What a Flowdash automation sends to POST /intake/flowdash; required when Flowdash is on.
+    flowdash_intake_token: SecretStr | None = Field(default=None, validate_default=True)
+    flowdash_timeout_seconds: float = Field(default=10.0, gt=0)
     flokit_api_url: str = "https://api.flokit.ai"
     # set: FloKit is on. The last of the sources' keys: its check sees whether any is set.
     flokit_api_key: SecretStr | None = Field(default=None, validate_default=True)
@@ -108,14 +115,14 @@ class Settings(BaseSettings):
         return v
 
     @field_validator(
-        "flokit_api_key", "metrics_url", "metrics_token", "signoff_config", "escalation_channel", "quiet_hours",
+        "flokit_api_key", "flowdash_api_key", "flowdash_intake_token", "metrics_url", "metrics_token", "signoff_config", "escalation_channel", "quiet_hours",
         "remind_after_seconds", "escalate_after_seconds", "expire_after_seconds", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("slack_api_url", "flokit_api_url", "metrics_url")
+    @field_validator("slack_api_url", "flokit_api_url", "flowdash_api_url", "metrics_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v is None:
@@ -172,19 +179,34 @@ class Settings(BaseSettings):
     def _database(cls, v: str) -> str:
         return database_url(v)
 
+    @field_validator("flowdash_intake_token", mode="after")
+    @classmethod
+    def _flowdash_intake(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if v is None and info.data.get("flowdash_api_key") is not None:
+            raise ValueError(
+                "is required when Flowdash is on (FLOWDASH_API_KEY is set): "
+                "the token Flowdash's automation sends to POST /intake/flowdash"
+            )
+        return v
+
     @field_validator("flokit_api_key", mode="after")
     @classmethod
-    def _a_source(cls, v: SecretStr | None) -> SecretStr | None:
-        # A field check, not a model check: it is reported with every other bad setting. Other
-        # sources' keys are declared before this one, so that they are in ``info.data`` here.
-        if v is None:
-            raise ValueError("no Actions API is configured: set FLOKIT_API_KEY (FloKit) to turn one on")
+    def _a_source(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if v is None and info.data.get("flowdash_api_key") is None:
+            raise ValueError(
+                "no Actions API is configured: set FLOKIT_API_KEY (FloKit) or FLOWDASH_API_KEY (Flowdash) to turn one on"
+            )
         return v
 
     @property
     def sources_on(self) -> tuple[str, ...]:
         """The sources these settings turn on, by name."""
-        return ("flokit",) if self.flokit_api_key is not None else ()
+        on = []
+        if self.flokit_api_key is not None:
+            on.append("flokit")
+        if self.flowdash_api_key is not None:
+            on.append("flowdash")
+        return tuple(on)
 
     @property
     def socket_mode(self) -> bool:

@@ -5,7 +5,9 @@ The source's own module reads the body and the upstream (``PushSource.intake``);
 adapter authenticates, bounds and answers; the core's ``ingest`` stores it once:
 
 - 202 ``{"id": <Signoff's id>, "status": ..., "created": true}`` for a new action; 200 with
-  the same id for one already known (a repeat never makes a second card);
+  the same id for one already known (a repeat never makes a second card); where the source
+  names the action's options, also ``options`` (their labels) and ``carded`` (false, with a
+  ``message``, when it offers nothing to decide: stored, but no card is posted until it does);
 - 401 for a missing or wrong token (compared in constant time), 404 for a source that is
   not configured or takes no intake, 413 over the size limit, 400 for a body that is not a
   JSON object, 422 naming the bad field, 502/503 when the upstream could not be read.
@@ -87,11 +89,16 @@ def intake_handler(ctx: IngestContext, sources: SourceRegistry) -> Handler:
         except SourceError as e:  # a conflict on a read: the upstream's word is unclear
             return error(502, "upstream_error", f"{name} answered unexpectedly: {str(e)[:300]}")
         stored = await ingest(ctx, source=name, upstream=upstream)
-        return web.json_response(
-            {"id": stored.action_id, "source": name, "external_id": upstream.external_id,
-             "status": upstream.status.value, "created": stored.created},
-            status=202 if stored.created else 200,
-        )
+        answer: dict[str, Any] = {
+            "id": stored.action_id, "source": name, "external_id": upstream.external_id,
+            "status": upstream.status.value, "created": stored.created,
+        }
+        if upstream.options is not None:
+            answer["options"] = [o.label for o in upstream.options]
+            answer["carded"] = bool(upstream.options)
+            if not upstream.options:
+                answer["message"] = "stored, but not carded: the action offers nothing to decide now"
+        return web.json_response(answer, status=202 if stored.created else 200)
 
     return handle
 

@@ -18,7 +18,9 @@ from bot.render import CardView
 from bot.render_commands import ActionLine, AuditLine, ListView, StatsView
 from core.clock import Clock, utc_now
 from core.decide import DecisionService, Outcome, Result
-from sources.base import Op, Status
+from core.ingest import IngestContext, track
+from core.registry import UnknownSource
+from sources.base import IntakeError, Op, SourceError, Status
 from store import queries, reports
 from store.db import Database
 from store.models import Action, Decision
@@ -57,6 +59,17 @@ class Decided:
 
 
 @dataclass(frozen=True)
+class Tracked:
+    """What ``track`` stored, or why nothing was."""
+
+    action_id: int | None = None
+    external_id: str = ""
+    created: bool = False
+    carded: bool = True
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
 class Trail:
     lookup: Lookup
     lines: Sequence[AuditLine] = ()
@@ -87,7 +100,11 @@ def median_time(times: Sequence[reports.DecisionTime]) -> timedelta | None:
 
 
 class CommandService:
-    def __init__(self, *, db: Database, decisions: DecisionService, cards: CardReader, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, *, db: Database, decisions: DecisionService, cards: CardReader, clock: Clock = utc_now,
+        ingest: IngestContext | None = None,
+    ) -> None:
+        self._ingest = ingest
         self._db = db
         self._decisions = decisions
         self._cards = cards
@@ -146,6 +163,21 @@ class CommandService:
         if lookup.action is None or lookup.action.id is None:
             return Decided(lookup)
         return Decided(lookup, await self._decisions.retry(action_id=lookup.action.id, user_id=user_id))
+
+    async def track(self, *, source: str, ids: tuple[str, ...]) -> Tracked:
+        """Take an action of a pushing source by its ids, through the core's intake path."""
+        if self._ingest is None:
+            return Tracked(problem="no source takes actions this way here")
+        try:
+            stored, upstream = await track(self._ingest, source=source, ids=ids)
+        except UnknownSource:
+            return Tracked(problem=f"no source {source!r} that takes actions this way is configured")
+        except IntakeError as e:
+            return Tracked(problem=e.message)
+        except SourceError as e:
+            return Tracked(problem=str(e)[:300])
+        carded = upstream.options is None or bool(upstream.options)
+        return Tracked(stored.action_id, upstream.external_id, created=stored.created, carded=carded)
 
     async def history(self, ref: Ref) -> Trail:
         lookup = await self.find(ref)

@@ -25,7 +25,8 @@ MAX_PAGE = 100_000
 WINDOWS = {"7d": 7, "30d": 30}
 DEFAULT_WINDOW = 7
 
-SUBCOMMANDS = ("help", "list", "show", "approve", "reject", "rollback", "retry", "history", "stats")
+SUBCOMMANDS = ("help", "list", "show", "approve", "reject", "rollback", "retry", "history", "stats", "track")
+MAX_TRACK_WORDS = 4  # ids after the source name (Flowdash: a workflow id and a task id)
 _ALIASES = {"?": "help", "-h": "help", "--help": "help", "roll-back": "rollback", "ls": "list"}
 
 _NUMBER = re.compile(r"#?([0-9]{1,18})")  # ASCII digits only, and within a 64-bit id
@@ -84,6 +85,15 @@ class Stats:
     days: int = DEFAULT_WINDOW
 
 
+@dataclass(frozen=True)
+class Track:
+    """Have Signoff take an action a source pushes (as its intake would): ``source`` and the
+    ids that name the action there (Flowdash: the workflow id and the task id)."""
+
+    source: str
+    ids: tuple[str, ...]
+
+
 class Problem(enum.Enum):
     UNKNOWN_SUBCOMMAND = "unknown_subcommand"
     MISSING_ID = "missing_id"
@@ -107,7 +117,7 @@ class Invalid:
     suggestion: str | None = None
 
 
-Command = Help | ListActions | Show | Decide | Retry | History | Stats | Invalid
+Command = Help | ListActions | Show | Decide | Retry | History | Stats | Track | Invalid
 
 
 # ---- parsing -------------------------------------------------------------------------------
@@ -141,6 +151,8 @@ def parse(text: str | None) -> Command:
             return _decide(sub, rest)
         case "stats":
             return _stats(rest)
+        case "track":
+            return _track(rest)
     close = difflib.get_close_matches(head[:40], SUBCOMMANDS, n=1, cutoff=0.6)
     return Invalid(Problem.UNKNOWN_SUBCOMMAND, given=words[0], suggestion=close[0] if close else None)
 
@@ -239,3 +251,16 @@ def _stats(rest: str) -> Stats | Invalid:
     if len(words) > 1:
         return Invalid(Problem.EXTRA_WORDS, "stats", given=" ".join(words[1:]))
     return Stats(days)
+
+
+def _track(rest: str) -> Track | Invalid:
+    words = rest.split()
+    if len(words) < 2:
+        return Invalid(Problem.MISSING_ID, "track")
+    source, ids = words[0].casefold(), tuple(words[1:])
+    if len(ids) > MAX_TRACK_WORDS:
+        return Invalid(Problem.EXTRA_WORDS, "track", given=" ".join(ids[MAX_TRACK_WORDS:]))
+    bad = next((w for w in (source, *ids) if len(w) > MAX_REF or not _EXTERNAL.fullmatch(w)), None)
+    if bad is not None:
+        return Invalid(Problem.BAD_ID, "track", given=bad)
+    return Track(source, ids)

@@ -17,6 +17,9 @@ RETRY: Final = "signoff.retry"
 OPTION_PREFIX: Final = "signoff.option:"
 OPTION_PATTERN: Final = re.compile(r"^signoff\.option:")
 _MAX_ACTION_ID = 255
+# The overflow menu holding the options beyond a card's first buttons. Each entry's value is
+# "<action id>|<kind>|<key>" (checked like a button's: against the card and what it offers).
+OVERFLOW: Final = "signoff.overflow"
 # On a digest (a flood of new actions listed in one message): show one action's card.
 OPEN_CARD: Final = "signoff.open_card"
 
@@ -54,3 +57,17 @@ def parse_option_action_id(action_id: str) -> tuple[str | None, str] | None:
     if sep and kind in ("approve", "reject", "rollback", "other"):
         return kind, key
     return None, rest
+
+
+def overflow_value(action_value: str, kind: str, key: str) -> str:
+    """An overflow entry's value: the card's action id, the option's kind and its key."""
+    return f"{action_value}|{kind}|{key}"
+
+
+def parse_overflow_value(value: str) -> tuple[str, str, str] | None:
+    """(action id text, kind, key) from an overflow entry's value; None if it is not one."""
+    action_value, sep, rest = value.partition("|")
+    kind, sep2, key = rest.partition("|")
+    if not sep or not sep2 or kind not in ("approve", "reject", "rollback", "other"):
+        return None
+    return action_value, kind, key

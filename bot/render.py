@@ -30,9 +30,13 @@ from slack_sdk.models.blocks import (
     HeaderBlock,
     InputBlock,
     MarkdownTextObject,
+    OverflowMenuElement,
     PlainTextInputElement,
     PlainTextObject,
     SectionBlock,
+)
+from slack_sdk.models.blocks import (
+    Option as OverflowOption,
 )
 from slack_sdk.models.metadata import Metadata
 from slack_sdk.models.views import View
@@ -103,6 +107,7 @@ class CardView:
     confirm_required: bool = False  # Approve needs a typed confirmation (failed guardrails)
     details: tuple[tuple[str, str], ...] = ()  # the source's own labelled facts, shown as given (escaped)
     url: str | None = None  # where to see the action upstream
+    running: bool = False  # the upstream accepted the decision in flight and runs it (an execution)
 
 
 @dataclass(frozen=True)
@@ -189,7 +194,11 @@ _BUTTON_KINDS: dict[Op, tuple[str, str | None]] = {
     Op.REJECT: (ids.REJECT, "danger"),
     Op.ROLLBACK: (ids.ROLLBACK, "danger"),
 }
-MAX_BUTTONS = 20  # Block Kit allows 25 elements in an actions block; Retry comes after these
+# At most this many options as buttons; beyond it, the first MAX_BUTTONS - 1 as buttons and
+# the rest (up to MAX_OVERFLOW) in one overflow menu (Slack's takes 2 to 5 options).
+MAX_BUTTONS = 5
+MAX_OVERFLOW = 5
+MAX_OVERFLOW_VALUE = 150
 
 _SLACK_USER = re.compile(r"[UW][A-Z0-9]{1,20}")
 
@@ -491,6 +500,9 @@ def status_line(card: CardView) -> str:
             line += ": " + ", ".join(who(a, card.source) for a in card.approvals)
         return line
     if status in IN_FLIGHT:
+        if card.running and d is not None and d.event in ("requested", "retried"):
+            label = esc_clip(_one_line(d.option) or _OP_NOUN.get(_op(d.op) or Op.OTHER, "decision"), _ITEM_LABEL)
+            return f"⏳ Running '{label}' in {source_name(card.source)}, started by {who(d.actor, card.source)}"
         if status is Status.DECIDING and d is not None and d.option:
             badge = f"⏳ {esc_clip(_one_line(d.option), _ITEM_LABEL)}…"
         if d is not None and d.event in ("requested", "retried"):
@@ -526,14 +538,28 @@ def _offered(card: CardView) -> tuple[Option, ...]:
     return () if card.status in IN_FLIGHT else card.options
 
 
+def _option_confirm(option: Option, source: str) -> ConfirmObject:
+    """Slack's own "are you sure?" before a source's own named option runs at once."""
+    label = esc_clip(_one_line(option.label), 60)
+    return ConfirmObject(
+        title=clip(f"Run '{_one_line(option.label)}'?", 100),
+        text=_mrkdwn(clip(f"This asks {source_name(source)} to run *{label}* on this task now.", MAX_CONFIRM_TEXT)),
+        confirm="Run",
+        deny="Cancel",
+    )
+
+
 def option_buttons(
-    options: Sequence[Option], value: str, *, rollback_confirm: ConfirmObject | None = None
-) -> list[ButtonElement]:
+    options: Sequence[Option], value: str, *, rollback_confirm: ConfirmObject | None = None, source: str = "",
+) -> list[ButtonElement | OverflowMenuElement]:
     """One button per option, in order: the usual three kinds with their own action ids and
-    styles, a source's own named options (and a second one of a kind) by their key."""
-    buttons = []
+    styles, a source's own named options (and a second one of a kind) by their key; a named
+    option of kind other behind a confirmation. More than ``MAX_BUTTONS`` options: the first
+    ``MAX_BUTTONS - 1`` as buttons, the rest in an overflow menu."""
+    buttons: list[ButtonElement | OverflowMenuElement] = []
     seen: set[str] = set()
-    for option in options[:MAX_BUTTONS]:
+    as_buttons = list(options) if len(options) <= MAX_BUTTONS else list(options[: MAX_BUTTONS - 1])
+    for option in as_buttons:
         action_id, style = _BUTTON_KINDS.get(option.kind, (ids.option_action_id(option.key), None))
         if action_id in seen:  # two options of one kind: the second by its own key
             action_id, style = ids.option_action_id(option.key, option.kind), None
@@ -541,11 +567,32 @@ def option_buttons(
             continue
         seen.add(action_id)
         confirm = rollback_confirm if option.kind is Op.ROLLBACK else None
+        if option.kind is Op.OTHER:
+            confirm = _option_confirm(option, source)
         buttons.append(
             ButtonElement(
                 text=_plain(option.label, MAX_BUTTON), action_id=action_id, value=value, style=style, confirm=confirm
             )
         )
+    rest = [
+        (o, v) for o in options[len(as_buttons):]
+        if len(v := ids.overflow_value(value, o.kind.value, o.key)) <= MAX_OVERFLOW_VALUE
+    ][:MAX_OVERFLOW]
+    if len(rest) >= 2:
+        others = [o for o, _ in rest if o.kind is Op.OTHER]
+        confirm = None
+        if others:
+            confirm = ConfirmObject(
+                title="Run this action?",
+                text=_mrkdwn(clip(f"This asks {source_name(source)} to run the chosen action on this task now.",
+                                  MAX_CONFIRM_TEXT)),
+                confirm="Run", deny="Cancel",
+            )
+        buttons.append(OverflowMenuElement(
+            action_id=ids.OVERFLOW,
+            options=[OverflowOption(text=_plain(o.label, MAX_BUTTON), value=v) for o, v in rest],
+            confirm=confirm,
+        ))
     return buttons
 
 
@@ -568,9 +615,9 @@ def _rollback_confirm(card: CardView) -> ConfirmObject:
     )
 
 
-def _buttons(card: CardView) -> list[ButtonElement]:
+def _buttons(card: CardView) -> list[ButtonElement | OverflowMenuElement]:
     value = str(card.action_id)
-    buttons = option_buttons(_offered(card), value, rollback_confirm=_rollback_confirm(card))
+    buttons = option_buttons(_offered(card), value, rollback_confirm=_rollback_confirm(card), source=card.source)
     if _retry_offered(card):
         failed = _failed_op(card)
         label = f"Retry {_OP_NOUN[failed]}" if failed else "Retry"
@@ -774,6 +821,11 @@ def conflict_text(status: Status, op: Op | str | None) -> str:
     """The upstream refused the decision (409); its real state was adopted."""
     known = _op(op)
     what = f"your {_OP_NOUN[known]}" if known else "your decision"
+    if status is Status.READY:  # still awaiting a decision: what was picked is no longer offered
+        return (
+            f"Nothing ran: the upstream no longer offers what you picked ({what}). "
+            "The card now shows what it offers now."
+        )
     return (
         f"The upstream refused {what}: the action was already {_STATUS_WORDS[status]}. "
         "The card now shows its current state."

@@ -118,6 +118,7 @@ USAGE: dict[str, str] = {  # plain text
     "retry": f"{COMMAND} retry <id>",
     "history": f"{COMMAND} history [<id>]",
     "stats": f"{COMMAND} stats [7d|30d]",
+    "track": f"{COMMAND} track <source> <ids>",
 }
 _DOES: dict[str, str] = {
     "help": "this help",
@@ -129,6 +130,7 @@ _DOES: dict[str, str] = {
     "retry": "send a decision whose upstream call failed again",
     "history": "an action's audit trail, or the latest decisions",
     "stats": "decisions by person and type, median time to decision, rollbacks",
+    "track": "take an action its source cannot list, e.g. `/signoff track flowdash &lt;workflow_id&gt; &lt;task_id&gt;`",
 }
 _ID_HINT = (
     "`&lt;id&gt;` is the number `/signoff list` shows (`12`), or the action's id in its source "
@@ -241,7 +243,7 @@ def help_reply(lead: str | None = None) -> Reply:
         _section("*Signoff from the keyboard.* Answers are only shown to you.\n" + "\n".join(lines)),
         _context(f"{_ID_HINT}\nStatuses: {statuses_text()}."),
     ]
-    text = lead or f"Signoff: {COMMAND} list, show, approve, reject, rollback, retry, history, stats"
+    text = lead or f"Signoff: {COMMAND} list, show, approve, reject, rollback, retry, history, stats, track"
     return Reply(clip(text, MAX_TEXT), blocks)
 
 
@@ -523,3 +525,18 @@ def stats_reply(view: StatsView) -> Reply:
     ]
     return Reply(f"Decisions in the last {view.days} days: {total}", blocks)
 
+
+
+def tracked_reply(source: str, external_id: str, action_id: int, *, created: bool, carded: bool) -> Reply:
+    """What ``/signoff track`` did (ids escaped)."""
+    what = f"{source_name(source)} {_code(escape(external_id))}"
+    if not carded:
+        return _text_reply(f"Stored {what} as `#{action_id}`, but it offers nothing to decide now, so no card was posted.")
+    if created:
+        return _text_reply(f"Tracking {what} as `#{action_id}`: its card is on its way to the channel.")
+    return _text_reply(f"{what} is already tracked as `#{action_id}`; its card shows what it offers now.")
+
+
+def track_failed_reply(source: str, problem: str) -> Reply:
+    """``/signoff track`` could not take the action (``problem`` is escaped here)."""
+    return _text_reply(f"Signoff couldn't track that in {source_name(source)}: {esc_clip(problem, 500)}. Nothing was stored.")

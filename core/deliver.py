@@ -199,7 +199,7 @@ async def _deliver(ctx: DeliveryContext, entry: Outbox, action: Action | None = 
     request = DecisionRequest(
         op=op, external_id=action.external_id, actor=identifier, note=entry.note,
         idempotency_key=entry.idempotency_key, option_key=entry.option_key or op.value,
-        option_label=entry.option_label or "",
+        option_label=entry.option_label or "", attempt=entry.attempts,
     )
     try:
         try:
@@ -220,11 +220,11 @@ async def _deliver(ctx: DeliveryContext, entry: Outbox, action: Action | None = 
         await _follow(ctx, entry, submitted.reference)
         return
     assert isinstance(submitted, Landed)
-    await settle(ctx, entry, submitted.upstream)
+    await settle(ctx, entry, submitted.upstream, note=submitted.note)
     log.info("%s of %s action %s delivered", op.value, source.name, action.external_id)
 
 
-async def settle(ctx: DeliveryContext, entry: Outbox, upstream: UpstreamAction | None) -> None:
+async def settle(ctx: DeliveryContext, entry: Outbox, upstream: UpstreamAction | None, note: str | None = None) -> None:
     """The decision landed: the action takes its outcome (or the state the upstream reports)."""
     assert entry.id is not None
     claim = _claim(ctx)
@@ -232,6 +232,7 @@ async def settle(ctx: DeliveryContext, entry: Outbox, upstream: UpstreamAction |
         await queries.outbox_delivered(
             session, outbox_id=entry.id, upstream=upstream, outcome=TRANSITIONS[Op(entry.op)].outcome, now=ctx.clock(),
             claim=claim,
+            note=note,
         )
     _announce(ctx, entry.action_id, claim)
 
@@ -274,7 +275,8 @@ async def _reconcile(
     except SourceError as e:
         await _failed_attempt(ctx, entry, e)
         return
-    ours = upstream.status is TRANSITIONS[op].outcome and (
+    # A source's own named option lands back where it was decided: no state read tells ours.
+    ours = op is not Op.OTHER and upstream.status is TRANSITIONS[op].outcome and (
         op is Op.ROLLBACK or upstream.decided_by in (None, identifier)
     )
     claim = _claim(ctx)

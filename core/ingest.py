@@ -9,15 +9,15 @@ whatever arrives twice, or at once on several replicas (the store's unique key d
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from core.clock import Clock, utc_now
 from core.lifecycle import in_flight_from
-from core.registry import SourceRegistry
+from core.registry import SourceRegistry, UnknownSource
 from policy import Policy
-from sources.base import IN_FLIGHT, NotFoundError, PollingSource, SourceError, Status, UpstreamAction
+from sources.base import IN_FLIGHT, NotFoundError, PollingSource, SourceError, Status, UpstreamAction, is_push
 from store import queries
 from store.db import Database
 
@@ -65,6 +65,26 @@ async def ingest(ctx: IngestContext, *, source: str, upstream: UpstreamAction, d
     if changed:
         ctx.on_change()
     return Ingested(action_id, created)
+
+
+async def track(ctx: IngestContext, *, source: str, ids: Sequence[str]) -> tuple[Ingested, UpstreamAction]:
+    """Take an action of a source that pushes its actions, named by a person rather than
+    pushed (``/signoff track flowdash <workflow_id> <task_id>``): read it from the source as
+    its intake would, and store it through the same ``ingest``. An action known already keeps
+    what its intake told (title, fields): only its state and options are refreshed.
+
+    Raises ``UnknownSource`` (no such source, or one that is not pushed), ``IntakeError``
+    (ids it cannot take) and ``SourceError`` (the upstream's)."""
+    pushed = ctx.sources.entry(source).source
+    body_for = getattr(pushed, "track_body", None)
+    if not is_push(pushed) or not callable(body_for):
+        raise UnknownSource(source)
+    upstream = await pushed.intake(body_for(tuple(ids)))
+    async with ctx.db.read() as session:
+        known = await queries.known_actions(session, source=source, external_ids=[upstream.external_id])
+    if upstream.external_id in known:
+        upstream = replace(upstream, detailed=False)
+    return await ingest(ctx, source=source, upstream=upstream), upstream
 
 
 async def poll(ctx: IngestContext) -> None:

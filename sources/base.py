@@ -170,13 +170,19 @@ class DecisionRequest:
     idempotency_key: str
     option_key: str = ""  # the source's own id for the option picked (FloKit: the op's name)
     option_label: str = ""
+    # How many earlier attempts of this decision failed (0: the first send). A source with no
+    # idempotency key reads the upstream before sending again (an earlier answer may be lost).
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
 class Landed:
-    """The upstream acted on the decision; ``upstream`` is the action's new state where it said."""
+    """The upstream acted on the decision; ``upstream`` is the action's new state where it said.
+    ``note``: what the card and the audit trail should say about how it landed, where it is
+    not the plain case ("landed; confirmation lost")."""
 
     upstream: UpstreamAction | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +289,10 @@ class PushSource(ActionSource, Protocol):
         """The action a pushed body announces, read from the upstream where it can be
         (``IntakeError`` for a malformed body, ``SourceError`` for the upstream's)."""
         ...
+
+    # Optional: ``track_body(ids: tuple[str, ...]) -> dict``, the intake body for an action a
+    # person names by its ids (``/signoff track <source> <ids>``); ``IntakeError`` if they
+    # do not name one.
 
 
 def is_polling(source: ActionSource) -> TypeGuard[PollingSource]:

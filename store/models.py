@@ -51,6 +51,7 @@ class CardState(str, enum.Enum):
     POSTING = "posting"  # a worker claimed it and is posting; check the channel before posting again
     POSTED = "posted"
     DIGESTED = "digested"  # listed in a digest (a flood) instead of posted; opened on demand
+    HELD = "held"  # the action offers nothing to decide (a Flowdash task with no actions): not posted until it does
 
 
 class OutboxState(str, enum.Enum):

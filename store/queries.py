@@ -104,6 +104,8 @@ async def insert_action(
     if action_id is None:
         return None
     state = CardState.DIGESTED if digest_id is not None else CardState.PENDING
+    if upstream.options is not None and not upstream.options:
+        state = CardState.HELD  # nothing to decide: no card until the source offers something
     session.add(Card(action_id=action_id, channel=channel, state=state.value, digest_id=digest_id))
     await append_audit(
         session, action_id=action_id, event=AuditEvent.DISCOVERED, actor="upstream",
@@ -207,7 +209,18 @@ async def adopt_upstream(
     action.updated_at = now
     session.add(action)
     await _card_dirty(session, action_id=action_id, version=action.version)
+    if upstream.options:
+        await _unhold_card(session, action_id=action_id)
     return True
+
+
+async def _unhold_card(session: AsyncSession, *, action_id: int) -> None:
+    """The action offers something to decide now: a card held back until then is posted."""
+    await session.exec(
+        sa.update(Card)
+        .where(col(Card.action_id) == action_id, col(Card.state) == CardState.HELD.value)
+        .values(state=CardState.PENDING.value)
+    )
 
 
 async def _card_dirty(session: AsyncSession, *, action_id: int, version: int, claim: Claim | None = None) -> None:
@@ -511,9 +524,11 @@ async def _moved(
 async def outbox_delivered(
     session: AsyncSession, *, outbox_id: int, upstream: UpstreamAction | None, outcome: Status, now: datetime,
     claim: Claim | None = None,
+    note: str | None = None,
 ) -> Action | None:
     """The upstream acted on the decision: land the action in ``outcome`` (the decision's),
-    or in the state the upstream reports, where it reports one."""
+    or in the state the upstream reports, where it reports one. ``note``: how it landed, where
+    that is worth saying (added to the person's own note in the audit trail and on the card)."""
     settled = await _settle(session, outbox_id=outbox_id, state=OutboxState.DONE, error=None, now=now)
     if settled is None:
         return None
@@ -525,9 +540,10 @@ async def outbox_delivered(
         action.decided_by = upstream.decided_by or action.decided_by
         if upstream.options is not None:
             action.options = [o.to_json() for o in upstream.options]
+    said = " — ".join(n for n in (outbox.note, note) if n) or None
     return await _moved(
         session, outbox=outbox, action=action, status=outcome.value, error=None,
-        event=AuditEvent.CONFIRMED, actor=outbox.actor, note=outbox.note, now=now, claim=claim,
+        event=AuditEvent.CONFIRMED, actor=outbox.actor, note=said, now=now, claim=claim,
     )
 
 
@@ -551,12 +567,17 @@ async def outbox_conflict(
 async def outbox_accepted(
     session: AsyncSession, *, outbox_id: int, reference: str, next_attempt_at: datetime
 ) -> None:
-    """The upstream accepted the decision and works on it: follow ``reference`` from now on."""
-    await session.exec(
+    """The upstream accepted the decision and works on it: follow ``reference`` from now on
+    (the card says so: it is re-rendered)."""
+    result = await session.exec(
         sa.update(Outbox)
         .where(col(Outbox.id) == outbox_id, col(Outbox.state) == OutboxState.PENDING.value)
         .values(reference=reference, attempts=0, last_error=None, next_attempt_at=next_attempt_at, lease_until=None)
     )
+    if result.rowcount == 1:
+        outbox = await session.get(Outbox, outbox_id)
+        if outbox is not None:
+            await _bump(session, action_id=outbox.action_id)
 
 
 async def outbox_retry_later(
@@ -599,7 +620,10 @@ def _card_due(now: datetime) -> Any:
     return sa.and_(
         sa.or_(col(Card.lease_until).is_(None), col(Card.lease_until) < now),
         sa.or_(col(Card.next_attempt_at).is_(None), col(Card.next_attempt_at) <= now),
-        sa.or_(col(Card.state).in_([CardState.PENDING.value, CardState.POSTING.value]), col(Card.dirty)),
+        sa.or_(
+            col(Card.state).in_([CardState.PENDING.value, CardState.POSTING.value]),
+            sa.and_(col(Card.dirty), col(Card.state) != CardState.HELD.value),
+        ),
     )
 
 

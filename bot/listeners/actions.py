@@ -65,16 +65,25 @@ def register(app: AsyncApp, service: DecisionService, cards: CardReader) -> None
     async def rollback(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await decide_now(ack, body, client, Op.ROLLBACK)
 
-    @app.action(ids.OPTION_PATTERN)
-    async def option(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+    async def named_option(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         """A source's own named option: approve- and reject-like ones through their modals,
-        any other decided at once (the core checks the key against what the action offers)."""
+        any other decided at once (behind Slack's confirmation; the core checks the key
+        against what the action offers)."""
         kind, key = ids.parse_option_action_id(parse_click(body).control) or (None, "")
         op = Op(kind) if kind else Op.OTHER
         if op in (Op.APPROVE, Op.REJECT):
             await open_modal(ack, body, client, op, key)
         else:
             await decide_now(ack, body, client, op, key)
+
+    @app.action(ids.OPTION_PATTERN)
+    async def option(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await named_option(ack, body, client)
+
+    @app.action(ids.OVERFLOW)
+    async def overflow(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """An option picked from a card's overflow menu: as if its own button was clicked."""
+        await named_option(ack, body, client)
 
     @app.action(ids.OPEN_CARD)
     async def open_card(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:

@@ -92,6 +92,13 @@ async def answer(
             return render.history_reply(action_line(trail.lookup.action, link), trail.lines)
         case cmd.Stats(days=days):
             return render.stats_reply(await service.stats(days=days))
+        case cmd.Track(source=source, ids=ids):
+            tracked = await service.track(source=source, ids=ids)
+            if tracked.action_id is None:
+                return render.track_failed_reply(source, tracked.problem or "unknown problem")
+            return render.tracked_reply(
+                source, tracked.external_id, tracked.action_id, created=tracked.created, carded=tracked.carded
+            )
     return render.help_reply()
 
 

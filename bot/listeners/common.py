@@ -11,7 +11,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import render
+from bot import ids, render
 from bot.cards import decision_view
 from core.decide import Outcome, Result
 from sources.base import Status
@@ -33,6 +33,12 @@ def parse_click(body: dict[str, Any]) -> Click:
     container = body.get("container") or {}
     actions = body.get("actions") or [{}]
     value = str(actions[0].get("value") or "")
+    control = str(actions[0].get("action_id") or "")
+    selected = actions[0].get("selected_option")
+    if control == ids.OVERFLOW and isinstance(selected, dict):
+        # An entry of a card's overflow menu: the same as the option's own button.
+        parsed = ids.parse_overflow_value(str(selected.get("value") or ""))
+        value, control = ("", control) if parsed is None else (parsed[0], ids.option_action_id(parsed[2], parsed[1]))
     return Click(
         user_id=str((body.get("user") or {}).get("id") or ""),
         action_id=int(value) if value.isdigit() and len(value) < 19 else None,
@@ -41,7 +47,7 @@ def parse_click(body: dict[str, Any]) -> Click:
         # check for it; authorization and the compare-and-set still decide.
         ts=None if container.get("is_ephemeral") is True else container.get("message_ts"),
         trigger_id=body.get("trigger_id"),
-        control=str(actions[0].get("action_id") or ""),
+        control=control,
     )
 
 

@@ -562,3 +562,24 @@ def test_a_sources_own_details_are_shown_escaped_cut_and_counted() -> None:
     # A link that could break out of mrkdwn is not made a link.
     unsafe = [b.to_dict() for b in card_blocks(make_card(url="https://x.example/a|<!here>"))]
     assert "<!here>" not in json.dumps(unsafe)
+
+
+def test_option_buttons_past_five_go_to_an_overflow_menu_and_other_options_ask_first() -> None:
+    from bot import ids
+    from bot.render import MAX_BUTTONS, option_buttons
+    from sources.base import Option
+
+    five = [Option(Op.APPROVE, "Approve", "a"), Option(Op.REJECT, "Reject", "r")] + [
+        Option(Op.OTHER, f"Step {i}", f"s{i}") for i in range(3)
+    ]
+    elements = [e.to_dict() for e in option_buttons(five, "7", source="flowdash")]
+    assert [e["type"] for e in elements] == ["button"] * 5
+    assert "confirm" not in elements[0] and elements[2]["confirm"]["confirm"]["text"] == "Run"
+    six = five + [Option(Op.OTHER, "Step 9", "s9")]
+    elements = [e.to_dict() for e in option_buttons(six, "7", source="flowdash")]
+    assert [e["type"] for e in elements] == ["button"] * (MAX_BUTTONS - 1) + ["overflow"]
+    menu = elements[-1]
+    assert menu["action_id"] == ids.OVERFLOW and [o["text"]["text"] for o in menu["options"]] == ["Step 2", "Step 9"]
+    assert ids.parse_overflow_value(menu["options"][0]["value"]) == ("7", "other", "s2")
+    many = five + [Option(Op.OTHER, f"More {i}", f"m{i}") for i in range(20)]
+    assert len(option_buttons(many, "7")[-1].to_dict()["options"]) == 5  # Slack's limit
