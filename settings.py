@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     flokit_api_url: str = "https://api.flokit.ai"
     flokit_api_key: SecretStr | None = None  # set: FloKit is on
     flokit_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Fieldkit's Agent Actions API (seed 002): pushed to POST /intake/fieldkit, decided with idempotency keys.
+    fieldkit_api_url: str | None = None  # no default: an internal API
+    fieldkit_api_key: SecretStr | None = None  # an admin service-account key (X-API-Key); set: Fieldkit is on
+    fieldkit_intake_token: SecretStr | None = None  # what Fieldkit (or its agents) send as Bearer to the intake
+    fieldkit_timeout_seconds: float = Field(default=10.0, gt=0)
     poll_interval_seconds: float = Field(default=60.0, gt=0)
     port: int = Field(default=3000, ge=0, le=65535)
     # The rollback watch (issue 4): where metric values come from and how often rules are checked.
@@ -81,14 +86,14 @@ class Settings(BaseSettings):
         return v if v is not None and v.get_secret_value() else None
 
     @field_validator(
-        "flokit_api_key", "metrics_url", "metrics_token", "signoff_config", "escalation_channel", "quiet_hours",
+        "flokit_api_key", "fieldkit_api_url", "fieldkit_api_key", "fieldkit_intake_token", "metrics_url", "metrics_token", "signoff_config", "escalation_channel", "quiet_hours",
         "remind_after_seconds", "escalate_after_seconds", "expire_after_seconds", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("slack_api_url", "flokit_api_url", "metrics_url")
+    @field_validator("slack_api_url", "flokit_api_url", "fieldkit_api_url", "metrics_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v is None:
@@ -151,13 +156,33 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _a_source(self) -> Settings:
         if not self.sources_on:
-            raise ValueError("no Actions API is configured: set FLOKIT_API_KEY (FloKit) to turn one on")
+            raise ValueError(
+                "no Actions API is configured: set FLOKIT_API_KEY (FloKit) or FIELDKIT_API_KEY (Fieldkit) to turn one on"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fieldkit(self) -> Settings:
+        if self.fieldkit_api_key is None:
+            return self
+        missing = [
+            name for name, value in (
+                ("FIELDKIT_API_URL", self.fieldkit_api_url), ("FIELDKIT_INTAKE_TOKEN", self.fieldkit_intake_token),
+            ) if value is None
+        ]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} must be set when FIELDKIT_API_KEY turns Fieldkit on")
         return self
 
     @property
     def sources_on(self) -> tuple[str, ...]:
         """The sources these settings turn on, by name."""
-        return ("flokit",) if self.flokit_api_key is not None else ()
+        on = []
+        if self.flokit_api_key is not None:
+            on.append("flokit")
+        if self.fieldkit_api_key is not None:
+            on.append("fieldkit")
+        return tuple(on)
 
     @model_validator(mode="after")
     def _mode(self) -> Settings:

@@ -54,3 +54,7 @@ class Directory(Protocol):
     async def email(self, user_id: str) -> str | None:
         """The user's email, where the directory knows it."""
         ...
+
+    async def name(self, user_id: str) -> str | None:
+        """The user's name (as people know them), where the directory knows it."""
+        ...
