@@ -76,6 +76,7 @@ def card_view(
         confirm_required=confirm_required,
         details=tuple((str(f[0]), str(f[1])) for f in (action.details or {}).get("fields") or () if len(f) == 2),
         url=(action.details or {}).get("url"),
+        risk=action.risk,
     )
 
 
