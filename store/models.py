@@ -184,7 +184,7 @@ class Outbox(SQLModel, table=True):
     reference: str | None = Field(default=None, max_length=255)
     # The request body the source built once for this decision (sources.base.BodyBuilder):
     # sent as is on every attempt, by every replica.
-    request_body: str | None = None
+    request_body: str | None = Field(default=None, sa_type=sa.Text, nullable=True)
 
 
 class Reading(str, enum.Enum):
