@@ -85,6 +85,7 @@ class _Fault:
     times: int
     after_effect: bool
     delay: float
+    code: str | None
 
 
 @dataclass
@@ -167,12 +168,13 @@ class FakeFieldkit(LoopbackServer):
         self.actions[action_id].update(status="failed", completed_at=_iso(), error=error, updated_at=_iso())
 
     def fail_next(
-        self, path_suffix: str, *, status: int = 503, times: int = 1, after_effect: bool = False, delay: float = 0.0
+        self, path_suffix: str, *, status: int = 503, times: int = 1, after_effect: bool = False, delay: float = 0.0,
+        code: str | None = None,
     ) -> None:
         """Answer the next ``times`` requests whose path ends with ``path_suffix`` with
-        ``status`` (0: reset the connection). ``after_effect``: the request takes effect
-        first, and its answer is lost."""
-        self._faults.append(_Fault(path_suffix, status, times, after_effect, delay))
+        ``status`` (0: reset the connection) and error ``code``. ``after_effect``: the request
+        takes effect first, and its answer is lost."""
+        self._faults.append(_Fault(path_suffix, status, times, after_effect, delay, code))
 
     def set_decide_delay(self, seconds: float) -> None:
         """Each decide works this long before it answers, holding its key in progress."""
@@ -209,7 +211,7 @@ class FakeFieldkit(LoopbackServer):
         if fault.status == 0:
             self._reset(request)
         phrase = HTTPStatus(fault.status).phrase if fault.status else "reset"
-        return _error(fault.status or 500, phrase.upper().replace(" ", "_"), phrase)
+        return _error(fault.status or 500, fault.code or phrase.upper().replace(" ", "_"), phrase)
 
     def _take_fault(self, path: str) -> _Fault | None:
         for fault in self._faults:
