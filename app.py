@@ -37,7 +37,7 @@ from bot.command_service import CommandService
 from bot.health import Health, QuietWhileReported, TrackedSlackClient, TrackedSource, slack_refusal, source_refused
 from bot.jobs import CardUpdater, JobContext, SlackNotifier
 from bot.web import AckPaths, slack_events
-from core import ingest, reminders, watch
+from core import ingest, refresh, reminders, watch
 from core.clock import Clock, utc_now
 from core.decide import DecisionService
 from core.deliver import Deliverer, DeliveryContext, RetryPolicy, deliver_outbox
@@ -50,6 +50,7 @@ from core.watch import WatchContext
 from policy import Policy, PolicyError, Timings, load_policy
 from settings import DatabaseSettings, Settings, describe_errors
 from sources.base import SourceError
+from sources.fieldkit import FieldkitSource
 from sources.flokit import FloKitSource
 from sources.flowdash import FlowdashSource
 from sources.metrics import HttpMetrics, MetricsProvider
@@ -63,6 +64,7 @@ CARDS_INTERVAL_SECONDS = 5.0
 NOTICES_INTERVAL_SECONDS = 5.0
 HOMES_INTERVAL_SECONDS = 10.0  # App Home refresh: cheap when nothing changed (one fingerprint per viewer)
 REMINDERS_INTERVAL_SECONDS = 60.0
+REFRESH_INTERVAL_SECONDS = 2.0  # looks for open actions of unlisted sources due a read (each has its own backoff)
 WATCH_TICK_SECONDS = 60.0  # the watch job looks for due rules this often (or each interval, if shorter)
 STOP_GRACE_SECONDS = 20.0
 # Jobs that every change kicks but that need not run for each: at most one run this often.
@@ -228,6 +230,21 @@ class Signoff:
                 flowdash, outbox_lease=lease, intake_token=s.flowdash_intake_token.get_secret_value(),
                 credential="FLOWDASH_API_KEY", display_name="Flowdash",
             ))
+        if s.fieldkit_api_key is not None:
+            assert s.fieldkit_api_url is not None and s.fieldkit_intake_token is not None  # settings check both
+            fieldkit = FieldkitSource(
+                self.http, base_url=s.fieldkit_api_url, api_key=s.fieldkit_api_key.get_secret_value(),
+                timeout=s.fieldkit_timeout_seconds,
+            )
+            # One delivery: the name and email lookup, the decide, and a read (a 409, or an answer
+            # without the status), each bounded by a timeout; a catalog read may come with it.
+            lease = timedelta(seconds=SLACK_TIMEOUT_SECONDS + 3 * s.fieldkit_timeout_seconds + 5)
+            entries.append(
+                Registered(
+                    fieldkit, outbox_lease=lease, intake_token=s.fieldkit_intake_token.get_secret_value(),
+                    credential="FIELDKIT_API_KEY", display_name="Fieldkit",
+                )
+            )
         if self._extra_sources is not None:
             entries.extend(self._extra_sources(self.http))
         # Each source tells the health of its credential (/healthz) with every answer.
@@ -281,6 +298,10 @@ class Signoff:
             db=self.db, policy=self.policy, approvers_for=self.approvers_for, quiet=s.quiet, clock=self._clock,
             kick_notices=lambda: self.kick("notices"), kick_cards=lambda: self.kick("cards"),
         )
+        self.refresh = refresh.RefreshContext(
+            db=self.db, sources=self.sources, on_change=changed, clock=self._clock,
+            lease=self.sources.outbox_lease,
+        )
         metrics: MetricsProvider | None = None
         if s.metrics_url:
             metrics = HttpMetrics(
@@ -310,6 +331,9 @@ class Signoff:
             ("watch", lambda: watch.check_rules(watch_ctx), watch_tick),
             ("reminders", lambda: reminders.remind(reminder_ctx), REMINDERS_INTERVAL_SECONDS),
         ]
+        if refresh.unlisted(self.sources):
+            # Open actions of sources that push them (and nothing after), read until they end.
+            specs.append(("refresh", lambda: refresh.refresh(self.refresh), REFRESH_INTERVAL_SECONDS))
         now = datetime.now(timezone.utc)
         for name, fn, interval in specs:
             job = Job(self.scheduler, name, fn, min_gap=KICK_GAP_SECONDS.get(name, 0.0))

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     # What a Flowdash automation sends to POST /intake/flowdash; required when Flowdash is on.
     flowdash_intake_token: SecretStr | None = Field(default=None, validate_default=True)
     flowdash_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Fieldkit's Agent Actions API (seed 002): pushed to POST /intake/fieldkit, decided with idempotency keys.
+    fieldkit_api_key: SecretStr | None = None  # an admin service-account key (X-API-Key); set: Fieldkit is on
+    fieldkit_api_url: str | None = Field(default=None, validate_default=True)  # no default: an internal API
+    # What Fieldkit (or its agents) send as Bearer to the intake; required when Fieldkit is on.
+    fieldkit_intake_token: SecretStr | None = Field(default=None, validate_default=True)
+    fieldkit_timeout_seconds: float = Field(default=10.0, gt=0)
     flokit_api_url: str = "https://api.flokit.ai"
     # set: FloKit is on. The last of the sources' keys: its check sees whether any is set.
     flokit_api_key: SecretStr | None = Field(default=None, validate_default=True)
@@ -115,14 +121,15 @@ class Settings(BaseSettings):
         return v
 
     @field_validator(
-        "flokit_api_key", "flowdash_api_key", "flowdash_intake_token", "metrics_url", "metrics_token", "signoff_config", "escalation_channel", "quiet_hours",
+        "flokit_api_key", "flowdash_api_key", "flowdash_intake_token", "fieldkit_api_url", "fieldkit_api_key",
+        "fieldkit_intake_token", "metrics_url", "metrics_token", "signoff_config", "escalation_channel", "quiet_hours",
         "remind_after_seconds", "escalate_after_seconds", "expire_after_seconds", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("slack_api_url", "flokit_api_url", "flowdash_api_url", "metrics_url")
+    @field_validator("slack_api_url", "flokit_api_url", "flowdash_api_url", "fieldkit_api_url", "metrics_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v is None:
@@ -192,10 +199,18 @@ class Settings(BaseSettings):
     @field_validator("flokit_api_key", mode="after")
     @classmethod
     def _a_source(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        if v is None and info.data.get("flowdash_api_key") is None:
+        if v is None and info.data.get("flowdash_api_key") is None and info.data.get("fieldkit_api_key") is None:
             raise ValueError(
-                "no Actions API is configured: set FLOKIT_API_KEY (FloKit) or FLOWDASH_API_KEY (Flowdash) to turn one on"
+                "no Actions API is configured: set FLOKIT_API_KEY (FloKit), FLOWDASH_API_KEY (Flowdash) or "
+                "FIELDKIT_API_KEY (Fieldkit) to turn one on"
             )
+        return v
+
+    @field_validator("fieldkit_api_url", "fieldkit_intake_token", mode="after")
+    @classmethod
+    def _fieldkit(cls, v: object, info: ValidationInfo) -> object:
+        if v is None and info.data.get("fieldkit_api_key") is not None:
+            raise ValueError("is required when Fieldkit is on (FIELDKIT_API_KEY is set)")
         return v
 
     @property
@@ -206,6 +221,8 @@ class Settings(BaseSettings):
             on.append("flokit")
         if self.flowdash_api_key is not None:
             on.append("flowdash")
+        if self.fieldkit_api_key is not None:
+            on.append("fieldkit")
         return tuple(on)
 
     @property

@@ -31,7 +31,7 @@ class ApproverCheck:
         self._clock = clock
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._emails: dict[str, tuple[float, str | None]] = {}
+        self._emails: dict[str, tuple[float, tuple[str | None, str | None]]] = {}
 
     @property
     def default(self) -> Approvers:
@@ -58,6 +58,16 @@ class ApproverCheck:
     async def email(self, user_id: str) -> str | None:
         """The user's email from ``users.info`` (scope users:read.email), cached like groups;
         None where Slack has none or cannot say."""
+        profile = await self._profile(user_id)
+        return profile[0] if profile else None
+
+    async def name(self, user_id: str) -> str | None:
+        """The user's real name (else display name) from ``users.info``, cached like the email."""
+        profile = await self._profile(user_id)
+        return profile[1] if profile else None
+
+    async def _profile(self, user_id: str) -> tuple[str | None, str | None] | None:
+        """(email, name) from one ``users.info``; None where Slack cannot say (not cached)."""
         cached = self._emails.get(user_id)
         if cached and self._clock() - cached[0] < self._ttl:
             return cached[1]
@@ -66,14 +76,17 @@ class ApproverCheck:
         except SlackApiError as e:
             log.warning("users.info for %s failed: %s", user_id, e.response.get("error"))
             return None
-        email = ((response.get("user") or {}).get("profile") or {}).get("email") or None
-        self._emails[user_id] = (self._clock(), email)
-        return email
+        user = response.get("user") or {}
+        profile = user.get("profile") or {}
+        email = profile.get("email") or None
+        name = profile.get("real_name") or user.get("real_name") or profile.get("display_name") or user.get("name") or None
+        self._emails[user_id] = (self._clock(), (email, name))
+        return email, name
 
     def cached_email(self, user_id: str) -> tuple[bool, str | None]:
         cached = self._emails.get(user_id)
         if cached and self._clock() - cached[0] < self._ttl:
-            return True, cached[1]
+            return True, cached[1][0]
         return False, None
 
     async def _members(self, group: str) -> frozenset[str]:

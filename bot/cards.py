@@ -80,6 +80,7 @@ def card_view(
             status.in_flight and outbox is not None and outbox.state == OutboxState.PENDING.value
             and outbox.reference is not None
         ),
+        risk=action.risk,
     )
 
 

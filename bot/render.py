@@ -108,6 +108,7 @@ class CardView:
     details: tuple[tuple[str, str], ...] = ()  # the source's own labelled facts, shown as given (escaped)
     url: str | None = None  # where to see the action upstream
     running: bool = False  # the upstream accepted the decision in flight and runs it (an execution)
+    risk: str | None = None  # where the source rates its actions (low / medium / high); high stands out
 
 
 @dataclass(frozen=True)
@@ -329,8 +330,25 @@ def _number(value: Any) -> str:
     return _text(value)
 
 
+_RISK_BADGES = {"low": "🟢 Low", "medium": "🟠 Medium", "high": "🔴 *High*"}
+
+
+def _risk(risk: str | None) -> str:
+    word = _one_line(risk).lower()
+    return _RISK_BADGES.get(word, esc_clip(word, 40))
+
+
+def _high_risk_block(card: CardView) -> SectionBlock | None:
+    """A high-risk action says so above everything else on its card."""
+    if _one_line(card.risk).lower() != "high":
+        return None
+    return _section("🔴 *High risk* — read what it changes before you decide.")
+
+
 def _facts_block(card: CardView) -> SectionBlock:
     fields = _impact_fields(card.expected_impact)
+    if card.risk:
+        fields.append(f"*Risk*\n{_risk(card.risk)}")
     if card.type:
         fields.append(f"*Type*\n{esc_clip(card.type, _ITEM_DETAIL)}")
     if card.created_at is not None:
@@ -632,6 +650,7 @@ def card_blocks(card: CardView) -> list[Block]:
     """The card for one action: what it is, why, the evidence, its state and its buttons."""
     blocks: list[Block | None] = [
         HeaderBlock(text=_plain(_one_line(card.title) or "Untitled action", MAX_HEADER)),
+        _high_risk_block(card),
         _section(esc_clip(card.rationale.strip(), MAX_TEXT) if card.rationale.strip() else "_No rationale given._"),
         _facts_block(card),
         _details_block(card.details),

@@ -287,8 +287,12 @@ class DecisionService:
         if refused is not None:
             return Outcome(refused)
         async with self._db.write(urgent=True) as session:
+            # Where the source keys its requests, a Retry is a new decision with a new key: the
+            # old key would only replay the old failure.
+            keyed = found is not None and self._caps(found.source).idempotency_keys
             outbox = await queries.retry_failed(
-                session, action_id=action_id, actor=user_id, now=self._clock(), transition_for=transition_for
+                session, action_id=action_id, actor=user_id, now=self._clock(), transition_for=transition_for,
+                new_key=str(uuid.uuid4()) if keyed else None,
             )
             action = await queries.get_action(session, action_id=action_id)
             latest = await queries.latest_decision(session, action_id=action_id)

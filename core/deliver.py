@@ -19,7 +19,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Protocol
 
@@ -41,6 +41,7 @@ from sources.base import (
     SourceError,
     Status,
     UpstreamAction,
+    builds_body,
 )
 from store import queries
 from store.db import Database
@@ -137,6 +138,21 @@ async def _identifier(ctx: DeliveryContext, entry: Outbox) -> str:
     return identifier
 
 
+async def _with_body(ctx: DeliveryContext, source: ActionSource, entry: Outbox, request: DecisionRequest) -> DecisionRequest:
+    """For a source that wants the same body on every attempt (``BodyBuilder``): the body it
+    built once for this decision, stored before the first send (the one stored first, should
+    replicas race), so every retry, restart and replica sends it byte for byte."""
+    if not builds_body(source):
+        return request
+    body = entry.request_body
+    if body is None:
+        name = await ctx.people.name(entry.actor) if entry.actor[:1] in ("U", "W") else None
+        built = source.request_body(replace(request, actor_name=name or ""))  # type: ignore[attr-defined]
+        async with ctx.db.write() as session:
+            body = await queries.set_outbox_body(session, outbox_id=entry.id or 0, body=built)
+    return replace(request, body=body)
+
+
 class Deliverer:
     """Delivers decisions recorded in this process at once, a few at a time: the outbox
     entry was leased to this process when it was recorded (the sweep takes it over only if
@@ -202,6 +218,7 @@ async def _deliver(ctx: DeliveryContext, entry: Outbox, action: Action | None = 
         option_label=entry.option_label or "", attempt=entry.attempts,
     )
     try:
+        request = await _with_body(ctx, source, entry, request)
         try:
             if entry.reference is not None:
                 submitted = await source.track(request, entry.reference)

@@ -65,3 +65,7 @@ class Directory(Protocol):
         """(known, email) from what the directory holds now, asking no one: known is False
         where only ``email`` could say."""
         ...
+
+    async def name(self, user_id: str) -> str | None:
+        """The user's name (as people know them), where the directory knows it."""
+        ...

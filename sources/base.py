@@ -173,6 +173,10 @@ class DecisionRequest:
     # How many earlier attempts of this decision failed (0: the first send). A source with no
     # idempotency key reads the upstream before sending again (an earlier answer may be lost).
     attempt: int = 0
+    actor_name: str = ""  # the person's name, where the directory knows it (for a body that names them)
+    # The request body the source built once for this decision (``BodyBuilder``), stored with
+    # it: sent as is on every attempt, by every replica.
+    body: str | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +265,19 @@ class ActionSource(Protocol):
         """Where an accepted decision is: ``Landed`` once it ended well, ``Accepted`` while it
         runs; a failure raises (``RequirementsError`` with the upstream's messages)."""
         ...
+
+
+class BodyBuilder(Protocol):
+    """A source whose upstream wants the same body on every attempt of a decision (Fieldkit:
+    same ``Idempotency-Key``, same body, or 409 IDEMPOTENCY_CONFLICT). The core asks it once
+    per decision, stores the text before the first send, and hands it back as
+    ``DecisionRequest.body`` on every attempt."""
+
+    def request_body(self, request: DecisionRequest) -> str: ...
+
+
+def builds_body(source: ActionSource) -> bool:
+    return callable(getattr(source, "request_body", None))
 
 
 class PollingSource(ActionSource, Protocol):

@@ -105,6 +105,10 @@ class Action(SQLModel, table=True):
     options: list[dict[str, Any]] | None = _json()
     # What else its card shows: {"fields": [[label, value], ...], "url": ...} (UpstreamAction.details).
     details: dict[str, Any] | None = _json()
+    # For sources that cannot be listed: when this open action is read again (None: due now),
+    # and how many reads in a row found nothing new (the backoff grows with it).
+    refresh_at: datetime | None = _ts(index=True)
+    refresh_misses: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class Card(SQLModel, table=True):
@@ -179,6 +183,9 @@ class Outbox(SQLModel, table=True):
     # Set once the upstream accepted the decision and works on it (an execution id): the
     # entry is then followed (``track``) instead of sent again, until it ends.
     reference: str | None = Field(default=None, max_length=255)
+    # The request body the source built once for this decision (sources.base.BodyBuilder):
+    # sent as is on every attempt, by every replica.
+    request_body: str | None = Field(default=None, sa_type=sa.Text, nullable=True)
 
 
 class Reading(str, enum.Enum):

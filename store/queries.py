@@ -214,6 +214,39 @@ async def adopt_upstream(
     return True
 
 
+async def claim_refresh(
+    session: AsyncSession, *, sources: Sequence[str], statuses: Iterable[Status], now: datetime,
+    lease: timedelta, limit: int,
+) -> list[tuple[int, str, str, int]]:
+    """Lease up to ``limit`` open actions of ``sources`` that are due to be read again:
+    (id, source, external id, reads in a row that found nothing new). Rows another worker
+    holds are skipped; the lease is the next ``refresh_at`` should this worker die."""
+    stmt = (
+        select(Action.id, Action.source, Action.external_id, Action.refresh_misses)
+        .where(
+            col(Action.source).in_(list(sources)),
+            col(Action.status).in_([s.value for s in statuses]),
+            sa.or_(col(Action.refresh_at).is_(None), col(Action.refresh_at) <= now),
+        )
+        .order_by(col(Action.refresh_at).asc().nulls_first(), col(Action.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = [(int(aid or 0), src, ext, misses or 0) for aid, src, ext, misses in await session.exec(stmt)]
+    if rows:
+        await session.exec(
+            sa.update(Action).where(col(Action.id).in_([r[0] for r in rows])).values(refresh_at=now + lease)
+        )
+    return rows
+
+
+async def refreshed(session: AsyncSession, *, action_id: int, next_at: datetime, misses: int) -> None:
+    """When the action is read again, and how many reads in a row found nothing new."""
+    await session.exec(
+        sa.update(Action).where(col(Action.id) == action_id).values(refresh_at=next_at, refresh_misses=misses)
+    )
+
+
 async def _unhold_card(session: AsyncSession, *, action_id: int) -> None:
     """The action offers something to decide now: a card held back until then is posted."""
     await session.exec(
@@ -300,11 +333,12 @@ class Begun:
 
 async def retry_failed(
     session: AsyncSession, *, action_id: int, actor: str, now: datetime,
-    transition_for: Callable[[Op], tuple[frozenset[Status], Status]],
+    transition_for: Callable[[Op], tuple[frozenset[Status], Status]], new_key: str | None = None,
 ) -> Outbox | None:
-    """Put an action's failed upstream call back in the queue (same decision, same key), if
-    the action is still where the decision can be made (``transition_for`` gives, for the
-    decision's kind, the states it is allowed from and its in-flight state)."""
+    """Put an action's failed upstream call back in the queue (same decision, same key, or
+    ``new_key`` where the source keys its requests), if the action is still where the decision
+    can be made (``transition_for`` gives, for the decision's kind, the states it is allowed
+    from and its in-flight state)."""
     action = await get_action(session, action_id=action_id, lock=True)
     outbox = await latest_outbox(session, action_id=action_id)
     if action is None or outbox is None or outbox.state != OutboxState.FAILED.value or action.last_error is None:
@@ -317,6 +351,11 @@ async def retry_failed(
     action.last_error = None
     action.version += 1
     action.updated_at = now
+    if new_key is not None:
+        # A new decision for an upstream that keys them: the old key would only replay the
+        # old failure. Its body is built again, once, for the new key.
+        outbox.idempotency_key = new_key
+        outbox.request_body = None
     outbox.state = OutboxState.PENDING.value
     outbox.attempts = 0
     outbox.next_attempt_at = now
@@ -485,6 +524,18 @@ async def set_outbox_identifier(session: AsyncSession, *, outbox_id: int, identi
     )
 
 
+async def set_outbox_body(session: AsyncSession, *, outbox_id: int, body: str) -> str:
+    """Store the body built for a decision, unless one is stored already (another replica
+    built it first); returns the one stored, which every attempt then sends."""
+    await session.exec(
+        sa.update(Outbox)
+        .where(col(Outbox.id) == outbox_id, col(Outbox.request_body).is_(None))
+        .values(request_body=body)
+    )
+    stored = (await session.exec(select(Outbox.request_body).where(Outbox.id == outbox_id))).first()
+    return stored if stored is not None else body
+
+
 async def _settle(
     session: AsyncSession, *, outbox_id: int, state: OutboxState, error: str | None, now: datetime
 ) -> tuple[Outbox, Action] | None:
@@ -511,6 +562,7 @@ async def _moved(
     action.last_error = error
     action.version += 1
     action.updated_at = now
+    action.refresh_at, action.refresh_misses = None, 0  # where it is read again: soon
     session.add_all([outbox, action])
     await _card_dirty(session, action_id=action.id or 0, version=action.version, claim=claim)
     entry = await append_audit(

@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 def clean_env(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "FLOKIT_", "DATABASE_URL", "APPROVERS"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "FLOKIT_", "FIELDKIT_", "DATABASE_URL", "APPROVERS"))}
     env.update(values)
     return env
 

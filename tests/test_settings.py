@@ -21,7 +21,8 @@ BASE = {
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
     monkeypatch.chdir(tmp_path)  # no stray .env
-    for name in list(BASE) + ["SLACK_APP_TOKEN", "DATABASE_URL", "PORT", "POLL_INTERVAL_SECONDS", "SLACK_API_URL"]:
+    for name in list(BASE) + ["SLACK_APP_TOKEN", "DATABASE_URL", "PORT", "POLL_INTERVAL_SECONDS", "SLACK_API_URL",
+                              "FIELDKIT_API_URL", "FIELDKIT_API_KEY", "FIELDKIT_INTAKE_TOKEN", "FIELDKIT_TIMEOUT_SECONDS"]:
         monkeypatch.delenv(name, raising=False)
 
     def apply(**values: str | None) -> None:
@@ -151,3 +152,39 @@ def test_reminder_quiet_hours_and_digest_settings(env: Any, monkeypatch: pytest.
     message = describe_errors(raised.value)
     for name in ("QUIET_HOURS:", "QUIET_HOURS_TIMEZONE:", "DIGEST_THRESHOLD:", "ESCALATION_CHANNEL:"):
         assert name in message
+
+
+FIELDKIT = {"FIELDKIT_API_URL": "https://fieldkit.internal.example", "FIELDKIT_API_KEY": "fdk-admin-secret",
+            "FIELDKIT_INTAKE_TOKEN": "fdk-intake-secret"}
+
+
+def test_fieldkit_turns_on_with_its_key_and_needs_its_url_and_intake_token(env: Any) -> None:
+    env(FLOKIT_API_KEY=None, **FIELDKIT)
+    s = load()
+    assert s.sources_on == ("fieldkit",)
+    assert s.fieldkit_api_url == "https://fieldkit.internal.example" and s.fieldkit_timeout_seconds == 10
+    assert s.fieldkit_intake_token is not None and s.fieldkit_intake_token.get_secret_value() == "fdk-intake-secret"
+    env(**FIELDKIT)
+    assert load().sources_on == ("flokit", "fieldkit")
+    env(FIELDKIT_API_KEY="")  # blank: off
+    assert load().sources_on == ("flokit",)
+    text = repr(load())
+    assert "fdk-" not in text
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"FIELDKIT_API_URL": None}, "FIELDKIT_API_URL: is required when Fieldkit is on (FIELDKIT_API_KEY is set)"),
+        ({"FIELDKIT_INTAKE_TOKEN": " "}, "FIELDKIT_INTAKE_TOKEN: is required when Fieldkit is on"),
+        ({"FIELDKIT_API_URL": "fieldkit.internal"}, "FIELDKIT_API_URL"),
+        ({"FIELDKIT_TIMEOUT_SECONDS": "0"}, "FIELDKIT_TIMEOUT_SECONDS"),
+    ],
+)
+def test_bad_fieldkit_settings_are_named_without_secrets(env: Any, change: dict[str, str | None], named: str) -> None:
+    env(FLOKIT_API_KEY=None, **{**FIELDKIT, **change})
+    with pytest.raises(ValidationError) as caught:
+        load()
+    message = describe_errors(caught.value)
+    assert named in message
+    assert "fdk-admin-secret" not in message and "fdk-intake-secret" not in message
