@@ -11,6 +11,7 @@ The poll and the delivery of decisions are the core's (``core.ingest``, ``core.d
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -274,31 +275,53 @@ async def _find_notice(ctx: JobContext, channel: str, thread_ts: str | None, not
 # ---- live updates -------------------------------------------------------------------------
 
 
+@dataclass
+class _Pending:
+    """Changes to one card waiting for their pass."""
+
+    notice_ids: set[int]
+    due: float  # loop time
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class CardUpdater:
     """Re-renders the cards of actions changed in this process, and posts the notices those
     changes owed, at once: one read and one write per card, whatever changed meanwhile.
 
-    Changes to one card are coalesced: the first waits ``settle_seconds`` (a decision that
-    lands upstream within it is shown once, landed), later ones while it waits or renders
-    make one more pass. Only work the change claimed for this process (``queries.Claim``)
-    is done here; anything that cannot be (the card not posted yet, Slack refusing) goes back
-    to the sweeps."""
+    Changes to one card are coalesced into one pass. A change that landed is shown within
+    ``urgent_seconds``; one that usually has another right behind it (a decision in flight,
+    about to land upstream) waits up to ``patient_seconds`` for it, so that a decision that
+    lands quickly is rendered once, landed, and one that takes longer is shown in flight
+    meanwhile. Passes of one card never overlap. Only work the change claimed for this process
+    (``queries.Claim``) is done here; anything that cannot be (the card not posted yet, Slack
+    refusing) goes back to the sweeps."""
 
-    def __init__(self, ctx: JobContext, *, settle_seconds: float = 0.25, kick_sweeps: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, ctx: JobContext, *, urgent_seconds: float = 0.05, patient_seconds: float = 1.5,
+        kick_sweeps: Callable[[], None] = lambda: None,
+    ) -> None:
         self._ctx = ctx
-        self._settle = settle_seconds
+        self._urgent = urgent_seconds
+        self._patient = patient_seconds
         self._kick_sweeps = kick_sweeps
-        self._waiting: dict[int, set[int]] = {}  # action id -> notice ids, for the pass to come
+        self._pending: dict[int, _Pending] = {}  # action id -> what waits for its next pass
+        self._busy: dict[int, asyncio.Task[None]] = {}  # action id -> its pass under way
         self._tasks: set[asyncio.Task[None]] = set()
 
     def changed(self, changes: Sequence[Changed]) -> None:
+        loop = asyncio.get_running_loop()
         for change in changes:
-            pending = self._waiting.get(change.action_id)
+            due = loop.time() + (self._urgent if change.urgent else self._patient)
+            pending = self._pending.get(change.action_id)
             if pending is not None:
-                pending.update(change.notice_ids)
+                pending.notice_ids.update(change.notice_ids)
+                if due < pending.due:
+                    pending.due = due
+                    pending.wake.set()
                 continue
-            self._waiting[change.action_id] = set(change.notice_ids)
-            task = asyncio.get_running_loop().create_task(self._run(change.action_id))
+            pending = self._pending[change.action_id] = _Pending(set(change.notice_ids), due)
+            # A context of its own: its store transactions are not the request's that caused it.
+            task = loop.create_task(self._run(change.action_id, pending), context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -306,6 +329,9 @@ class CardUpdater:
         """Let the work under way finish, for up to ``timeout`` seconds (work that starts
         meanwhile included); what is left is the sweeps' once its leases end."""
         loop = asyncio.get_running_loop()
+        for pending in self._pending.values():  # no waiting for what could follow: now
+            pending.due = loop.time()
+            pending.wake.set()
         deadline = loop.time() + timeout
         while self._tasks and loop.time() < deadline:
             await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
@@ -314,15 +340,30 @@ class CardUpdater:
         for task in list(self._tasks):
             task.cancel()
 
-    async def _run(self, action_id: int) -> None:
-        await asyncio.sleep(self._settle)
-        # Take what is waiting now; a change from here on waits for the next pass.
-        notice_ids = self._waiting.pop(action_id, set())
+    async def _run(self, action_id: int, pending: _Pending) -> None:
+        loop = asyncio.get_running_loop()
+        while (delay := pending.due - loop.time()) > 0:
+            pending.wake.clear()
+            try:
+                await asyncio.wait_for(pending.wake.wait(), delay)
+            except TimeoutError:
+                pass
+        previous = self._busy.get(action_id)
+        if previous is not None:
+            await asyncio.wait({previous})  # changes meanwhile still join this pass
+        if self._pending.get(action_id) is pending:
+            del self._pending[action_id]
+        this = asyncio.current_task()
+        assert this is not None
+        self._busy[action_id] = this
         try:
-            await self._update(action_id, sorted(notice_ids))
+            await self._update(action_id, sorted(pending.notice_ids))
         except (TimeoutError, SQLAlchemyError, OSError, aiohttp.ClientError, SlackClientError) as e:
             # The store or Slack could not be reached: the leases end and the sweeps retry.
             log.warning("card of action %s not updated now (%s); the card sync will", action_id, type(e).__name__)
+        finally:
+            if self._busy.get(action_id) is this:
+                del self._busy[action_id]
 
     async def _update(self, action_id: int, notice_ids: list[int]) -> None:
         ctx = self._ctx

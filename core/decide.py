@@ -262,7 +262,7 @@ class DecisionService:
             self._on_recorded()
             assert begun.action.id is not None
             self._events.decided(begun.outbox, begun.action)
-            self._events.changed([Changed(begun.action.id)])
+            self._events.changed([Changed(begun.action.id, urgent=False)])
         return Outcome(Result.RECORDED, begun.action, begun.decision, needed=needed)
 
     async def _identifier(self, action: Action, user_id: str) -> str | None:

@@ -16,6 +16,7 @@ with the key that is stable for the decision across every retry and replica, and
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from core import watch
 from core.clock import Clock, utc_now
 from core.events import Changed, Events
 from core.lifecycle import TRANSITIONS
@@ -164,7 +166,8 @@ class Deliverer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def deliver_now(self, entry: Outbox, action: Action) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(entry, action))
+        # A context of its own: its store transactions are not the request's that recorded it.
+        task = asyncio.get_running_loop().create_task(self._run(entry, action), context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -246,11 +249,13 @@ async def settle(ctx: DeliveryContext, entry: Outbox, upstream: UpstreamAction |
     assert entry.id is not None
     claim = _claim(ctx)
     async with ctx.db.write() as session:
-        await queries.outbox_delivered(
-            session, outbox_id=entry.id, upstream=upstream, outcome=TRANSITIONS[Op(entry.op)].outcome, now=ctx.clock(),
-            claim=claim,
-            note=note,
+        now = ctx.clock()
+        action = await queries.outbox_delivered(
+            session, outbox_id=entry.id, upstream=upstream, outcome=TRANSITIONS[Op(entry.op)].outcome, now=now,
+            claim=claim, note=note,
         )
+        if action is not None:
+            watch.set_up_now(session, action, now=now)  # approved: watched from now, shown on the same card
     _announce(ctx, entry.action_id, claim)
 
 

@@ -24,8 +24,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Changed:
+    """An action changed. ``urgent``: show it soon (it landed); otherwise it may wait a
+    moment for what usually follows (a decision in flight, about to land), so that the card
+    is rendered once."""
+
     action_id: int
     notice_ids: tuple[int, ...] = ()
+    urgent: bool = True
 
 
 Decided = Callable[[Outbox, Action], None]

@@ -102,6 +102,16 @@ def plan(action: Action, *, started_at: datetime) -> list[queries.NewWatch]:
     return out
 
 
+def set_up_now(session: AsyncSession, action: Action, *, now: datetime) -> bool:
+    """In the transaction that approved the action (its row locked): set its watch up at once,
+    so the card that shows the approval shows what is watched too. False if it needs none."""
+    if action.watch_started_at is not None or Status(action.status) not in WATCHED:
+        return False
+    started_at = action.decided_at or now
+    queries.begin_watch(session, action=action, started_at=started_at, watches=plan(action, started_at=started_at), now=now)
+    return True
+
+
 async def _set_up(ctx: WatchContext) -> None:
     while True:
         async with ctx.db.read() as session:

@@ -996,6 +996,24 @@ async def start_watch(
     return True
 
 
+def begin_watch(
+    session: AsyncSession, *, action: Action, started_at: datetime, watches: Sequence[NewWatch], now: datetime
+) -> None:
+    """Set up an action's watch in the transaction that changed it (its row locked and its
+    card already due for re-rendering): the watch rows, and when it started."""
+    assert action.id is not None
+    action.watch_started_at = started_at
+    session.add(action)
+    for w in watches:
+        session.add(
+            Watch(
+                action_id=action.id, position=w.position, condition=w.condition, rule=w.rule, metric=w.metric,
+                active=True, started_at=started_at, ends_at=w.ends_at, reading=Reading.PENDING.value,
+                next_check_at=now,
+            )
+        )
+
+
 async def _bump(session: AsyncSession, *, action_id: int) -> None:
     """Something the card shows changed without the action's state changing: re-render it."""
     action = await get_action(session, action_id=action_id, lock=True)

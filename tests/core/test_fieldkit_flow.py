@@ -245,7 +245,7 @@ async def test_a_lost_answer_is_replayed_and_decided_once(harness: Harness, fiel
 
 async def test_in_progress_is_retried_later(harness: Harness, fieldkit: FakeFieldkit) -> None:
     h = harness
-    await start(h, fieldkit, fieldkit_timeout_seconds=0.3)
+    await start(h, fieldkit, fieldkit_timeout_seconds=1.5)
     x, action_id, card = await carded(h, fieldkit)
     fieldkit.hold_decides()  # the first decide outlasts the client's timeout, and its key stays in progress
     await approve(h, card)

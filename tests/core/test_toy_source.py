@@ -122,6 +122,7 @@ async def status_of(h: Harness, action_id: int) -> str:
 async def test_a_toy_source_goes_through_intake_decide_submit_track_and_settle(harness: Harness) -> None:
     h = harness
     toy = await start_with_toy(h)
+    toy.reads_until_done = 3  # about 3.5 s upstream: long enough for the card to show it in flight
     toy.add("toy-1")
 
     status, answer = await push(h, {"id": "toy-1"})

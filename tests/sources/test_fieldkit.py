@@ -154,7 +154,7 @@ async def test_idempotency_answers_map_onto_the_error_family(
     session: aiohttp.ClientSession, fake: FakeFieldkit
 ) -> None:
     x = fake.submit()
-    source = client(session, fake, timeout=0.3)
+    source = client(session, fake, timeout=1.0)
     fake.hold_decides()
     with pytest.raises(TransientError):  # timed out; Fieldkit still works on it
         await source.submit(request(x))
