@@ -10,6 +10,7 @@ that address; ``python app.py --help`` lists the commands.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import signal
@@ -139,12 +140,17 @@ class Job:
     def kick(self) -> None:
         now = datetime.now(timezone.utc)
         if self._min_gap and self._started is not None and now < self._started + self._min_gap:
-            if self._scheduler.running and self._scheduler.get_job(self.name):
-                self._scheduler.modify_job(self.name, next_run_time=self._started + self._min_gap)
+            self._reschedule(self._started + self._min_gap)
         elif self._running is not None:
             self._again = True
-        elif self._scheduler.running and self._scheduler.get_job(self.name):
-            self._scheduler.modify_job(self.name, next_run_time=now)
+        else:
+            self._reschedule(now)
+
+    def _reschedule(self, at: datetime) -> None:
+        if self._scheduler.running and self._scheduler.get_job(self.name):
+            # In an empty context: the run it wakes is not the kicking request's work (nor
+            # counted in its ack-path tally).
+            contextvars.Context().run(self._scheduler.modify_job, self.name, next_run_time=at)
 
     async def wait_idle(self) -> None:
         task = self._running

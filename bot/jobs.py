@@ -404,9 +404,13 @@ class CardUpdater:
             await _refresh_notice(ctx, notice, card, action, view)
         sent = [(n, await _send_notice(ctx, n, card, card.ts, action, view)) for n in notices]
         async with ctx.db.write() as session:
-            await queries.card_rendered(session, card_id=card.id, version=action.version)
+            newer = await queries.card_rendered(session, card_id=card.id, version=action.version, keep_lease_if_newer=True)
             for notice, result in sent:
                 await _record_notice(ctx, session, notice, result)
+        if newer and action_id not in self._pending:
+            # Changed again while this pass rendered, by a change that told no one here (the
+            # lease kept the sweeps away): one more pass.
+            self.changed([Changed(action_id)])
 
 
 # ---- digests ----------------------------------------------------------------------------

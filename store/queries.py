@@ -725,16 +725,23 @@ async def card_posted(session: AsyncSession, *, card_id: int, ts: str, version: 
     )
 
 
-async def card_rendered(session: AsyncSession, *, card_id: int, version: int) -> None:
+async def card_rendered(session: AsyncSession, *, card_id: int, version: int, keep_lease_if_newer: bool = False) -> bool:
+    """The card shows ``version``. Returns whether a newer one is wanted already. With
+    ``keep_lease_if_newer`` the lease stays while it is: the caller renders that one too (so
+    no sweep renders it meanwhile, twice)."""
+    newer = _still_dirty(version)
     await session.exec(
         sa.update(Card)
         .where(col(Card.id) == card_id)
         .values(
             rendered_version=sa.case((col(Card.rendered_version) > version, Card.rendered_version), else_=version),
-            dirty=_still_dirty(version),
-            lease_until=None, attempts=0, next_attempt_at=None, last_error=None,
+            dirty=newer,
+            lease_until=sa.case((newer, Card.lease_until), else_=None) if keep_lease_if_newer else None,
+            attempts=0, next_attempt_at=None, last_error=None,
         )
     )
+    wanted = (await session.exec(select(Card.wanted_version).where(col(Card.id) == card_id))).first()
+    return wanted is not None and wanted > version
 
 
 async def card_failed(session: AsyncSession, *, card_id: int, error: str, next_attempt_at: datetime) -> None:
