@@ -95,6 +95,13 @@ async def role_bot(config: dict[str, Any]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     settings = Settings(_env_file=None, **config["settings"])  # type: ignore[call-arg]
+    if config.get("plain_aiosqlite"):
+        import functools
+
+        import app
+        from store.db import Database
+
+        app.Database = functools.partial(Database, inline=False)  # type: ignore[misc]
     bot = Signoff(settings, retry=RetryPolicy())
     await bot.start(host="127.0.0.1")
     assert bot.port
@@ -357,7 +364,7 @@ async def orchestrate(args: argparse.Namespace, database_url: str, workdir: Path
         }
         bot_log = workdir / "bot.log"
         t0 = time.perf_counter()
-        bot = await Server.start("bot", {"settings": settings}, bot_log)
+        bot = await Server.start("bot", {"settings": settings, "plain_aiosqlite": args.plain_aiosqlite}, bot_log)
         servers.append(bot)
 
         async def all_posted() -> bool:
@@ -491,7 +498,8 @@ async def orchestrate(args: argparse.Namespace, database_url: str, workdir: Path
     to_upstream = [flokit.landed[e] - ack_done[e] for e in measured_ext]
     ratio = b["rps"] / s["rps"] if s["rps"] else float("nan")
 
-    print(f"\nresults ({clicks} measured clicks of each kind, concurrency {conc}, store {args.database}):")
+    driver = " through plain aiosqlite" if args.plain_aiosqlite else ""
+    print(f"\nresults ({clicks} measured clicks of each kind, concurrency {conc}, store {args.database}{driver}):")
     print(" Approve-button clicks (check, ack, then the modal):")
     show("bot", bc, click_cpu)
     show("bare", sc, bare_click_cpu)
@@ -536,7 +544,7 @@ async def orchestrate(args: argparse.Namespace, database_url: str, workdir: Path
           f"{'MET' if ack_txn_met else 'MISSED'}; whole decision <= {TARGET_DECISION_TRANSACTIONS}: "
           f"{'MET' if total_met else 'MISSED'} ({total:.2f})")
     return (
-        f"BENCH ack store={args.database} clicks={clicks} conc={conc} "
+        f"BENCH ack store={args.database}{'+aiosqlite' if args.plain_aiosqlite else ''} clicks={clicks} conc={conc} "
         f"bot_rps={b['rps']:.1f} bot_p50_ms={b['p50_ms']:.1f} bot_p99_ms={b['p99_ms']:.1f} "
         f"bare_rps={s['rps']:.1f} bare_p50_ms={s['p50_ms']:.1f} bare_p99_ms={s['p99_ms']:.1f} "
         f"ratio={ratio:.2f} click_rps={bc['rps']:.1f} click_p99_ms={bc['p99_ms']:.1f} click_ratio={click_ratio:.2f} "
@@ -556,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=16, help="unmeasured clicks sent first to each server")
     parser.add_argument("--timeout", type=float, default=300.0, help="upper bound for each wait, seconds")
+    parser.add_argument("--plain-aiosqlite", action="store_true",
+                        help="SQLite through plain aiosqlite instead of store.inline_sqlite (to compare)")
     parser.add_argument("--role", choices=("orchestrate", "bot", "bare", "load"), default="orchestrate",
                         help=argparse.SUPPRESS)
     parser.add_argument("--config", default="{}", help=argparse.SUPPRESS)

@@ -99,11 +99,13 @@ def async_url(url: str) -> sa.URL:
 
 
 class Database:
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, inline: bool = True) -> None:
+        """``inline``: SQLite on the event loop's thread (``store.inline_sqlite``); False runs
+        it through plain aiosqlite, one thread per connection (bench/ack.py compares them)."""
         self.url = async_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
-        if self.is_sqlite:
+        if self.is_sqlite and inline:
             database = self.url.database or ":memory:"
             uri = str(self.url.query.get("uri", "")).lower() in ("1", "true")
             kwargs["async_creator"] = functools.partial(inline_sqlite.connect, database, uri=uri)
