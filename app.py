@@ -290,6 +290,7 @@ class Signoff:
         delivery = DeliveryContext(
             db=self.db, sources=self.sources, people=approvers, notifier=SlackNotifier(self.slack),
             on_change=lambda: self.kick("watch", "homes"), clock=self._clock, retry=self._retry, events=self.events,
+            metrics_on=s.metrics_url is not None,
         )
         self.deliverer = Deliverer(delivery)
         ctx = JobContext(

@@ -94,6 +94,7 @@ class DeliveryContext:
     # notices at once (leased to it for ``card_lease``); without, the sweeps do it.
     events: Events | None = None
     card_lease: timedelta = timedelta(seconds=60)
+    metrics_on: bool = False  # a metrics source is configured (the rollback watch reads it)
     clock: Clock = utc_now
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Claim only what one worker finishes well within its lease: one round of concurrent deliveries.
@@ -255,7 +256,8 @@ async def settle(ctx: DeliveryContext, entry: Outbox, upstream: UpstreamAction |
             claim=claim, note=note,
         )
         if action is not None:
-            watch.set_up_now(session, action, now=now)  # approved: watched from now, shown on the same card
+            # Approved: watched from now, and shown so on the same card.
+            watch.set_up_now(session, action, now=now, metrics=ctx.metrics_on)
     _announce(ctx, entry.action_id, claim)
 
 

@@ -102,13 +102,20 @@ def plan(action: Action, *, started_at: datetime) -> list[queries.NewWatch]:
     return out
 
 
-def set_up_now(session: AsyncSession, action: Action, *, now: datetime) -> bool:
+NO_PROVIDER = queries.CheckResult(Reading.NO_PROVIDER, "no metrics source is configured (METRICS_URL)")
+
+
+def set_up_now(session: AsyncSession, action: Action, *, now: datetime, metrics: bool) -> bool:
     """In the transaction that approved the action (its row locked): set its watch up at once,
-    so the card that shows the approval shows what is watched too. False if it needs none."""
+    so the card that shows the approval shows what is watched too; with no metrics source
+    (``metrics`` False), already as not watched. False if it needs none."""
     if action.watch_started_at is not None or Status(action.status) not in WATCHED:
         return False
     started_at = action.decided_at or now
-    queries.begin_watch(session, action=action, started_at=started_at, watches=plan(action, started_at=started_at), now=now)
+    queries.begin_watch(
+        session, action=action, started_at=started_at, watches=plan(action, started_at=started_at), now=now,
+        reading=None if metrics else NO_PROVIDER,
+    )
     return True
 
 
@@ -137,7 +144,7 @@ async def _set_up(ctx: WatchContext) -> None:
 
 async def _read(ctx: WatchContext, watch: Watch, action: Action) -> Observation | queries.CheckResult:
     if ctx.metrics is None:
-        return queries.CheckResult(Reading.NO_PROVIDER, "no metrics source is configured (METRICS_URL)")
+        return NO_PROVIDER
     try:
         return await ctx.metrics.current(metric=watch.metric, action_id=action.external_id)
     except MetricNotFound:

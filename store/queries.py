@@ -1004,10 +1004,12 @@ async def start_watch(
 
 
 def begin_watch(
-    session: AsyncSession, *, action: Action, started_at: datetime, watches: Sequence[NewWatch], now: datetime
+    session: AsyncSession, *, action: Action, started_at: datetime, watches: Sequence[NewWatch], now: datetime,
+    reading: CheckResult | None = None,
 ) -> None:
     """Set up an action's watch in the transaction that changed it (its row locked and its
-    card already due for re-rendering): the watch rows, and when it started."""
+    card already due for re-rendering): the watch rows, and when it started; ``reading``:
+    what is already known of every rule (no metrics source at all, say)."""
     assert action.id is not None
     action.watch_started_at = started_at
     session.add(action)
@@ -1015,8 +1017,9 @@ def begin_watch(
         session.add(
             Watch(
                 action_id=action.id, position=w.position, condition=w.condition, rule=w.rule, metric=w.metric,
-                active=True, started_at=started_at, ends_at=w.ends_at, reading=Reading.PENDING.value,
-                next_check_at=now,
+                active=True, started_at=started_at, ends_at=w.ends_at,
+                reading=(reading.reading if reading else Reading.PENDING).value,
+                reading_detail=reading.detail if reading else None, next_check_at=now,
             )
         )
 
