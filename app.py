@@ -42,7 +42,7 @@ from core import ingest, refresh, reminders, watch
 from core.clock import Clock, utc_now
 from core.decide import DecisionService
 from core.deliver import Deliverer, DeliveryContext, RetryPolicy, deliver_outbox
-from core.events import Events
+from core.events import Events, Foreground
 from core.ingest import IngestContext
 from core.people import Approvers
 from core.registry import Registered, SourceRegistry
@@ -287,18 +287,19 @@ class Signoff:
         # of an action changed by a decision is re-rendered here at once (leases in the store
         # hand the work to the sweeps if this process dies first).
         self.events = Events()
+        self.foreground = Foreground()  # Slack requests in flight: live work gives way to them
         delivery = DeliveryContext(
             db=self.db, sources=self.sources, people=approvers, notifier=SlackNotifier(self.slack),
             on_change=lambda: self.kick("watch", "homes"), clock=self._clock, retry=self._retry, events=self.events,
             metrics_on=s.metrics_url is not None,
         )
-        self.deliverer = Deliverer(delivery)
+        self.deliverer = Deliverer(delivery, foreground=self.foreground)
         ctx = JobContext(
             db=self.db, sources=self.sources, slack=self.slack,
             kick_cards=lambda: self.kick("cards", "notices"), clock=self._clock, retry=self._retry,
             policy=self.policy, pacer=jobs.Pacer(s.slack_post_interval_seconds),
         )
-        self.card_updater = CardUpdater(ctx, kick_sweeps=lambda: self.kick("cards", "notices"))
+        self.card_updater = CardUpdater(ctx, kick_sweeps=lambda: self.kick("cards", "notices"), foreground=self.foreground)
         self.events.on_decided(self.deliverer.deliver_now)
         self.events.on_changed(self.card_updater.changed)
         reminder_ctx = ReminderContext(
@@ -385,7 +386,7 @@ class Signoff:
         app.router.add_get("/healthz", self._healthz)
         if self.settings.slack_signing_secret is not None and not self.settings.socket_mode:
             secret = self.settings.slack_signing_secret.get_secret_value()
-            app.router.add_post("/slack/events", slack_events(self.bolt, secret, self.ack_paths))
+            app.router.add_post("/slack/events", slack_events(self.bolt, secret, self.ack_paths, self.foreground))
         if self.sources.pushing():
             intake.add_routes(app, self.ingest, self.sources)
         return app

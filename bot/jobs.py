@@ -27,7 +27,7 @@ from bot import ids, render, render_notices
 from bot.cards import load_card
 from core.clock import Clock, utc_now
 from core.deliver import RetryPolicy
-from core.events import Changed
+from core.events import Changed, Foreground
 from core.registry import SourceRegistry
 from policy import Policy
 from sources.base import Op, Status
@@ -298,9 +298,11 @@ class CardUpdater:
 
     def __init__(
         self, ctx: JobContext, *, urgent_seconds: float = 0.05, patient_seconds: float = 1.5,
-        kick_sweeps: Callable[[], None] = lambda: None,
+        kick_sweeps: Callable[[], None] = lambda: None, foreground: Foreground | None = None, at_once: int = 4,
     ) -> None:
         self._ctx = ctx
+        self._foreground = foreground or Foreground()
+        self._limit = asyncio.Semaphore(at_once)  # passes under way at once (each holds a connection a while)
         self._urgent = urgent_seconds
         self._patient = patient_seconds
         self._kick_sweeps = kick_sweeps
@@ -357,7 +359,9 @@ class CardUpdater:
         assert this is not None
         self._busy[action_id] = this
         try:
-            await self._update(action_id, sorted(pending.notice_ids))
+            await self._foreground.idle()  # the clicks people wait on first
+            async with self._limit:
+                await self._update(action_id, sorted(pending.notice_ids))
         except (TimeoutError, SQLAlchemyError, OSError, aiohttp.ClientError, SlackClientError) as e:
             # The store or Slack could not be reached: the leases end and the sweeps retry.
             log.warning("card of action %s not updated now (%s); the card sync will", action_id, type(e).__name__)

@@ -18,6 +18,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import SignatureVerifier
 
+from core.events import Foreground
 from store.db import TALLY, Transactions
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,11 @@ def _kind(body: dict[str, Any]) -> str:
     return str(body.get("type") or "other")
 
 
-def slack_events(bolt: AsyncApp, signing_secret: str, ack_paths: AckPaths | None = None) -> Handler:
+def slack_events(
+    bolt: AsyncApp, signing_secret: str, ack_paths: AckPaths | None = None, foreground: Foreground | None = None
+) -> Handler:
     verifier = SignatureVerifier(signing_secret)
+    foreground = foreground or Foreground()
 
     async def handle(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -104,7 +108,8 @@ def slack_events(bolt: AsyncApp, signing_secret: str, ack_paths: AckPaths | None
         tally = Transactions()
         token = TALLY.set(tally)  # the listener's task inherits it: what it opens is counted
         try:
-            response = await bolt.async_dispatch(bolt_request)
+            with foreground.busy():  # a person waits on this answer: background work gives way
+                response = await bolt.async_dispatch(bolt_request)
         finally:
             TALLY.reset(token)
         if ack_paths is not None:

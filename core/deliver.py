@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core import watch
 from core.clock import Clock, utc_now
-from core.events import Changed, Events
+from core.events import Changed, Events, Foreground
 from core.lifecycle import TRANSITIONS
 from core.people import Directory
 from core.registry import SourceRegistry, UnknownSource
@@ -161,8 +161,9 @@ class Deliverer:
     entry was leased to this process when it was recorded (the sweep takes it over only if
     this process dies first)."""
 
-    def __init__(self, ctx: DeliveryContext) -> None:
+    def __init__(self, ctx: DeliveryContext, *, foreground: Foreground | None = None) -> None:
         self._ctx = ctx
+        self._foreground = foreground or Foreground()
         self._limit = asyncio.Semaphore(ctx.deliveries_at_once)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -173,6 +174,7 @@ class Deliverer:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, entry: Outbox, action: Action) -> None:
+        await self._foreground.idle()  # the clicks people wait on first
         async with self._limit:
             try:
                 await _deliver(self._ctx, entry, action)

@@ -13,8 +13,10 @@ database is never used to pass these events between jobs of one process.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from store.models import Action, Outbox
@@ -56,3 +58,35 @@ class Events:
         if changes:
             for handler in self._changed:
                 handler(changes)
+
+
+class Foreground:
+    """Requests a person is waiting on (a click, a modal, a command), in flight in this process.
+
+    Work that follows from a change (delivering a decision, re-rendering a card) gives way to
+    them: it starts when no such request is in flight, or after ``patience`` seconds at most,
+    so that a burst of clicks is answered first and a steady stream cannot starve the rest."""
+
+    def __init__(self, patience: float = 3.0) -> None:
+        self._patience = patience
+        self._in_flight = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        self._in_flight += 1
+        self._quiet.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._quiet.set()
+
+    async def idle(self) -> None:
+        if self._in_flight:
+            try:
+                await asyncio.wait_for(self._quiet.wait(), self._patience)
+            except TimeoutError:
+                pass
