@@ -18,7 +18,7 @@ from sources.base import Status
 from store import queries
 from store.models import Outbox
 from tests.conftest import APPROVER, APPROVER_EMAIL, CHANNEL, OTHER_APPROVER, Harness
-from tests.fakes.cards import buttons, card_text, click, open_modal, submit
+from tests.fakes.cards import buttons, card_stored, card_text, click, open_modal, submit
 from tests.fakes.fieldkit import ADMIN_KEY, FakeFieldkit
 from tests.fakes.slack_api import FakeSlack, Message
 
@@ -81,6 +81,7 @@ async def carded(h: Harness, fk: FakeFieldkit, channel: str = CHANNEL, **submitt
     status, answer = await push(h, {"action_id": x})
     assert status == 202, answer
     card = await h.wait_for(lambda: card_of(h.slack, x, channel))
+    await h.wait_for(lambda: card_stored(h, answer["id"]))  # a click on it is checked against the store
     return x, answer["id"], card
 
 

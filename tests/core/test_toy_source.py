@@ -29,7 +29,7 @@ from sources.base import (
 )
 from store import queries
 from tests.conftest import APPROVER, CHANNEL, OUTSIDER, Harness
-from tests.fakes.cards import buttons, card_text, click, open_modal, submit
+from tests.fakes.cards import buttons, card_stored, card_text, click, open_modal, submit
 from tests.fakes.slack_api import Message
 
 TOKEN = "toy-intake-token"
@@ -132,6 +132,7 @@ async def test_a_toy_source_goes_through_intake_decide_submit_track_and_settle(h
     assert (status, again["id"], again["created"]) == (200, action_id, False)
 
     card = await h.wait_for(lambda: toy_card(h, "toy-1"))
+    await h.wait_for(lambda: card_stored(h, action_id))
     shown = buttons(card)
     assert {b["text"]["text"] for b in shown.values()} == {"Ship it", "Stop", "Escalate"}
     assert shown[ids.APPROVE]["text"]["text"] == "Ship it" and shown[ids.REJECT]["text"]["text"] == "Stop"
@@ -186,6 +187,7 @@ async def test_an_execution_that_fails_puts_the_action_back_with_the_upstreams_m
     status, answer = await push(h, {"id": "toy-2"})
     assert status == 202
     card = await h.wait_for(lambda: toy_card(h, "toy-2"))
+    await h.wait_for(lambda: card_stored(h, answer["id"]))
     view = await open_modal(h, card, ids.REJECT, APPROVER)
     assert (await submit(h, view, APPROVER, "no"))[0] == 200
     card = await h.wait_for(
@@ -200,8 +202,9 @@ async def test_a_stale_or_foreign_option_is_refused(harness: Harness) -> None:
     h = harness
     toy = await start_with_toy(h)
     toy.add("toy-3")
-    await push(h, {"id": "toy-3"})
+    _status, pushed = await push(h, {"id": "toy-3"})
     card = await h.wait_for(lambda: toy_card(h, "toy-3"))
+    await h.wait_for(lambda: card_stored(h, pushed["id"]))
     # An option the action does not offer (a forged or stale button): nothing is recorded.
     status, _ = await click(h, card, ids.option_action_id("delete-everything"), APPROVER, value=buttons(card)[ids.APPROVE]["value"])
     assert status == 200

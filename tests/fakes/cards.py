@@ -38,6 +38,15 @@ async def card_row(h: Harness, external_id: str) -> Card | None:
         return await queries.card_for_action(session, action_id=known[external_id][0])
 
 
+async def card_stored(h: Harness, action_id: int) -> bool:
+    """The store knows where the action's card is (recorded just after Slack took the post):
+    a click on it is checked against that."""
+    assert h.bot is not None
+    async with h.bot.db.read() as session:
+        card = await queries.card_for_action(session, action_id=action_id)
+    return card is not None and card.ts is not None
+
+
 async def card_known(h: Harness, external_id: str) -> bool:
     """The store has recorded where the action's card is."""
     card = await card_row(h, external_id)

@@ -16,7 +16,7 @@ from sources.base import DecisionRequest, Landed, Op, Option, RequirementsError,
 from sources.flowdash import FlowdashSource, option_kind
 from store import queries
 from tests.conftest import APPROVER, APPROVER_EMAIL, CHANNEL, OUTSIDER, Harness
-from tests.fakes.cards import buttons, card_text, click, ephemerals_for, open_modal, submit
+from tests.fakes.cards import buttons, card_stored, card_text, click, ephemerals_for, open_modal, submit
 from tests.fakes.flowdash import FakeFlowdash
 from tests.fakes.slack_api import Message
 from urllib.parse import urlencode
@@ -91,7 +91,10 @@ async def trail(h: Harness, action_id: int) -> list[tuple[str, str | None, str |
 async def carded(h: Harness, fd: FakeFlowdash, task_id: str, **body: Any) -> tuple[int, Message]:
     status, answer = await push(h, {"workflow_id": WF, "task_id": task_id, **body})
     assert status == 202, answer
-    return answer["id"], await h.wait_for(lambda: task_card(h, task_id))
+    message = await h.wait_for(lambda: task_card(h, task_id))
+    await h.wait_for(lambda: card_stored(h, answer["id"]))  # a click on it is checked against the store
+    return answer["id"], message
+
 
 
 async def approve(h: Harness, card: Message, note: str | None = None) -> None:
