@@ -11,7 +11,6 @@ The poll and the delivery of decisions are the core's (``core.ingest``, ``core.d
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from bot import ids, render, render_notices
 from bot.cards import load_card
 from core.clock import Clock, utc_now
 from core.deliver import RetryPolicy
-from core.events import Changed, Foreground
+from core.events import Changed, Foreground, LiveTasks
 from core.registry import SourceRegistry
 from policy import Policy
 from sources.base import Op, Status
@@ -308,7 +307,7 @@ class CardUpdater:
         self._kick_sweeps = kick_sweeps
         self._pending: dict[int, _Pending] = {}  # action id -> what waits for its next pass
         self._busy: dict[int, asyncio.Task[None]] = {}  # action id -> its pass under way
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = LiveTasks()
 
     def changed(self, changes: Sequence[Changed]) -> None:
         loop = asyncio.get_running_loop()
@@ -322,25 +321,17 @@ class CardUpdater:
                     pending.wake.set()
                 continue
             pending = self._pending[change.action_id] = _Pending(set(change.notice_ids), due)
-            # A context of its own: its store transactions are not the request's that caused it.
-            task = loop.create_task(self._run(change.action_id, pending), context=contextvars.Context())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._run(change.action_id, pending))
 
     async def drain(self, timeout: float) -> None:
-        """Let the work under way finish, for up to ``timeout`` seconds (work that starts
-        meanwhile included); what is left is the sweeps' once its leases end."""
         loop = asyncio.get_running_loop()
         for pending in self._pending.values():  # no waiting for what could follow: now
             pending.due = loop.time()
             pending.wake.set()
-        deadline = loop.time() + timeout
-        while self._tasks and loop.time() < deadline:
-            await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
+        await self._tasks.drain(timeout)
 
     def cancel(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
 
     async def _run(self, action_id: int, pending: _Pending) -> None:
         loop = asyncio.get_running_loop()

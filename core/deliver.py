@@ -16,7 +16,6 @@ with the key that is stable for the decision across every retry and replica, and
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import random
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core import watch
 from core.clock import Clock, utc_now
-from core.events import Changed, Events, Foreground
+from core.events import Changed, Events, Foreground, LiveTasks
 from core.lifecycle import TRANSITIONS
 from core.people import Directory
 from core.registry import SourceRegistry, UnknownSource
@@ -165,13 +164,10 @@ class Deliverer:
         self._ctx = ctx
         self._foreground = foreground or Foreground()
         self._limit = asyncio.Semaphore(ctx.deliveries_at_once)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = LiveTasks()
 
     def deliver_now(self, entry: Outbox, action: Action) -> None:
-        # A context of its own: its store transactions are not the request's that recorded it.
-        task = asyncio.get_running_loop().create_task(self._run(entry, action), context=contextvars.Context())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._run(entry, action))
 
     async def _run(self, entry: Outbox, action: Action) -> None:
         await self._foreground.idle()  # the clicks people wait on first
@@ -184,16 +180,10 @@ class Deliverer:
                 log.error("delivery of outbox entry %s stopped: store error %s", entry.id, type(e).__name__)
 
     async def drain(self, timeout: float) -> None:
-        """Let the work under way finish, for up to ``timeout`` seconds (work that starts
-        meanwhile included); what is left is the sweeps' once its leases end."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._tasks and loop.time() < deadline:
-            await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
+        await self._tasks.drain(timeout)
 
     def cancel(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
 
 
 def _claim(ctx: DeliveryContext) -> queries.Claim | None:

@@ -14,10 +14,12 @@ database is never used to pass these events between jobs of one process.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from store.models import Action, Outbox
 
@@ -90,3 +92,30 @@ class Foreground:
                 await asyncio.wait_for(self._quiet.wait(), self._patience)
             except TimeoutError:
                 pass
+
+
+class LiveTasks:
+    """The tasks a part of this process started for live work, each in a context of its own
+    (its store transactions are not the request's that caused it), to be let finish or
+    cancelled when the process stops."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self, timeout: float) -> None:
+        """Let the work under way finish, for up to ``timeout`` seconds (work that starts
+        meanwhile included); what is left is the sweeps' once its leases end."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks and loop.time() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
+
+    def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()

@@ -37,6 +37,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from sources import http
 from sources.base import (
     BadResponseError,
     Capabilities,
@@ -402,29 +403,19 @@ class FieldkitSource:
         self, method: str, path: str, *, body: bytes | None = None, idempotency_key: str | None = None
     ) -> tuple[bytes, Any]:
         where = f"{method} {path}"
-        url = self._base.with_path(self._base.raw_path.rstrip("/") + path, encoded=True)
         headers = dict(self._headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
-        try:
-            async with self._session.request(
-                method, url, data=body, headers=headers, timeout=self._timeout, raise_for_status=False,
-            ) as resp:
-                status = resp.status
-                answer = await resp.read()
-                answer_headers = resp.headers
-        except TimeoutError as exc:
-            raise TransientError(f"Fieldkit {where}: timed out") from exc
-        except aiohttp.InvalidURL as exc:
-            raise PermanentError(f"Fieldkit {where}: invalid URL") from exc
-        except aiohttp.ClientError as exc:
-            raise TransientError(f"Fieldkit {where}: {type(exc).__name__}") from exc
-        log.debug("Fieldkit %s -> %s", where, status)
-        if 200 <= status < 300:
-            return answer, answer_headers
-        raise self._error(status, answer, where, idempotency_key)
+        answer = await http.send(
+            self._session, method, http.url_for(self._base, path), who="Fieldkit", where=where,
+            headers=headers, timeout=self._timeout, data=body,
+        )
+        log.debug("Fieldkit %s -> %s", where, answer.status)
+        if answer.ok:
+            return answer.body, answer.headers
+        raise self._error(answer.status, answer.body, where, idempotency_key)
 
     def _error(self, status: int, body: bytes, where: str, key: str | None) -> SourceError:
         code, said = self._upstream_error(body)

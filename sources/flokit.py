@@ -24,6 +24,7 @@ import aiohttp
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from yarl import URL
 
+from sources import http
 from sources.base import (
     BadResponseError,
     Capabilities,
@@ -329,29 +330,14 @@ class FloKitSource:
     ) -> bytes:
         """One request; the body of a 2xx answer, or the matching SourceError."""
         where = f"{method} {path}"
-        url = self._base.with_path(self._base.raw_path.rstrip("/") + path, encoded=True)
-        try:
-            async with self._session.request(
-                method,
-                url,
-                params=params,
-                json=json_body,
-                headers=self._headers,
-                timeout=self._timeout,
-                raise_for_status=False,
-            ) as resp:
-                status = resp.status
-                body = await resp.read()
-        except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
-            raise TransientError(f"FloKit {where}: timed out") from exc
-        except aiohttp.InvalidURL as exc:
-            raise PermanentError(f"FloKit {where}: invalid URL") from exc
-        except aiohttp.ClientError as exc:
-            raise TransientError(f"FloKit {where}: {type(exc).__name__}") from exc
-        log.debug("FloKit %s -> %s", where, status)
-        if 200 <= status < 300:
-            return body
-        raise self._error(status, body, where)
+        answer = await http.send(
+            self._session, method, http.url_for(self._base, path), who="FloKit", where=where,
+            headers=self._headers, timeout=self._timeout, params=params, json=json_body,
+        )
+        log.debug("FloKit %s -> %s", where, answer.status)
+        if answer.ok:
+            return answer.body
+        raise self._error(answer.status, answer.body, where)
 
     def _error(self, status: int, body: bytes, where: str) -> SourceError:
         said = self._upstream_message(body)

@@ -32,6 +32,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from sources import http
 from sources.base import (
     Accepted,
     BadResponseError,
@@ -292,23 +293,14 @@ class FlowdashSource:
 
     async def _call(self, method: str, path: str, *, json_body: dict[str, Any] | None = None) -> bytes:
         where = f"{method} {path}"
-        url = self._base.with_path(self._base.raw_path.rstrip("/") + path, encoded=True)
-        try:
-            async with self._session.request(
-                method, url, json=json_body, headers=self._headers, timeout=self._timeout, raise_for_status=False,
-            ) as resp:
-                status = resp.status
-                body = await resp.read()
-        except TimeoutError as exc:
-            raise TransientError(f"Flowdash {where}: timed out") from exc
-        except aiohttp.InvalidURL as exc:
-            raise PermanentError(f"Flowdash {where}: invalid URL") from exc
-        except aiohttp.ClientError as exc:
-            raise TransientError(f"Flowdash {where}: {type(exc).__name__}") from exc
-        log.debug("Flowdash %s -> %s", where, status)
-        if 200 <= status < 300:
-            return body
-        raise self._error(status, body, where)
+        answer = await http.send(
+            self._session, method, http.url_for(self._base, path), who="Flowdash", where=where,
+            headers=self._headers, timeout=self._timeout, json=json_body,
+        )
+        log.debug("Flowdash %s -> %s", where, answer.status)
+        if answer.ok:
+            return answer.body
+        raise self._error(answer.status, answer.body, where)
 
     def _error(self, status: int, body: bytes, where: str) -> SourceError:
         try:
