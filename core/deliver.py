@@ -173,11 +173,31 @@ class Deliverer:
         await self._foreground.idle()  # the clicks people wait on first
         async with self._limit:
             try:
+                if not await self._still_ours(entry, action.source):
+                    return  # waited so long that another worker took it over: it delivers
                 await _deliver(self._ctx, entry, action)
             except SQLAlchemyError as e:
                 # The store failed mid-delivery: the entry's lease ends and the sweep retries
                 # it (a repeat is reconciled as any lost answer is).
                 log.error("delivery of outbox entry %s stopped: store error %s", entry.id, type(e).__name__)
+
+    async def _still_ours(self, entry: Outbox, source: str) -> bool:
+        """Whether this process may deliver the entry now: its lease has at least half its
+        length left (a delivery fits in that), or it was renewed while still this process's."""
+        assert entry.id is not None
+        if entry.lease_until is None:
+            return True
+        ctx, now = self._ctx, self._ctx.clock()
+        lease = ctx.sources.entry(source).outbox_lease if source in ctx.sources else ctx.sources.outbox_lease
+        if entry.lease_until - now >= lease / 2:
+            return True
+        async with ctx.db.write() as session:
+            renewed = await queries.renew_outbox_lease(
+                session, outbox_id=entry.id, held_until=entry.lease_until, until=now + lease
+            )
+        if renewed:
+            entry.lease_until = now + lease
+        return renewed
 
     async def drain(self, timeout: float) -> None:
         await self._tasks.drain(timeout)

@@ -506,6 +506,20 @@ async def claim_outbox(
     return rows
 
 
+async def renew_outbox_lease(session: AsyncSession, *, outbox_id: int, held_until: datetime, until: datetime) -> bool:
+    """Extend this worker's lease on an entry, if it is still this worker's (no one claimed it
+    since: the lease is still the one it was given)."""
+    result = await session.exec(
+        sa.update(Outbox)
+        .where(
+            col(Outbox.id) == outbox_id, col(Outbox.state) == OutboxState.PENDING.value,
+            col(Outbox.lease_until) == held_until,
+        )
+        .values(lease_until=until)
+    )
+    return result.rowcount == 1
+
+
 async def next_outbox_due(session: AsyncSession) -> datetime | None:
     stmt = select(sa.func.min(Outbox.next_attempt_at)).where(Outbox.state == OutboxState.PENDING.value)
     return (await session.exec(stmt)).first()

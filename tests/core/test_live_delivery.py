@@ -1,0 +1,51 @@
+"""A decision recorded here is delivered here at once, under the lease its outbox entry was
+given; a delivery that waited past half of it delivers only if the lease is still this
+process's, so a sweep that took the entry over is never followed by a second send."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot import ids
+from tests.conftest import APPROVER, Harness
+from tests.fakes.cards import card_for, open_modal, submit
+from tests.fakes.clock import FakeClock
+
+
+def decision_posts(h: Harness, external_id: str) -> int:
+    return sum(
+        1 for r in h.flokit.requests if r.method == "POST" and r.path == f"/v1/actions/{external_id}/approve"
+    )
+
+
+async def test_a_delivery_taken_over_by_the_sweep_is_not_sent_again(harness: Harness) -> None:
+    h = harness
+    clock = FakeClock()
+    action = h.flokit.add_action()
+    bot = await h.start(clock=clock)
+    await h.poll()
+    card = await card_for(h, action["id"])
+    modal = await open_modal(h, card, ids.APPROVE, APPROVER)
+    with bot.foreground.busy():  # a click in flight: the live delivery waits for it to end
+        status, _ = await submit(h, modal, APPROVER, None)
+        assert status == 200
+        clock.now += timedelta(minutes=5)  # meanwhile its lease ran out, and the sweep took it over
+        await bot.jobs["outbox"].run()
+        assert decision_posts(h, action["id"]) == 1
+    await bot.deliverer.drain(10)  # the live delivery wakes, finds the entry no longer its own
+    assert decision_posts(h, action["id"]) == 1
+    assert h.flokit.actions[action["id"]]["status"] == "approved"
+
+
+async def test_a_decision_is_delivered_at_once_without_the_sweep(harness: Harness) -> None:
+    h = harness
+    action = h.flokit.add_action()
+    bot = await h.start()
+    await h.poll()
+    card = await card_for(h, action["id"])
+    bot.scheduler.pause()  # no sweep runs from here on: only the live delivery can send it
+    modal = await open_modal(h, card, ids.APPROVE, APPROVER)
+    assert (await submit(h, modal, APPROVER, "go"))[0] == 200
+    await bot.deliverer.drain(10)
+    assert decision_posts(h, action["id"]) == 1
+    assert h.flokit.actions[action["id"]]["status"] == "approved"
