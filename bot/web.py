@@ -8,6 +8,7 @@ the shape Slack gives each kind of request (400 with the reason): Bolt itself wo
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import SignatureVerifier
 
+from core import logs
+from core.metrics import Metrics
 from store.db import TALLY, Transactions
 
 log = logging.getLogger(__name__)
@@ -83,10 +86,19 @@ def _kind(body: dict[str, Any]) -> str:
     return str(body.get("type") or "other")
 
 
-def slack_events(bolt: AsyncApp, signing_secret: str, ack_paths: AckPaths | None = None) -> Handler:
+def _user(body: dict[str, Any]) -> str | None:
+    user = body.get("user")
+    found = user.get("id") if isinstance(user, dict) else body.get("user_id")
+    return found if isinstance(found, str) else None
+
+
+def slack_events(
+    bolt: AsyncApp, signing_secret: str, ack_paths: AckPaths | None = None, metrics: Metrics | None = None
+) -> Handler:
     verifier = SignatureVerifier(signing_secret)
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
         raw = await request.read()
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
@@ -104,12 +116,18 @@ def slack_events(bolt: AsyncApp, signing_secret: str, ack_paths: AckPaths | None
         tally = Transactions()
         token = TALLY.set(tally)  # the listener's task inherits it: what it opens is counted
         try:
-            response = await bolt.async_dispatch(bolt_request)
+            # Each line logged for this request (and by the work it starts) carries its id and user.
+            with logs.bind(request_id=logs.new_request_id(), slack_user=_user(bolt_request.body)):
+                response = await bolt.async_dispatch(bolt_request)
         finally:
             TALLY.reset(token)
+        kind = _kind(bolt_request.body)
         if ack_paths is not None:
-            ack_paths.add(_kind(bolt_request.body), tally.total)  # as of the answer: the ack path
-        return await to_aiohttp_response(response)
+            ack_paths.add(kind, tally.total)  # as of the answer: the ack path
+        answered = await to_aiohttp_response(response)
+        if metrics is not None:
+            metrics.ack(kind, time.monotonic() - started)
+        return answered
 
     return handle
 
