@@ -40,6 +40,13 @@ class LogSettings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _any_case(cls, v: object, info: ValidationInfo) -> object:
+        if not isinstance(v, str):
+            return v
+        return v.strip().upper() if info.field_name == "log_level" else v.strip().lower()
+
 
 class DatabaseSettings(LogSettings):
     """What ``python app.py migrate`` needs, and nothing else: the database (and the log's format)."""

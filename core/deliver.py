@@ -16,7 +16,6 @@ with the key that is stable for the decision across every retry and replica, and
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import random
 from collections.abc import Callable
@@ -175,8 +174,9 @@ class Deliverer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def deliver_now(self, entry: Outbox, action: Action) -> None:
-        # A context of its own: its store transactions are not the request's that recorded it.
-        task = asyncio.get_running_loop().create_task(self._run(entry, action), context=contextvars.Context())
+        # A context of its own: its store transactions are not the request's that recorded it
+        # (its log lines still name the request, and the person, that made it).
+        task = asyncio.get_running_loop().create_task(self._run(entry, action), context=logs.carried())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

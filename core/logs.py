@@ -47,6 +47,14 @@ def bind(**fields: Any) -> Iterator[None]:
         _CONTEXT.reset(token)
 
 
+def carried() -> contextvars.Context:
+    """A fresh context holding only the log context of this one (for work a request starts
+    that must not inherit the rest of it)."""
+    context = contextvars.Context()
+    context.run(_CONTEXT.set, _CONTEXT.get())
+    return context
+
+
 class ContextFilter(logging.Filter):
     """Copies the context onto each record (a field the call passed in ``extra`` wins)."""
 
@@ -109,15 +117,21 @@ class TextFormatter(logging.Formatter):
         return self._redact(f"{first} [{context}]{nl}{rest}" if context else text)
 
 
+def handler(*, fmt: str = "text", secrets: Iterable[str] = (), stream: Any = None) -> logging.Handler:
+    """A handler writing lines in ``fmt`` (text or json), with the context, secrets redacted."""
+    redact = Redactor(secrets)
+    out = logging.StreamHandler(stream or sys.stderr)
+    out.setFormatter(JsonFormatter(redact) if fmt == "json" else TextFormatter(redact))
+    out.addFilter(ContextFilter())
+    return out
+
+
 def configure(*, fmt: str = "text", level: str = "INFO", secrets: Iterable[str] = (), stream: Any = None) -> logging.Handler:
     """Route the root logger to one handler in ``fmt`` at ``level``; returns the handler."""
-    redact = Redactor(secrets)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter(redact) if fmt == "json" else TextFormatter(redact))
-    handler.addFilter(ContextFilter())
+    new = handler(fmt=fmt, secrets=secrets, stream=stream)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    root.addHandler(new)
     root.setLevel(level)
-    return handler
+    return new
