@@ -101,7 +101,7 @@ def _not_ready_reason(error: Exception) -> str:
         return f"HTTP {error.status}" if error.status is not None else "unreachable"
     if isinstance(error, asyncio.TimeoutError | TimeoutError):
         return "no answer in time"
-    if isinstance(error, RuntimeError) and str(error) == "scheduler not running":
+    if isinstance(error, RuntimeError) and str(error) in ("scheduler not running", "socket mode not connected"):
         return str(error)
     return f"unreachable ({type(error).__name__})"
 
@@ -473,6 +473,8 @@ class Signoff:
                 checks[name] = check
         if not self.scheduler.running:
             checks["scheduler"] = self._not_running
+        if self._socket_handler is not None:
+            checks["socket_mode"] = self._socket_connected
 
         async def run(check: Callable[[], Awaitable[object]]) -> str | None:
             try:
@@ -492,6 +494,10 @@ class Signoff:
     @staticmethod
     async def _not_running() -> None:
         raise RuntimeError("scheduler not running")
+
+    async def _socket_connected(self) -> None:
+        if not await self._socket_handler.client.is_connected():  # type: ignore[union-attr]
+            raise RuntimeError("socket mode not connected")
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         problems = []

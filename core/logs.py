@@ -126,12 +126,23 @@ def handler(*, fmt: str = "text", secrets: Iterable[str] = (), stream: Any = Non
     return out
 
 
-def configure(*, fmt: str = "text", level: str = "INFO", secrets: Iterable[str] = (), stream: Any = None) -> logging.Handler:
-    """Route the root logger to one handler in ``fmt`` at ``level``; returns the handler."""
-    new = handler(fmt=fmt, secrets=secrets, stream=stream)
+def configure(
+    *, fmt: str = "text", level: str = "INFO", secrets: Iterable[str] = (), stream: Any = None
+) -> logging.Handler | None:
+    """Route the root logger to one handler in ``fmt`` at ``level``; returns the handler.
+
+    As ``logging.basicConfig``: a root logger with handlers of someone else's (an embedding
+    program, pytest) is left alone, and None returned; a handler of ours is replaced."""
     root = logging.getLogger()
+    if any(not getattr(h, _OURS, False) for h in root.handlers):
+        return None
+    new = handler(fmt=fmt, secrets=secrets, stream=stream)
+    setattr(new, _OURS, True)
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(new)
     root.setLevel(level)
     return new
+
+
+_OURS = "_signoff_handler"
