@@ -357,3 +357,29 @@ def _all_sampled() -> bytes:
 
 def test_channel_is_not_a_label() -> None:
     assert CHANNEL.encode() not in _all_sampled()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_rollback_rules_are_counted_by_state(harness: Harness) -> None:
+    from tests.bot import test_watch as w
+    from tests.fakes.metrics import FakeMetrics
+
+    h = harness
+    clock = FakeClock()
+    async with FakeMetrics(clock=clock) as provider:
+        action = h.flokit.add_action()
+        provider.set(w.ROAS, 3.2)
+        await w.start(h, provider, clock)
+        await w.approve(h, action["id"])
+        pending = await scrape(h)
+        await w.check(h)
+        checked = await scrape(h)
+        provider.set(w.ROAS, 2.5)  # down 21.9%: the ROAS rule trips
+        clock.advance(timedelta(hours=1))
+        await w.check(h)
+        tripped = await scrape(h)
+    assert value(pending, "signoff_rollback_rules", state="pending") == 2
+    assert value(checked, "signoff_rollback_rules", state="ok") == 1  # ROAS read; conversion has no value
+    assert value(checked, "signoff_rollback_rules", state="missing") == 1
+    assert value(tripped, "signoff_rollback_rules", state="tripped") == 1
+    assert value(tripped, "signoff_rollback_rules", state="ok") == 0
