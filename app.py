@@ -47,7 +47,7 @@ from bot.health import (
     source_refused,
 )
 from bot.jobs import CardUpdater, JobContext, SlackNotifier
-from bot.web import AckPaths, slack_events
+from bot.web import AckPaths, TimedSocketModeHandler, slack_events
 from core import ingest, logs, refresh, reminders, watch
 from core.clock import Clock, utc_now
 from core.decide import DecisionService
@@ -571,8 +571,6 @@ class Signoff:
                 log.warning("%s unreachable at start (%s); starting anyway, the jobs retry", entry.display_name or name, e)
 
     async def _connect_socket(self) -> None:
-        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
         assert self.settings.slack_app_token is not None
         app_token = self.settings.slack_app_token.get_secret_value()
         # slack_sdk retries a refused token forever; ask once so a wrong token is a clear error.
@@ -580,7 +578,7 @@ class Signoff:
             await AsyncWebClient(base_url=self.settings.slack_api_url).apps_connections_open(app_token=app_token)
         except SlackApiError as e:
             raise StartupError(f"SLACK_APP_TOKEN was refused by Slack ({e.response.get('error')})") from e
-        handler = AsyncSocketModeHandler(self.bolt, app_token)
+        handler = TimedSocketModeHandler(self.bolt, app_token, self.metrics)
         await handler.connect_async()
         self._socket_handler = handler
 

@@ -16,8 +16,11 @@ from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import SignatureVerifier
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
 
 from core import logs
 from core.metrics import Metrics
@@ -131,3 +134,20 @@ def slack_events(
 
     return handle
 
+
+
+class TimedSocketModeHandler(AsyncSocketModeHandler):
+    """Bolt's Socket Mode handler, timing each envelope from its arrival to its ack (as
+    ``slack_events`` times each HTTP request) and naming it in the log lines it causes."""
+
+    def __init__(self, app: AsyncApp, app_token: str, metrics: Metrics | None = None) -> None:
+        super().__init__(app, app_token)
+        self._metrics = metrics
+
+    async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]  # as Bolt's own
+        started = time.monotonic()
+        payload = req.payload if isinstance(req.payload, dict) else {}
+        with logs.bind(request_id=logs.new_request_id(), slack_user=_user(payload)):
+            await super().handle(client, req)
+        if self._metrics is not None:
+            self._metrics.ack(_kind(payload), time.monotonic() - started)
