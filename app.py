@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hmac
 import logging
 import re
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -23,27 +25,36 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.engine import make_url
 
 from api import intake
 from bot import home, jobs, listeners
 from bot.auth import ApproverCheck
 from bot.cards import CardReader
 from bot.command_service import CommandService
-from bot.health import Health, QuietWhileReported, TrackedSlackClient, TrackedSource, slack_refusal, source_refused
+from bot.health import (
+    CountedRateLimitRetries,
+    Health,
+    QuietWhileReported,
+    TrackedSlackClient,
+    TrackedSource,
+    slack_refusal,
+    source_refused,
+)
 from bot.jobs import CardUpdater, JobContext, SlackNotifier
-from bot.web import AckPaths, slack_events
-from core import ingest, refresh, reminders, watch
+from bot.web import AckPaths, TimedSocketModeHandler, slack_events
+from core import ingest, logs, refresh, reminders, watch
 from core.clock import Clock, utc_now
 from core.decide import DecisionService
 from core.deliver import Deliverer, DeliveryContext, RetryPolicy, deliver_outbox
 from core.events import Events, Foreground
 from core.ingest import IngestContext
+from core.metrics import CONTENT_TYPE, Metrics
 from core.people import Approvers
 from core.registry import Registered, SourceRegistry
 from core.reminders import ReminderContext
@@ -55,6 +66,7 @@ from sources.fieldkit import FieldkitSource
 from sources.flokit import FloKitSource
 from sources.flowdash import FlowdashSource
 from sources.metrics import HttpMetrics, MetricsProvider
+from store import reports
 from store.db import Database, SchemaError
 
 log = logging.getLogger("signoff")
@@ -71,10 +83,27 @@ STOP_GRACE_SECONDS = 20.0
 # Jobs that every change kicks but that need not run for each: at most one run this often.
 KICK_GAP_SECONDS = {"homes": 1.0, "watch": 1.0}
 SLACK_TIMEOUT_SECONDS = 10
+# /readyz asks the store, Slack and each source; one answer serves the probes of this long,
+# and no single check waits longer than READY_TIMEOUT_SECONDS.
+READY_CACHE_SECONDS = 5.0
+READY_TIMEOUT_SECONDS = 5.0
 
 
 def _seconds(value: float | None) -> timedelta | None:
     return timedelta(seconds=value) if value is not None else None
+
+
+def _not_ready_reason(error: Exception) -> str:
+    """Why a part did not answer, in words that never carry a secret."""
+    if isinstance(error, SlackApiError):
+        return f"Slack answered {error.response.get('error')}" if error.response is not None else "Slack failed"
+    if isinstance(error, SourceError):
+        return f"HTTP {error.status}" if error.status is not None else "unreachable"
+    if isinstance(error, asyncio.TimeoutError | TimeoutError):
+        return "no answer in time"
+    if isinstance(error, RuntimeError) and str(error) in ("scheduler not running", "socket mode not connected"):
+        return str(error)
+    return f"unreachable ({type(error).__name__})"
 
 
 class StartupError(Exception):
@@ -197,6 +226,10 @@ class Signoff:
         self.port: int | None = None
         self.jobs: dict[str, Job] = {}
         self.ack_paths = AckPaths()  # store transactions before each Slack request's answer
+        # GET /metrics: this bot's own registry (several bots may run in one process).
+        self.metrics = Metrics()
+        self.ready_cache_seconds = READY_CACHE_SECONDS
+        self._ready: tuple[float, int, dict[str, object]] | None = None
         self._quiet = QuietWhileReported(self.health)
 
     # ---- building ---------------------------------------------------------------------
@@ -255,7 +288,9 @@ class Signoff:
             entries.extend(self._extra_sources(self.http))
         # Each source tells the health of its credential (/healthz) with every answer.
         return SourceRegistry(
-            replace(e, source=TrackedSource(e.source, self.health, credential=e.credential, display_name=e.display_name))
+            replace(e, source=TrackedSource(
+                e.source, self.health, credential=e.credential, display_name=e.display_name, metrics=self.metrics,
+            ))
             for e in entries
         )
 
@@ -266,6 +301,7 @@ class Signoff:
         self.slack_http = aiohttp.ClientSession(raise_for_status=False)
         self.slack = TrackedSlackClient(
             health=self.health,
+            metrics=self.metrics,
             token=s.slack_bot_token.get_secret_value(),
             base_url=s.slack_api_url,
             timeout=SLACK_TIMEOUT_SECONDS,
@@ -273,7 +309,7 @@ class Signoff:
             # Only 429s are retried in the client: Slack did not act on them. A 5xx or a broken
             # connection may come after Slack posted the message, so the card sync retries
             # those itself, looking for the card before posting again.
-            retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=3)],
+            retry_handlers=[CountedRateLimitRetries(self.metrics, max_retry_count=3)],
         )
         self.sources = self._sources()
         approvers = ApproverCheck(self._default_approvers, self.slack)
@@ -281,7 +317,7 @@ class Signoff:
         changed = lambda: self.kick("cards", "notices", "watch", "homes")  # noqa: E731
         self.ingest = IngestContext(
             db=self.db, sources=self.sources, channel=s.slack_channel, policy=self.policy, on_change=changed,
-            clock=self._clock, digest_threshold=s.digest_threshold,
+            clock=self._clock, digest_threshold=s.digest_threshold, metrics=self.metrics,
         )
         # In-process events: a decision recorded here is delivered here at once, and the card
         # of an action changed by a decision is re-rendered here at once (leases in the store
@@ -292,6 +328,7 @@ class Signoff:
             db=self.db, sources=self.sources, people=approvers, notifier=SlackNotifier(self.slack),
             on_change=lambda: self.kick("watch", "homes"), clock=self._clock, retry=self._retry, events=self.events,
             metrics_on=s.metrics_url is not None,
+            metrics=self.metrics,
         )
         self.deliverer = Deliverer(delivery, foreground=self.foreground)
         ctx = JobContext(
@@ -384,12 +421,87 @@ class Signoff:
     def web_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
         if self.settings.slack_signing_secret is not None and not self.settings.socket_mode:
             secret = self.settings.slack_signing_secret.get_secret_value()
-            app.router.add_post("/slack/events", slack_events(self.bolt, secret, self.ack_paths, self.foreground))
+            app.router.add_post(
+                "/slack/events", slack_events(self.bolt, secret, self.ack_paths, self.metrics, self.foreground)
+            )
         if self.sources.pushing():
-            intake.add_routes(app, self.ingest, self.sources)
+            intake.add_routes(app, self.ingest, self.sources, self.metrics)
         return app
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """Prometheus' text format; behind METRICS_SCRAPE_TOKEN (as Bearer) when it is set."""
+        token = self.settings.metrics_scrape_token
+        if token is not None:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
+                return web.json_response({"error": "missing or wrong scrape token (Authorization: Bearer <token>)"}, status=401)
+        try:
+            await self._observe_store()
+        except Exception as e:  # noqa: BLE001 - the counters are still worth serving; /readyz says the store is down
+            log.warning("metrics: the store could not be read (%s); its gauges are as last read", type(e).__name__)
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def _observe_store(self) -> None:
+        """The gauges that are the store's state now: two aggregate queries per scrape."""
+        async with self.db.read() as session:
+            backlog = await reports.backlog(session)
+            rules = await reports.rule_states(session)
+        now = self._clock()
+        oldest = {source: max(0.0, (now - first).total_seconds()) for source, first in backlog.oldest.items()}
+        self.metrics.set_backlog(self.sources.names, backlog.depth, oldest)
+        self.metrics.set_rules(rules)
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        """Whether this replica can do its work now: the store answers and its schema is at
+        head, Slack answers, and so does each source. 503 with the parts that are not ready."""
+        now = time.monotonic()
+        if self._ready is None or now - self._ready[0] >= self.ready_cache_seconds:
+            status, body = await self._check_ready()
+            self._ready = (now, status, body)
+        _at, status, body = self._ready
+        return web.json_response(body, status=status)
+
+    async def _check_ready(self) -> tuple[int, dict[str, object]]:
+        async def store() -> None:
+            await self.db.ping()
+            await self.db.check_schema()
+
+        checks: dict[str, Callable[[], Awaitable[object]]] = {"store": store, "slack": self.slack.auth_test}
+        for name in self.sources.names:
+            check = getattr(self.sources.entry(name).source, "check_access", None)
+            if check is not None:
+                checks[name] = check
+        if not self.scheduler.running:
+            checks["scheduler"] = self._not_running
+        if self._socket_handler is not None:
+            checks["socket_mode"] = self._socket_connected
+
+        async def run(check: Callable[[], Awaitable[object]]) -> str | None:
+            try:
+                await asyncio.wait_for(check(), READY_TIMEOUT_SECONDS)
+            except SchemaError:
+                return "schema not at head"
+            except Exception as e:  # noqa: BLE001 - whatever keeps it from answering: not ready
+                return _not_ready_reason(e)
+            return None
+
+        results = await asyncio.gather(*(run(check) for check in checks.values()))
+        not_ready = {name: why for name, why in zip(checks, results, strict=True) if why is not None}
+        if not_ready:
+            return 503, {"ready": False, "not_ready": sorted(not_ready), "problems": not_ready}
+        return 200, {"ready": True}
+
+    @staticmethod
+    async def _not_running() -> None:
+        raise RuntimeError("scheduler not running")
+
+    async def _socket_connected(self) -> None:
+        if not await self._socket_handler.client.is_connected():  # type: ignore[union-attr]
+            raise RuntimeError("socket mode not connected")
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         problems = []
@@ -463,8 +575,6 @@ class Signoff:
                 log.warning("%s unreachable at start (%s); starting anyway, the jobs retry", entry.display_name or name, e)
 
     async def _connect_socket(self) -> None:
-        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
         assert self.settings.slack_app_token is not None
         app_token = self.settings.slack_app_token.get_secret_value()
         # slack_sdk retries a refused token forever; ask once so a wrong token is a clear error.
@@ -472,7 +582,7 @@ class Signoff:
             await AsyncWebClient(base_url=self.settings.slack_api_url).apps_connections_open(app_token=app_token)
         except SlackApiError as e:
             raise StartupError(f"SLACK_APP_TOKEN was refused by Slack ({e.response.get('error')})") from e
-        handler = AsyncSocketModeHandler(self.bolt, app_token)
+        handler = TimedSocketModeHandler(self.bolt, app_token, self.metrics)
         await handler.connect_async()
         self._socket_handler = handler
 
@@ -583,6 +693,16 @@ Settings come from the environment and from a .env file in the working directory
 A missing or malformed setting is named and the exit code is 2."""
 
 
+def secrets_of(settings: Settings | DatabaseSettings) -> list[str]:
+    """Every secret value in the settings (the secret types, the database password)."""
+    found = [v.get_secret_value() for v in vars(settings).values() if isinstance(v, SecretStr)]
+    try:
+        password = make_url(settings.database_url).password
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse holds no password it would use
+        password = None
+    return [s for s in [*found, str(password or "")] if s]
+
+
 def _usage_error(message: str) -> int:
     print(f"signoff: {message}\n\n{USAGE}", file=sys.stderr)
     return 2
@@ -618,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         return _usage_error(f"unknown command {command!r}")
     if len(args) > 1:
         return _usage_error(f"{command} takes no arguments, got {' '.join(args[1:])!r}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # signoff.store says what was migrated
     try:
@@ -626,6 +746,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as e:
         print(f"signoff: {describe_errors(e)}", file=sys.stderr)
         return 2
+    # LOG_FORMAT and LOG_LEVEL; every secret setting's value is redacted from every line.
+    logs.configure(fmt=settings.log_format, level=settings.log_level, secrets=secrets_of(settings))
     try:
         if command == "migrate":
             revision = asyncio.run(migrate(settings))

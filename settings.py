@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import time
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -32,8 +32,24 @@ def database_url(v: str) -> str:
     return "postgresql" + v[len("postgres") :] if scheme == "postgres" and not v.startswith("postgresql") else v
 
 
-class DatabaseSettings(BaseSettings):
-    """What ``python app.py migrate`` needs, and nothing else: the database."""
+class LogSettings(BaseSettings):
+    """How the log is written (every command has a log): ``LOG_FORMAT`` and ``LOG_LEVEL``."""
+
+    model_config = _SOURCES
+
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _any_case(cls, v: object, info: ValidationInfo) -> object:
+        if not isinstance(v, str):
+            return v
+        return v.strip().upper() if info.field_name == "log_level" else v.strip().lower()
+
+
+class DatabaseSettings(LogSettings):
+    """What ``python app.py migrate`` needs, and nothing else: the database (and the log's format)."""
 
     model_config = _SOURCES
 
@@ -45,7 +61,7 @@ class DatabaseSettings(BaseSettings):
         return database_url(v)
 
 
-class Settings(BaseSettings):
+class Settings(LogSettings):
     model_config = _SOURCES
 
     slack_bot_token: SecretStr
@@ -95,6 +111,9 @@ class Settings(BaseSettings):
     # Flood control: a poll finding more new actions than this posts one digest instead.
     digest_threshold: int = Field(default=10, ge=1)
     slack_post_interval_seconds: float = Field(default=1.0, ge=0)  # per channel, per process
+    # Running it as a service: GET /metrics behind this Bearer token when set (open when unset;
+    # METRICS_TOKEN is the rollback watch's provider's), and the log's format and level.
+    metrics_scrape_token: SecretStr | None = None
 
     @field_validator("slack_bot_token")
     @classmethod
@@ -122,7 +141,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "flokit_api_key", "flowdash_api_key", "flowdash_intake_token", "fieldkit_api_url", "fieldkit_api_key",
-        "fieldkit_intake_token", "metrics_url", "metrics_token", "signoff_config", "escalation_channel", "quiet_hours",
+        "fieldkit_intake_token", "metrics_url", "metrics_token", "metrics_scrape_token", "signoff_config", "escalation_channel", "quiet_hours",
         "remind_after_seconds", "escalate_after_seconds", "expire_after_seconds", mode="before",
     )
     @classmethod

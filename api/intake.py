@@ -21,12 +21,15 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from core import logs
 from core.ingest import IngestContext, ingest
+from core.metrics import Metrics
 from core.registry import SourceRegistry, UnknownSource
 from sources.base import IntakeError, PermanentError, SourceError, TransientError, is_push
 
@@ -34,15 +37,22 @@ log = logging.getLogger(__name__)
 
 MAX_INTAKE_BYTES = 64 * 1024
 RETRY_AFTER_SECONDS = 30
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a caller's X-Request-Id, taken as is only in this shape
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# How a request was answered, for the metrics: an error's code, or created/known (a typed
+# key where aiohttp has them, 3.12+).
+ANSWER: Any = web.ResponseKey("signoff_answer", str) if hasattr(web, "ResponseKey") else "signoff_answer"
 
 
 def error(status: int, code: str, message: str, *, field: str | None = None, **headers: str) -> web.Response:
     body: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         body["field"] = field
-    return web.json_response(body, status=status, headers=headers or None)
+    response = web.json_response(body, status=status, headers=headers or None)
+    response[ANSWER] = code
+    return response
+
 
 
 def _token(request: web.Request) -> str | None:
@@ -51,9 +61,20 @@ def _token(request: web.Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def intake_handler(ctx: IngestContext, sources: SourceRegistry) -> Handler:
+def intake_handler(ctx: IngestContext, sources: SourceRegistry, metrics: Metrics | None = None) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         name = request.match_info.get("source", "")
+        known = name in sources.names  # a path a client sent is a label only when it names a source
+        given = request.headers.get("X-Request-Id", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else logs.new_request_id()
+        with logs.bind(request_id=request_id, source=name if known else None):
+            response = await respond(request, name)
+        response.headers["X-Request-Id"] = request_id
+        if metrics is not None:
+            metrics.intake(name if known else "unknown", str(response.get(ANSWER, response.status)))
+        return response
+
+    async def respond(request: web.Request, name: str) -> web.Response:
         try:
             entry = sources.entry(name)
         except UnknownSource:
@@ -98,10 +119,12 @@ def intake_handler(ctx: IngestContext, sources: SourceRegistry) -> Handler:
             answer["carded"] = bool(upstream.options)
             if not upstream.options:
                 answer["message"] = "stored, but not carded: the action offers nothing to decide now"
-        return web.json_response(answer, status=202 if stored.created else 200)
+        response = web.json_response(answer, status=202 if stored.created else 200)
+        response[ANSWER] = "created" if stored.created else "known"
+        return response
 
     return handle
 
 
-def add_routes(app: web.Application, ctx: IngestContext, sources: SourceRegistry) -> None:
-    app.router.add_post("/intake/{source}", intake_handler(ctx, sources))
+def add_routes(app: web.Application, ctx: IngestContext, sources: SourceRegistry, metrics: Metrics | None = None) -> None:
+    app.router.add_post("/intake/{source}", intake_handler(ctx, sources, metrics))

@@ -10,15 +10,22 @@ per-retry lines about the same refusal are dropped by :class:`QuietWhileReported
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from sources.base import ActionSource, SourceError
+from core.metrics import Metrics
+from sources.base import ActionSource, ConflictError, PermanentError, RequirementsError, SourceError
 
 log = logging.getLogger("signoff.health")
 
@@ -66,23 +73,69 @@ class Health:
         return part in self._problems
 
 
-class TrackedSlackClient(AsyncWebClient):
-    """``AsyncWebClient`` telling :class:`Health` whether Slack still takes the bot token."""
+def result_class(error: BaseException | None) -> str:
+    """The result class of an Actions API call, for its metrics: ok, conflict, requirements,
+    permanent or transient (anything else that went wrong counts as transient)."""
+    if error is None:
+        return "ok"
+    if isinstance(error, ConflictError):
+        return "conflict"
+    if isinstance(error, RequirementsError):
+        return "requirements"
+    if isinstance(error, PermanentError) or (isinstance(error, SourceError) and not error.retryable):
+        return "permanent"
+    return "transient"
 
-    def __init__(self, *, health: Health, **kwargs: Any) -> None:
+
+def _method_of(url: str) -> str:
+    return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "unknown"
+
+
+class CountedRateLimitRetries(AsyncRateLimitErrorRetryHandler):
+    """Slack's 429 retry handler, counting each 429 and whether it was retried."""
+
+    def __init__(self, metrics: Metrics, max_retry_count: int = 3) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self._metrics = metrics
+
+    async def can_retry_async(
+        self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        retry = await super().can_retry_async(state=state, request=request, response=response, error=error)
+        if response is not None and response.status_code == 429:
+            self._metrics.slack_429(_method_of(request.url), retried=retry)
+        return retry
+
+
+class TrackedSlackClient(AsyncWebClient):
+    """``AsyncWebClient`` telling :class:`Health` whether Slack still takes the bot token,
+    and counting every call by method and error (``ok`` when none)."""
+
+    def __init__(self, *, health: Health, metrics: Metrics | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.health = health
+        self.metrics = metrics
 
     async def api_call(self, api_method: str, **kwargs: Any) -> AsyncSlackResponse:
+        started = time.monotonic()
+        error = "ok"
         try:
             response = await super().api_call(api_method, **kwargs)
         except SlackApiError as e:
+            error = str(e.response.get("error") or f"http_{e.response.status_code}") if e.response is not None else "other"
             code = slack_refusal(e)
             if code is not None:
                 self.health.failing(SLACK, f"SLACK_BOT_TOKEN refused by Slack ({code})")
             else:
                 self.health.healthy(SLACK)
             raise
+        except Exception:
+            error = "unreachable"  # no answer: a broken connection, a timeout
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.slack_call(api_method, error, time.monotonic() - started)
         self.health.healthy(SLACK)
         return response
 
@@ -96,8 +149,12 @@ class TrackedSource:
 
     _CALLS = frozenset({"list_actions", "get_action", "submit", "track", "intake", "check_access"})
 
-    def __init__(self, source: ActionSource, health: Health, *, credential: str, display_name: str = "") -> None:
+    def __init__(
+        self, source: ActionSource, health: Health, *, credential: str, display_name: str = "",
+        metrics: Metrics | None = None,
+    ) -> None:
         self._source = source
+        self._metrics = metrics
         self._display = display_name or source.name
         self._health = health
         self._credential = credential
@@ -110,11 +167,24 @@ class TrackedSource:
             return attribute
 
         async def tracked(*args: Any, **kwargs: Any) -> Any:
-            return await self._tracked(lambda: attribute(*args, **kwargs))
+            return await self._tracked(name, lambda: attribute(*args, **kwargs))
 
         return tracked
 
-    async def _tracked(self, call: Callable[[], Awaitable[_T]]) -> _T:
+    async def _tracked(self, operation: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        started = time.monotonic()
+        failure: BaseException | None = None
+        try:
+            result = await self._health_tracked(call)
+        except BaseException as e:
+            failure = e
+            raise
+        finally:
+            if self._metrics is not None and not isinstance(failure, asyncio.CancelledError):
+                self._metrics.upstream_call(self.name, operation, result_class(failure), time.monotonic() - started)
+        return result
+
+    async def _health_tracked(self, call: Callable[[], Awaitable[_T]]) -> _T:
         try:
             result = await call()
         except SourceError as e:

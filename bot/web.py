@@ -8,6 +8,7 @@ the shape Slack gives each kind of request (400 with the reason): Bolt itself wo
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,10 +16,15 @@ from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import SignatureVerifier
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
 
+from core import logs
 from core.events import Foreground
+from core.metrics import Metrics
 from store.db import TALLY, Transactions
 
 log = logging.getLogger(__name__)
@@ -84,13 +90,21 @@ def _kind(body: dict[str, Any]) -> str:
     return str(body.get("type") or "other")
 
 
+def _user(body: dict[str, Any]) -> str | None:
+    user = body.get("user")
+    found = user.get("id") if isinstance(user, dict) else body.get("user_id")
+    return found if isinstance(found, str) else None
+
+
 def slack_events(
-    bolt: AsyncApp, signing_secret: str, ack_paths: AckPaths | None = None, foreground: Foreground | None = None
+    bolt: AsyncApp, signing_secret: str, ack_paths: AckPaths | None = None, metrics: Metrics | None = None,
+    foreground: Foreground | None = None,
 ) -> Handler:
     verifier = SignatureVerifier(signing_secret)
     foreground = foreground or Foreground()
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
         raw = await request.read()
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
@@ -108,13 +122,36 @@ def slack_events(
         tally = Transactions()
         token = TALLY.set(tally)  # the listener's task inherits it: what it opens is counted
         try:
-            with foreground.busy():  # a person waits on this answer: background work gives way
+            # Each line logged for this request (and by the work it starts) carries its id and user;
+            # a person waits on this answer: background work gives way.
+            with logs.bind(request_id=logs.new_request_id(), slack_user=_user(bolt_request.body)), foreground.busy():
                 response = await bolt.async_dispatch(bolt_request)
         finally:
             TALLY.reset(token)
+        kind = _kind(bolt_request.body)
         if ack_paths is not None:
-            ack_paths.add(_kind(bolt_request.body), tally.total)  # as of the answer: the ack path
-        return await to_aiohttp_response(response)
+            ack_paths.add(kind, tally.total)  # as of the answer: the ack path
+        answered = await to_aiohttp_response(response)
+        if metrics is not None:
+            metrics.ack(kind, time.monotonic() - started)
+        return answered
 
     return handle
 
+
+
+class TimedSocketModeHandler(AsyncSocketModeHandler):
+    """Bolt's Socket Mode handler, timing each envelope from its arrival to its ack (as
+    ``slack_events`` times each HTTP request) and naming it in the log lines it causes."""
+
+    def __init__(self, app: AsyncApp, app_token: str, metrics: Metrics | None = None) -> None:
+        super().__init__(app, app_token)
+        self._metrics = metrics
+
+    async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]  # as Bolt's own
+        started = time.monotonic()
+        payload = req.payload if isinstance(req.payload, dict) else {}
+        with logs.bind(request_id=logs.new_request_id(), slack_user=_user(payload)):
+            await super().handle(client, req)
+        if self._metrics is not None:
+            self._metrics.ack(_kind(payload), time.monotonic() - started)

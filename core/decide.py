@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from sqlalchemy.exc import DBAPIError
 
+from core import logs
 from core.clock import Clock, utc_now
 from core.events import Changed, Events
 from core.lifecycle import TRANSITIONS, find_option, options_for, stored_options, transition_for
@@ -191,10 +192,14 @@ class DecisionService:
         them (ENDORSED) and the last one needed begins the decision; where it needs a typed
         confirmation for failed guardrails, ``confirmation`` must say "approve"."""
         try:
-            return await self._decide(
-                action_id=action_id, op=op, user_id=user_id, note=note, channel=channel, confirmation=confirmation,
-                option_key=option_key,
-            )
+            with logs.bind(action_id=action_id):
+                outcome = await self._decide(
+                    action_id=action_id, op=op, user_id=user_id, note=note, channel=channel, confirmation=confirmation,
+                    option_key=option_key,
+                )
+                source = outcome.action.source if outcome.action is not None else None
+                log.info("%s of action %s: %s", op.value, action_id, outcome.result.value, extra={"source": source})
+                return outcome
         except DBAPIError as e:
             log.error("store unavailable while recording a decision: %s", type(e).__name__)
             return Outcome(Result.STORE_UNAVAILABLE)

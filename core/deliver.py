@@ -25,10 +25,11 @@ from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import watch
+from core import logs, watch
 from core.clock import Clock, utc_now
 from core.events import Changed, Events, Foreground, LiveTasks
 from core.lifecycle import TRANSITIONS
+from core.metrics import Metrics
 from core.people import Directory
 from core.registry import SourceRegistry, UnknownSource
 from sources.base import (
@@ -101,6 +102,14 @@ class DeliveryContext:
     # How long to wait between reads of a decision the upstream is still working on.
     track_base_seconds: float = 1.0
     track_cap_seconds: float = 60.0
+    metrics: Metrics = field(default_factory=Metrics)  # decisions counted by their final outcome
+
+
+def _counted(ctx: DeliveryContext, entry: Outbox, action: Action | None, outcome: str) -> None:
+    """A decision reached its final outcome here (``action`` is None when another worker
+    settled it first: counted there, once)."""
+    if action is not None:
+        ctx.metrics.decision(action.source, entry.op, outcome)
 
 
 async def deliver_outbox(ctx: DeliveryContext) -> int:
@@ -167,7 +176,8 @@ class Deliverer:
         self._tasks = LiveTasks()
 
     def deliver_now(self, entry: Outbox, action: Action) -> None:
-        self._tasks.spawn(self._run(entry, action))
+        # Its log lines still name the request, and the person, that made it.
+        self._tasks.spawn(self._run(entry, action), context=logs.carried())
 
     async def _run(self, entry: Outbox, action: Action) -> None:
         await self._foreground.idle()  # the clicks people wait on first
@@ -218,11 +228,17 @@ def _announce(ctx: DeliveryContext, action_id: int, claim: queries.Claim | None)
 
 async def _deliver(ctx: DeliveryContext, entry: Outbox, action: Action | None = None) -> None:
     assert entry.id is not None
-    op = Op(entry.op)
     if action is None:
         async with ctx.db.read() as session:
             action = await queries.get_action(session, action_id=entry.action_id)
     assert action is not None
+    with logs.bind(action_id=action.id, source=action.source):
+        await _deliver_action(ctx, entry, action)
+
+
+async def _deliver_action(ctx: DeliveryContext, entry: Outbox, action: Action) -> None:
+    assert entry.id is not None
+    op = Op(entry.op)
     try:
         source = ctx.sources.get(action.source)
     except UnknownSource:
@@ -270,6 +286,7 @@ async def settle(ctx: DeliveryContext, entry: Outbox, upstream: UpstreamAction |
         if action is not None:
             # Approved: watched from now, and shown so on the same card.
             watch.set_up_now(session, action, now=now, metrics=ctx.metrics_on)
+    _counted(ctx, entry, action, "delivered")
     _announce(ctx, entry.action_id, claim)
 
 
@@ -318,12 +335,15 @@ async def _reconcile(
     claim = _claim(ctx)
     async with ctx.db.write() as session:
         if ours:
-            await queries.outbox_delivered(
+            settled = await queries.outbox_delivered(
                 session, outbox_id=entry.id, upstream=upstream, outcome=TRANSITIONS[op].outcome, now=ctx.clock(),
                 claim=claim,
             )
         else:
-            await queries.outbox_conflict(session, outbox_id=entry.id, upstream=upstream, now=ctx.clock(), claim=claim)
+            settled = await queries.outbox_conflict(
+                session, outbox_id=entry.id, upstream=upstream, now=ctx.clock(), claim=claim
+            )
+    _counted(ctx, entry, settled, "delivered" if ours else "conflict")
     _announce(ctx, entry.action_id, claim)
     if not ours:
         log.info("%s of %s refused upstream (%s); adopted %s", op.value, action.external_id, conflict, upstream.status.value)
@@ -346,7 +366,8 @@ async def _failed_attempt(ctx: DeliveryContext, entry: Outbox, error: SourceErro
     log.error("%s for action %s failed for good after %d attempt(s): %s", entry.op, entry.action_id, attempt, message)
     claim = _claim(ctx)
     async with ctx.db.write() as session:
-        await queries.outbox_failed(session, outbox_id=entry.id, error=message, now=ctx.clock(), claim=claim)
+        failed = await queries.outbox_failed(session, outbox_id=entry.id, error=message, now=ctx.clock(), claim=claim)
+    _counted(ctx, entry, failed, "failed")
     _announce(ctx, entry.action_id, claim)
     await ctx.notifier.failed(entry, Op(entry.op), message)
 

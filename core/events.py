@@ -102,8 +102,11 @@ class LiveTasks:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
+    def spawn(
+        self, work: Coroutine[Any, Any, None], *, context: contextvars.Context | None = None
+    ) -> asyncio.Task[None]:
+        """Start ``work`` in ``context`` (an empty one where not given)."""
+        task = asyncio.get_running_loop().create_task(work, context=context or contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -9,12 +9,14 @@ whatever arrives twice, or at once on several replicas (the store's unique key d
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from core.clock import Clock, utc_now
 from core.lifecycle import in_flight_from
+from core.metrics import Metrics
 from core.registry import SourceRegistry, UnknownSource
 from policy import Policy
 from sources.base import IN_FLIGHT, NotFoundError, PollingSource, SourceError, Status, UpstreamAction, is_push
@@ -34,6 +36,15 @@ class IngestContext:
     clock: Clock = utc_now
     page_size: int = 100
     digest_threshold: int = 10  # more new actions than this for one channel in one poll: a digest
+    metrics: Metrics = field(default_factory=Metrics)  # poll cycles: duration, pages, new actions
+
+
+@dataclass
+class _Cycle:
+    """What one poll cycle of one source did, for its metrics."""
+
+    pages: int = 0
+    new: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,15 +103,21 @@ async def poll(ctx: IngestContext) -> None:
     cycle with a warning (the next retries) and leaves the others alone."""
     changed = False
     for source in ctx.sources.polling():
+        cycle, started, failed = _Cycle(), time.monotonic(), True
         try:
-            changed |= await _poll(ctx, source)
+            changed |= await _poll(ctx, source, cycle)
+            failed = False
         except SourceError as e:
             log.warning("poll of %s failed, retrying next cycle: %s", source.name, e)
+        finally:
+            ctx.metrics.poll_cycle(
+                source.name, seconds=time.monotonic() - started, pages=cycle.pages, new=cycle.new, failed=failed
+            )
     if changed:
         ctx.on_change()
 
 
-async def _poll(ctx: IngestContext, source: PollingSource) -> bool:
+async def _poll(ctx: IngestContext, source: PollingSource, cycle: _Cycle) -> bool:
     watched = frozenset(source.listed_statuses()) | IN_FLIGHT
     listed_open: set[int] = set()  # stored ids, held here as open, that the upstream listed
     new: list[str] = []
@@ -110,6 +127,7 @@ async def _poll(ctx: IngestContext, source: PollingSource) -> bool:
         while True:
             observed_at = ctx.clock()
             page = await source.list_actions(status=status, limit=ctx.page_size, offset=offset)
+            cycle.pages += 1
             async with ctx.db.read() as session:
                 known = await queries.known_actions(
                     session, source=source.name, external_ids=[a.external_id for a in page.actions]
@@ -130,7 +148,7 @@ async def _poll(ctx: IngestContext, source: PollingSource) -> bool:
     async with ctx.db.read() as session:
         held_open = await queries.count_in_status(session, source=source.name, statuses=watched)
 
-    changed = await _discover_all(ctx, source, new)
+    changed = await _discover_all(ctx, source, new, cycle)
     for action_id, item, observed_at in moved:
         async with ctx.db.write() as session:
             changed |= await queries.adopt_upstream(
@@ -169,7 +187,7 @@ async def _sync_unlisted(ctx: IngestContext, source: PollingSource, watched: fro
         after = held[-1][0]
 
 
-async def _discover_all(ctx: IngestContext, source: PollingSource, new: list[str]) -> bool:
+async def _discover_all(ctx: IngestContext, source: PollingSource, new: list[str], cycle: _Cycle) -> bool:
     """Read and store each new action, one at a time (nothing held but the ids). When this
     poll found more than ``digest_threshold`` of them, a flood, they are listed in one digest
     per channel (made when its first action is stored) instead of getting a card each."""
@@ -202,5 +220,6 @@ async def _discover_all(ctx: IngestContext, source: PollingSource, new: list[str
                     digests[channel] = digest.id or 0
         if stored is not None:
             log.info("new %s action %s stored (id %s)", source.name, external_id, stored.id)
+            cycle.new += 1
             changed = True
     return changed

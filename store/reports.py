@@ -16,7 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sources.base import Op
-from store.models import Action, AuditEvent, Card, Decision
+from store.models import Action, AuditEvent, Card, Decision, Outbox, OutboxState, Watch
 
 
 @dataclass(frozen=True)
@@ -159,3 +159,43 @@ async def decision_times(session: AsyncSession, *, since: datetime, limit: int) 
     )
     rows: Sequence[tuple[int, datetime, datetime]] = (await session.exec(stmt)).all()  # type: ignore[assignment]
     return [DecisionTime(aid, seen, decided) for aid, seen, decided in rows]
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Decisions not yet settled upstream, per source: how many to send, how many followed
+    (accepted, still running upstream), and when the oldest of them was recorded."""
+
+    depth: dict[tuple[str, str], int]  # (source, "send" | "track") -> count
+    oldest: dict[str, datetime]
+
+
+async def backlog(session: AsyncSession) -> Backlog:
+    """One aggregate over the pending outbox entries (an index on ``state``): cheap per scrape."""
+    tracked = col(Outbox.reference).is_not(None)
+    rows = (
+        await session.exec(
+            select(Action.source, tracked, sa.func.count(), sa.func.min(Outbox.created_at))
+            .join(Action, col(Action.id) == col(Outbox.action_id))
+            .where(col(Outbox.state) == OutboxState.PENDING.value)
+            .group_by(Action.source, tracked)
+        )
+    ).all()
+    depth: dict[tuple[str, str], int] = {}
+    oldest: dict[str, datetime] = {}
+    for source, is_tracked, count, first in rows:
+        depth[(source, "track" if is_tracked else "send")] = int(count)
+        if first is not None and (source not in oldest or first < oldest[source]):
+            oldest[source] = first
+    return Backlog(depth, oldest)
+
+
+async def rule_states(session: AsyncSession) -> dict[str, int]:
+    """Active rollback rules by state: ``tripped``, else how their last check went."""
+    state = sa.case((col(Watch.tripped), sa.literal("tripped")), else_=col(Watch.reading))
+    rows = (
+        await session.exec(
+            select(state, sa.func.count()).where(col(Watch.active)).group_by(state)
+        )
+    ).all()
+    return {str(s): int(n) for s, n in rows}

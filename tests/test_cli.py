@@ -113,3 +113,24 @@ def test_env_example_filled_in_is_a_valid_configuration(tmp_path: Any, monkeypat
         monkeypatch.delenv(name.upper(), raising=False)
     settings = Settings()  # type: ignore[call-arg]
     assert settings.slack_channel == "C0CARDS" and not settings.socket_mode
+
+
+def test_migrate_logs_json_lines_with_log_format_json(tmp_path: Any) -> None:
+    import json
+    import subprocess
+
+    env = {**os.environ, "LOG_FORMAT": "json", "LOG_LEVEL": "info", "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "app.py"), "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert lines and all(line["logger"] == "signoff.store" and line["level"] == "INFO" for line in lines)
+    assert "revision" in lines[-1]["message"]
+    env["LOG_LEVEL"] = "warning"
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "app.py"), "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stderr == ""  # nothing to migrate, and INFO lines are below WARNING

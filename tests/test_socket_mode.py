@@ -259,6 +259,12 @@ async def test_approve_through_socket_mode_reaches_flokit(harness: Harness) -> N
     assert call.json == {"approved_by": APPROVER_EMAIL, "note": "Aligned with Q1 plan"}
     await h.wait_for(lambda: set(buttons(h.slack.messages[(CHANNEL, card.ts)])) == {ids.ROLLBACK})
     assert await audit_events(h, action["id"]) == ["discovered", "requested", "confirmed"]
+    # acks timed by kind, as over HTTP
+    from tests.test_observability import scrape, value
+
+    samples = await scrape(h)
+    assert value(samples, "signoff_slack_ack_seconds_count", kind="block_actions") == 1
+    assert value(samples, "signoff_slack_ack_seconds_count", kind="view_submission") == 1
 
 
 async def test_reject_without_reason_is_answered_in_the_ack(harness: Harness) -> None:
