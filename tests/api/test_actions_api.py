@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from aiohttp import web
 
 from api.client import SignoffApiError, SignoffClient
 from bot import ids
+from store import queries
 from tests.conftest import APPROVER, APPROVER_EMAIL, CHANNEL, Harness
 from tests.fakes.cards import buttons, card_text, click, open_modal, submit
 from tests.fakes.slack_api import Message
@@ -114,6 +116,24 @@ def card_of(h: Harness, external_id: str, channel: str = CHANNEL) -> Message | N
     return None
 
 
+async def carded(h: Harness, external_id: str, channel: str = CHANNEL) -> Message:
+    """The action's card, once posted and known to the store (a click on it is then taken)."""
+    card = await h.wait_for(lambda: card_of(h, external_id, channel))
+
+    async def known() -> bool:
+        assert h.bot is not None
+        async with h.bot.db.read() as session:
+            found = await queries.known_actions(session, source="signoff", external_ids=[external_id])
+            row = await queries.card_for_action(session, action_id=found[external_id][0])
+        return row is not None and row.ts is not None
+
+    for _ in range(200):
+        if await known():
+            return card
+        await asyncio.sleep(0.05)
+    raise AssertionError("the card's ts was never stored")
+
+
 def thread_of(h: Harness, card: Message) -> list[str]:
     return [json.dumps(m.blocks) + (m.text or "") for m in h.slack.messages_in(card.channel) if m.thread_ts == card.ts and m.ts != card.ts]
 
@@ -161,7 +181,7 @@ async def test_submit_card_approve_in_slack_wait_callback_report(harness: Harnes
         )
         assert action["status"] == "needs_approval" and action["requires_approval"] is True
         x = action["action_id"]
-        card = await h.wait_for(lambda: card_of(h, x))
+        card = await carded(h, x)
         text = card_text(card)
         assert "Restart a service" in text and "web-1" in text and "region" in text and "deployer" in text
         assert {ids.APPROVE, ids.REJECT} <= set(buttons(card))
@@ -203,12 +223,13 @@ async def test_rollback_clicked_in_slack_is_asked_of_the_submitter(harness: Harn
     base = await start(h, tmp_path)
     async with SignoffClient(base, SERVICE_KEY, session=h.http) as api:
         x = (await api.submit("restart_service", payload={"service": "web"}))["action_id"]
-        card = await h.wait_for(lambda: card_of(h, x))
+        card = await carded(h, x)
         view = await open_modal(h, card, ids.APPROVE, APPROVER)
         assert (await submit(h, view, APPROVER, None))[0] == 200
         assert (await api.wait_for_decision(x, timeout=15))["status"] == "pending"
         await api.report(x, "succeeded", result={})
-        card = await h.wait_for(lambda: (m := card_of(h, x)) and ids.ROLLBACK in buttons(m) and m, timeout=15)
+        await h.wait_for(lambda: (m := card_of(h, x)) and ids.ROLLBACK in buttons(m) and "Succeeded" in card_text(m), timeout=15)
+        card = await carded(h, x)
         assert (await click(h, card, ids.ROLLBACK, APPROVER))[0] == 200
         asked = await api.get(x, wait=15)
         assert asked["status"] == "rollback_requested"
@@ -412,3 +433,36 @@ async def test_a_failing_callback_is_retried_and_survives_a_restart(harness: Har
     await h.wait_for(lambda: callbacks.events() == ["action.running"], timeout=10)
     await h.run_job("callbacks")
     assert callbacks.events() == ["action.running"]  # once
+
+
+def schema_check(doc: dict[str, Any], name: str, value: Any) -> None:
+    jsonschema.Draft202012Validator({**doc, "$ref": f"#/components/schemas/{name}"}).validate(value)
+
+
+async def test_the_openapi_document_describes_the_answers(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    base = await start(h, tmp_path)
+    status, _, doc = await raw(h, base, "GET", "/openapi.json", key=None)
+    assert status == 200 and doc["openapi"] == "3.1.0"
+    assert set(doc["paths"]) == {
+        "/api/v1/actions/types", "/api/v1/actions", "/api/v1/actions/{id}", "/api/v1/actions/{id}/decide",
+        "/api/v1/actions/{id}/status",
+    }
+    for name in ("Action", "ActionType", "Error", "SubmitRequest"):
+        jsonschema.Draft202012Validator.check_schema({**doc, "$ref": f"#/components/schemas/{name}"})
+    _, _, types = await raw(h, base, "GET", "/api/v1/actions/types")
+    for t in types["types"]:
+        schema_check(doc, "ActionType", t)
+    body = {"action_type": "restart_service", "payload": {"service": "web"}, "target": {"type": "service", "id": "a"}}
+    schema_check(doc, "SubmitRequest", body)
+    status, _, action = await raw(h, base, "POST", "/api/v1/actions", body)
+    assert status == 201
+    schema_check(doc, "Action", action)
+    _, _, decided = await raw(h, base, "POST", f"/api/v1/actions/{action['action_id']}/decide", {"decision": "APPROVE"}, key=ADMIN_KEY)
+    schema_check(doc, "Action", decided)
+    _, _, reported = await raw(h, base, "POST", f"/api/v1/actions/{action['action_id']}/status", {"status": "failed", "error": "boom"})
+    schema_check(doc, "Action", reported)
+    for bad in ({"action_type": 1}, {"action_type": "restart_service"}, {}):
+        status, _, answer = await raw(h, base, "POST", "/api/v1/actions", bad)
+        assert status == 422
+        schema_check(doc, "Error", answer)
