@@ -578,7 +578,7 @@ async def deliver_callbacks(ctx: ApiContext, http: aiohttp.ClientSession) -> int
         now = ctx.clock()
         async with ctx.db.write() as session:
             batch = await signoff.due_callbacks(
-                session, now=now, lease=timedelta(seconds=CALLBACK_TIMEOUT_SECONDS + 20), limit=20
+                session, now=now, lease=timedelta(seconds=CALLBACK_TIMEOUT_SECONDS + 5), limit=20
             )
             owners = {}
             for cb in batch:
