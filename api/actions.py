@@ -157,16 +157,52 @@ def authenticate(ctx: ApiContext, request: web.Request, *, admin: bool = False) 
     return found
 
 
+MAX_DEPTH: Final = 32
+
+
+def _unfit(value: Any) -> str | None:
+    """Why a parsed body cannot be taken (a NUL character, nested too deep), or None."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"the body is nested more than {MAX_DEPTH} levels deep"
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "the body must not contain NUL characters"
+        elif isinstance(item, dict):
+            stack.extend((k, depth + 1) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 async def _read_json(request: web.Request) -> tuple[bytes, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ApiError(413, "TOO_LARGE", f"the body is over {MAX_BODY_BYTES // 1024} KiB")
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_BODY_BYTES:
+        chunk = await request.content.read(MAX_BODY_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > MAX_BODY_BYTES:
         raise ApiError(413, "TOO_LARGE", f"the body is over {MAX_BODY_BYTES // 1024} KiB")
+    raw = b"".join(chunks)
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ApiError(400, "INVALID_JSON", "the body is not JSON") from None
+        body = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiError(400, "INVALID_JSON", "the body is not JSON (NaN and Infinity are not JSON either)") from None
+    unfit = _unfit(body)
+    if unfit is not None:
+        raise ApiError(400, "INVALID_BODY", unfit)
     if not isinstance(body, dict):
         raise ApiError(400, "INVALID_BODY", "the body must be a JSON object")
     return raw, body
@@ -272,7 +308,7 @@ def check_callback_url(url: str, allowed_hosts: tuple[str, ...]) -> str:
         host = (parts.hostname or "").lower()
     except ValueError:
         raise _invalid("callback_url", "must be an http(s) URL") from None
-    if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in url):
+    if parts.scheme not in ("http", "https") or not host or any(c.isspace() or ord(c) < 32 for c in url):
         raise _invalid("callback_url", "must be an http(s) URL")
     if allowed_hosts and host not in allowed_hosts:
         raise _invalid("callback_url", f"the host {host} is not allowed here (CALLBACK_ALLOWED_HOSTS)")
@@ -451,7 +487,7 @@ class ActionsApi:
         async with self.ctx.db.write(urgent=True) as session:
             begun = await queries.begin_decision(
                 session, action_id=action.id, op=op, allowed_from=transition.allowed_from,
-                in_flight=transition.in_flight, actor=actor, note=note,
+                in_flight=transition.in_flight, actor=f"api:{actor}", note=note,
                 option=Option(op, "Approve" if op is Op.APPROVE else "Reject", op.value),
                 idempotency_key=str(uuid.uuid4()), notify_channel=None, now=now, actor_identifier=actor,
                 claim=queries.Claim(now + self.ctx.lease) if self.ctx.events is not None else None,

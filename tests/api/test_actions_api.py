@@ -360,6 +360,15 @@ async def test_bad_bodies_auth_and_the_catalog_are_answered_clearly(harness: Har
     status, _, answer = await raw(h, base, "POST", path, {"action_type": "warm_cache", "bogus": 1})
     assert status == 422 and answer["field"] == "bogus"
     assert (await raw(h, base, "POST", path, "not json"))[0] == 400
+    assert (await raw(h, base, "POST", path, '{"action_type": "warm_cache", "payload": {"x": NaN}}'))[0] == 400
+    assert (await raw(h, base, "POST", path, '{"action_type": "warm_cache", "title": "a\\u0000b"}'))[0] == 400
+    assert (await raw(h, base, "POST", path, "[" * 5000 + "]" * 5000))[0] == 400
+    deep: Any = {}
+    for _ in range(40):
+        deep = {"x": deep}
+    assert (await raw(h, base, "POST", path, {"action_type": "warm_cache", "payload": deep}))[0] == 400
+    status, _, big = await raw(h, base, "POST", path, {"action_type": "warm_cache", "payload": {"x": "y" * 60000}})
+    assert status == 201, big  # more than one read of the body, taken whole
     assert (await raw(h, base, "POST", path, [1]))[0] == 400
     assert (await raw(h, base, "POST", path, {"action_type": "x" * (70 * 1024)}))[0] == 413
     # Keys: missing or wrong is 401, Bearer works too, a service key on an admin call 403.
