@@ -402,7 +402,8 @@ class Signoff:
                 job.kick()
 
     def web_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        middlewares = [actions_api.json_errors] if self.api is not None else []
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=middlewares)
         app.router.add_get("/healthz", self._healthz)
         if self.settings.slack_signing_secret is not None and not self.settings.socket_mode:
             secret = self.settings.slack_signing_secret.get_secret_value()

@@ -548,7 +548,21 @@ class ActionsApi:
     async def openapi(self, _request: web.Request) -> web.StreamResponse:
         from api.openapi import document
 
-        return web.json_response(document())
+        return web.json_response(document(list(self.ctx.catalog)))
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own answers under /api/ (no such route, a method it does not take) as JSON
+    errors, like every other answer of the API."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if not request.path.startswith("/api/") or e.status < 400:
+            raise
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE"}.get(e.status, "BAD_REQUEST")
+        headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+        return web.json_response({"code": code, "message": e.reason}, status=e.status, headers=headers)
 
 
 def add_routes(app: web.Application, ctx: ApiContext) -> None:
@@ -573,6 +587,14 @@ async def expire(ctx: ApiContext) -> int:
                 ApiAction.status == "needs_approval", col(ApiAction.expires_at).is_not(None),
                 col(ApiAction.expires_at) <= now,
             ).limit(100)
+        ))
+    async with ctx.db.read() as session:
+        # Expired by the policy's timings (EXPIRE_AFTER_SECONDS, a route's expire_after) on the card.
+        due += list(await session.exec(
+            select(ApiAction.external_id)
+            .join(Action, sa.and_(col(Action.source) == signoff.NAME, col(Action.external_id) == col(ApiAction.external_id)))
+            .where(ApiAction.status == "needs_approval", Action.status == "expired")
+            .limit(100)
         ))
     done = 0
     for external_id in due:

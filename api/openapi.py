@@ -79,7 +79,34 @@ _ACTION: dict[str, Any] = {
 }
 
 
-def document() -> dict[str, Any]:
+def _submit_schema(action_types: list[str] | None) -> dict[str, Any]:
+    action_type: dict[str, Any] = {"type": "string", "minLength": 1}
+    if action_types:
+        action_type["enum"] = sorted(action_types)
+    return {
+        "type": "object", "required": ["action_type"], "additionalProperties": False,
+        "properties": {
+            "action_type": action_type,
+            "schema_version": {"type": "integer", "minimum": 1, "maximum": 1000},
+            "target": {"type": "object", "properties": {"type": {"type": "string"}, "id": {"type": "string"}}},
+            "scope": {"type": "string", "maxLength": 64}, "mode": {"type": "string", "maxLength": 64},
+            "preconditions": {"type": "object"}, "payload": {"type": "object"},
+            "correlation_id": {"type": "string", "maxLength": 255},
+            "causation_id": {"type": "string", "maxLength": 255},
+            "title": {"type": "string", "maxLength": 200}, "rationale": {"type": "string", "maxLength": 3000},
+            "callback_url": {
+                "type": "string", "format": "uri", "maxLength": 2048,
+                "description": "http(s); CALLBACK_ALLOWED_HOSTS may restrict the hosts",
+            },
+            "expires_in_seconds": {"type": "integer", "minimum": 1, "maximum": 30 * 86400},
+        },
+        "description": "required_fields of the type (GET /api/v1/actions/types) must be given too",
+    }
+
+
+def document(action_types: list[str] | None = None) -> dict[str, Any]:
+    """The document; ``action_types``: the catalog's, listed as the only ones submit takes."""
+    submit = _submit_schema(action_types)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -121,21 +148,7 @@ def document() -> dict[str, Any]:
                     },
                 },
                 "Action": _ACTION,
-                "SubmitRequest": {
-                    "type": "object", "required": ["action_type"], "additionalProperties": False,
-                    "properties": {
-                        "action_type": {"type": "string", "minLength": 1},
-                        "schema_version": {"type": "integer", "minimum": 1, "maximum": 1000},
-                        "target": {"type": "object", "properties": {"type": {"type": "string"}, "id": {"type": "string"}}},
-                        "scope": {"type": "string", "maxLength": 64}, "mode": {"type": "string", "maxLength": 64},
-                        "preconditions": {"type": "object"}, "payload": {"type": "object"},
-                        "correlation_id": {"type": "string", "maxLength": 255},
-                        "causation_id": {"type": "string", "maxLength": 255},
-                        "title": {"type": "string", "maxLength": 200}, "rationale": {"type": "string", "maxLength": 3000},
-                        "callback_url": {"type": "string", "format": "uri", "maxLength": 2048},
-                        "expires_in_seconds": {"type": "integer", "minimum": 1, "maximum": 30 * 86400},
-                    },
-                },
+                "SubmitRequest": submit,
                 "DecideRequest": {
                     "type": "object", "required": ["decision"], "additionalProperties": False,
                     "properties": {

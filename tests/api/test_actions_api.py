@@ -475,3 +475,15 @@ async def test_the_openapi_document_describes_the_answers(harness: Harness, tmp_
         status, _, answer = await raw(h, base, "POST", "/api/v1/actions", bad)
         assert status == 422
         schema_check(doc, "Error", answer)
+
+
+async def test_an_action_expired_by_the_policys_timings_is_expired_for_its_client(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    base = await start(h, tmp_path, expire_after_seconds=1)
+    async with SignoffClient(base, SERVICE_KEY, session=h.http) as api:
+        x = (await api.submit("restart_service", payload={"service": "web"}))["action_id"]
+        await carded(h, x)
+        await asyncio.sleep(1.2)
+        await h.run_job("reminders")
+        await h.run_job("api_expiry")
+        assert (await api.get(x))["status"] == "expired"
