@@ -161,7 +161,10 @@ def upstream_of(row: ApiAction, catalog: dict[str, ActionTypeDecl]) -> UpstreamA
         title=title or (known.summary if known is not None and known.summary else action_type.replace("_", " ").capitalize()),
         rationale=str(req.get("rationale") or ""),
         created_at=row.created_at,
-        decided_by=decision.get("decided_by") if isinstance(decision.get("decided_by"), str) else None,
+        # Who moved it last: the submitter for what it reports, else who decided.
+        decided_by=row.client if row.status in REPORTS else (
+            decision.get("decided_by") if isinstance(decision.get("decided_by"), str) else None
+        ),
         requested_by=row.client,
         risk=known.risk if known is not None else None,
         # Nothing to decide for an action that needed no approval: no card until it does.

@@ -206,6 +206,11 @@ async def test_submit_card_approve_in_slack_wait_callback_report(harness: Harnes
         done = await api.report(x, "succeeded", result={"restarted": 3})
         assert done["status"] == "succeeded" and done["result"] == {"restarted": 3} and done["completed_at"]
         await h.wait_for(lambda: (m := card_of(h, x)) and "Succeeded" in card_text(m), timeout=15)
+        await h.run_job("notices")
+        thread = await h.wait_for(lambda: (t := thread_of(h, card)) and len(t) >= 3 and t)
+        assert "Approved by" in thread[0] and "go ahead" in thread[0]
+        assert "Running" in thread[1] and "deployer" in thread[1]
+        assert "Succeeded" in thread[2] and "deployer" in thread[2]
         with pytest.raises(SignoffApiError) as refused:
             await api.report(x, "running")
         assert refused.value.status == 409 and refused.value.code == "INVALID_TRANSITION"
