@@ -269,7 +269,9 @@ async def idempotent(
             stmt = sa.update(ApiIdempotencyKey).where(
                 col(ApiIdempotencyKey.client) == client.name, col(ApiIdempotencyKey.key) == key
             )
-            if answer is None or answer.status >= 500:
+            # Not kept (as Stripe does): a failure on our side, and a request refused before it
+            # started (a bad body): the client may send it again, fixed, with the same key.
+            if answer is None or answer.status >= 500 or answer.status in (400, 413, 422):
                 await session.exec(sa.delete(ApiIdempotencyKey).where(
                     col(ApiIdempotencyKey.client) == client.name, col(ApiIdempotencyKey.key) == key
                 ))

@@ -492,3 +492,18 @@ async def test_an_action_expired_by_the_policys_timings_is_expired_for_its_clien
         await h.run_job("reminders")
         await h.run_job("api_expiry")
         assert (await api.get(x))["status"] == "expired"
+
+
+async def test_a_refused_body_keeps_no_key_and_callback_hosts_can_be_restricted(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    base = await start(h, tmp_path, callback_allowed_hosts="hooks.example.com, 127.0.0.1")
+    path = "/api/v1/actions"
+    status, _, answer = await raw(h, base, "POST", path, {"action_type": "restart_service"}, idem="fix-me")
+    assert status == 422 and answer["field"] == "service"
+    # The same key with the body fixed: taken (a refused request keeps no key, as Stripe's).
+    status, headers, _ = await raw(h, base, "POST", path, {"action_type": "restart_service", "payload": {"service": "web"}}, idem="fix-me")
+    assert status == 201 and "X-Idempotent-Replay" not in headers
+    status, _, answer = await raw(h, base, "POST", path, {"action_type": "warm_cache", "callback_url": "https://evil.example.net/x"})
+    assert status == 422 and answer["field"] == "callback_url" and "not allowed" in answer["message"]
+    status, _, _ = await raw(h, base, "POST", path, {"action_type": "warm_cache", "callback_url": "https://hooks.example.com/x"})
+    assert status == 201
