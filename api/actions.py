@@ -44,7 +44,7 @@ from core.lifecycle import TRANSITIONS
 from policy import ActionTypeDecl
 from settings import ApiKey
 from sources import signoff
-from sources.base import Op, Option
+from sources.base import IN_FLIGHT, Op, Option, Status
 from store import queries
 from store.db import Database
 from store.models import Action, ApiAction, ApiCallback, ApiIdempotencyKey
@@ -604,11 +604,13 @@ async def expire(ctx: ApiContext) -> int:
             row = await signoff.api_row(session, external_id, lock=True)
             if row is None or row.status != "needs_approval":
                 continue
-            row.status = "expired"
-            signoff.changed(session, row, now, ctx.catalog)
             action = (await session.exec(
                 select(Action).where(Action.source == signoff.NAME, Action.external_id == external_id)
             )).first()
+            if action is not None and Status(action.status) in IN_FLIGHT:
+                continue  # someone decided just now: the decision lands instead
+            row.status = "expired"
+            signoff.changed(session, row, now, ctx.catalog)
             if action is not None and action.id is not None:
                 after = (row.expires_at or now) - row.created_at
                 await queries.expire_action(session, action_id=action.id, after=after, now=now)
