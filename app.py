@@ -32,6 +32,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.engine import make_url
 
+from api import actions as actions_api
 from api import intake
 from bot import home, jobs, listeners
 from bot.auth import ApproverCheck
@@ -66,6 +67,7 @@ from sources.fieldkit import FieldkitSource
 from sources.flokit import FloKitSource
 from sources.flowdash import FlowdashSource
 from sources.metrics import HttpMetrics, MetricsProvider
+from sources.signoff import SignoffSource
 from store import reports
 from store.db import Database, SchemaError
 
@@ -77,7 +79,9 @@ CARDS_INTERVAL_SECONDS = 5.0
 NOTICES_INTERVAL_SECONDS = 5.0
 HOMES_INTERVAL_SECONDS = 10.0  # App Home refresh: cheap when nothing changed (one fingerprint per viewer)
 REMINDERS_INTERVAL_SECONDS = 60.0
-REFRESH_INTERVAL_SECONDS = 2.0  # looks for open actions of unlisted sources due a read (each has its own backoff)
+REFRESH_INTERVAL_SECONDS = 2.0
+CALLBACKS_INTERVAL_SECONDS = 2.0  # callbacks owed to API clients; kicked by each change
+API_EXPIRY_INTERVAL_SECONDS = 5.0  # looks for open actions of unlisted sources due a read (each has its own backoff)
 WATCH_TICK_SECONDS = 60.0  # the watch job looks for due rules this often (or each interval, if shorter)
 STOP_GRACE_SECONDS = 20.0
 # Jobs that every change kicks but that need not run for each: at most one run this often.
@@ -215,6 +219,9 @@ class Signoff:
             i: Approvers(list(r.approvers)) for i, r in enumerate(self.policy.routes) if r.approvers is not None
         }
         self.db = Database(settings.database_url)
+        self.catalog = {t.action_type: t for t in self.policy.action_types}  # Signoff's own API's types
+        self.signoff_source: SignoffSource | None = None
+        self.api: actions_api.ApiContext | None = None
         self.health = Health()  # parts whose credential is refused: /healthz names them
         self.http: aiohttp.ClientSession | None = None
         self.slack_http: aiohttp.ClientSession | None = None
@@ -284,6 +291,12 @@ class Signoff:
                     credential="FIELDKIT_API_KEY", display_name="Fieldkit",
                 )
             )
+        if s.api_keys:
+            # Signoff's own Actions API: its "upstream" is this store (a decision lands at once).
+            self.signoff_source = SignoffSource(
+                self.db, self.catalog, clock=self._clock, on_callback=lambda: self.kick("callbacks"),
+            )
+            entries.append(Registered(self.signoff_source, credential="API_KEYS", display_name="Signoff API"))
         if self._extra_sources is not None:
             entries.extend(self._extra_sources(self.http))
         # Each source tells the health of its credential (/healthz) with every answer.
@@ -376,6 +389,16 @@ class Signoff:
             ("watch", lambda: watch.check_rules(watch_ctx), watch_tick),
             ("reminders", lambda: reminders.remind(reminder_ctx), REMINDERS_INTERVAL_SECONDS),
         ]
+        if s.api_keys:
+            self.api = actions_api.ApiContext(
+                db=self.db, ingest=self.ingest, keys=list(s.api_keys), catalog=self.catalog, per_minute=s.api_rate_limit,
+                allowed_hosts=tuple(s.callback_allowed_hosts), events=self.events, clock=self._clock,
+                kick_callbacks=lambda: self.kick("callbacks"), lease=self.sources.entry("signoff").outbox_lease,
+                metrics=self.metrics,
+            )
+            api_ctx, http = self.api, self.http
+            specs.append(("callbacks", lambda: actions_api.deliver_callbacks(api_ctx, http), CALLBACKS_INTERVAL_SECONDS))
+            specs.append(("api_expiry", lambda: actions_api.expire(api_ctx), API_EXPIRY_INTERVAL_SECONDS))
         if refresh.unlisted(self.sources):
             # Open actions of sources that push them (and nothing after), read until they end.
             specs.append(("refresh", lambda: refresh.refresh(self.refresh), REFRESH_INTERVAL_SECONDS))
@@ -419,7 +442,8 @@ class Signoff:
                 job.kick()
 
     def web_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        middlewares = [actions_api.json_errors] if self.api is not None else []
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=middlewares)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
@@ -430,6 +454,8 @@ class Signoff:
             )
         if self.sources.pushing():
             intake.add_routes(app, self.ingest, self.sources, self.metrics)
+        if self.api is not None:
+            actions_api.add_routes(app, self.api)
         return app
 
     async def _metrics(self, request: web.Request) -> web.Response:

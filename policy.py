@@ -28,7 +28,7 @@ import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
@@ -114,10 +114,41 @@ class Timings:
     escalation_channel: str | None
 
 
+class ActionTypeDecl(BaseModel):
+    """One entry of Signoff's own API's type catalog (``[[action_types]]``), with exactly
+    Fieldkit's fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action_type: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    summary: str = ""
+    risk: str | None = None
+    approval_required_by_default: bool = True
+    required_fields: tuple[str, ...] = ()
+    example_payload: dict[str, Any] = Field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action_type": self.action_type, "summary": self.summary, "risk": self.risk,
+            "approval_required_by_default": self.approval_required_by_default,
+            "required_fields": list(self.required_fields), "example_payload": self.example_payload,
+        }
+
+
 class PolicyFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     routes: tuple[Route, ...] = Field(default=())
+    action_types: tuple[ActionTypeDecl, ...] = Field(default=())
+
+    @field_validator("action_types")
+    @classmethod
+    def _unique_types(cls, v: tuple[ActionTypeDecl, ...]) -> tuple[ActionTypeDecl, ...]:
+        names = [t.action_type for t in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"action types declared twice: {', '.join(dup)}")
+        return v
 
 
 @dataclass(frozen=True)
@@ -127,6 +158,7 @@ class Policy:
     auto_rollback: bool = False
     routes: tuple[Route, ...] = ()
     defaults: Timings = Timings(None, None, None, None)
+    action_types: tuple[ActionTypeDecl, ...] = ()  # Signoff's own API's catalog
 
     def route_for(self, action_type: str, risk: str | None = None, *, source: str | None = None) -> Route | None:
         return next((r for r in self.routes if r.matches(action_type, risk, source)), None)
@@ -180,7 +212,10 @@ def load_policy(path: str | None, *, auto_rollback: bool, defaults: Timings | No
         parsed = PolicyFile.model_validate(data)
     except ValidationError as e:
         raise PolicyError(f"{file} is invalid:\n{_describe(e)}") from e
-    return Policy(auto_rollback=auto_rollback, routes=parsed.routes, defaults=defaults or Policy.defaults)
+    return Policy(
+        auto_rollback=auto_rollback, routes=parsed.routes, defaults=defaults or Policy.defaults,
+        action_types=parsed.action_types,
+    )
 
 
 def _describe(error: ValidationError) -> str:

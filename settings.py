@@ -7,6 +7,7 @@ hands each part the values it needs.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import time
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +20,47 @@ from core.people import Approvers
 
 _APPROVER = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+
+
+_API_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+API_ROLES = ("service", "admin")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One client of Signoff's own Actions API (``API_KEYS``): its name, role and key."""
+
+    name: str
+    role: str  # "service": submits, reads and reports its own actions; "admin": also reads all and decides
+    key: SecretStr
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
+
+
+def parse_api_keys(text: str) -> list[ApiKey]:
+    """``name:role:key,...``; a ValueError names what is wrong (never a key)."""
+    keys: list[ApiKey] = []
+    for i, raw in enumerate(e.strip() for e in text.split(",")):
+        if not raw:
+            continue
+        parts = raw.split(":", 2)
+        if len(parts) != 3:
+            raise ValueError(f"entry {i + 1} must look like name:role:key")
+        name, role, key = (p.strip() for p in parts)
+        if not _API_KEY_NAME.match(name):
+            raise ValueError(f"entry {i + 1}: the name must be letters, digits, '_', '.' or '-' (at most 64)")
+        if role not in API_ROLES:
+            raise ValueError(f"entry {i + 1} ({name}): the role must be service or admin")
+        if len(key) < 16 or any(c.isspace() for c in key):
+            raise ValueError(f"entry {i + 1} ({name}): the key must be at least 16 characters, without spaces")
+        if any(k.name == name for k in keys):
+            raise ValueError(f"the name {name} is used twice")
+        if any(k.key.get_secret_value() == key for k in keys):
+            raise ValueError(f"entry {i + 1} ({name}): the key is used twice")
+        keys.append(ApiKey(name, role, SecretStr(key)))
+    return keys
 
 
 _SOURCES = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
@@ -86,6 +128,10 @@ class Settings(LogSettings):
     # What Fieldkit (or its agents) send as Bearer to the intake; required when Fieldkit is on.
     fieldkit_intake_token: SecretStr | None = Field(default=None, validate_default=True)
     fieldkit_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Signoff's own Actions API (the ``signoff`` source): on when API_KEYS names a client.
+    api_keys: Annotated[list[ApiKey], NoDecode] = Field(default_factory=list)
+    api_rate_limit: int = Field(default=600, ge=1)  # requests a minute per key (bursts up to 60)
+    callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: any host
     flokit_api_url: str = "https://api.flokit.ai"
     # set: FloKit is on. The last of the sources' keys: its check sees whether any is set.
     flokit_api_key: SecretStr | None = Field(default=None, validate_default=True)
@@ -215,13 +261,30 @@ class Settings(LogSettings):
             )
         return v
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_keys(cls, v: object) -> object:
+        if isinstance(v, str):
+            return parse_api_keys(v)
+        return v
+
+    @field_validator("callback_allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [h.strip().lower() for h in v.split(",") if h.strip()]
+        return v
+
     @field_validator("flokit_api_key", mode="after")
     @classmethod
     def _a_source(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        if v is None and info.data.get("flowdash_api_key") is None and info.data.get("fieldkit_api_key") is None:
+        if (
+            v is None and info.data.get("flowdash_api_key") is None and info.data.get("fieldkit_api_key") is None
+            and not info.data.get("api_keys")
+        ):
             raise ValueError(
-                "no Actions API is configured: set FLOKIT_API_KEY (FloKit), FLOWDASH_API_KEY (Flowdash) or "
-                "FIELDKIT_API_KEY (Fieldkit) to turn one on"
+                "no Actions API is configured: set FLOKIT_API_KEY (FloKit), FLOWDASH_API_KEY (Flowdash), "
+                "FIELDKIT_API_KEY (Fieldkit) or API_KEYS (Signoff's own API) to turn one on"
             )
         return v
 
@@ -242,6 +305,8 @@ class Settings(LogSettings):
             on.append("flowdash")
         if self.fieldkit_api_key is not None:
             on.append("fieldkit")
+        if self.api_keys:
+            on.append("signoff")
         return tuple(on)
 
     @property

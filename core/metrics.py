@@ -109,11 +109,14 @@ class Metrics:
             "signoff_rollback_rules", "Watched rollback rules of running actions, by state", ["state"], registry=r,
         )
         self.callbacks = Counter(
-            "signoff_callback_deliveries", "Callback deliveries of the agents' API, by result (not built yet: no samples)",
+            "signoff_callback_deliveries", "Callback deliveries of the agents' API, by result (delivered, retried, gave_up)",
             ["result"], registry=r,
         )
 
     # ---- recording (called by the core and the adapters) -------------------------------
+
+    def callback(self, result: str) -> None:
+        self.callbacks.labels(result).inc()
 
     def decision(self, source: str, kind: str, outcome: str) -> None:
         self.decisions.labels(source, kind, outcome).inc()

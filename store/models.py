@@ -292,3 +292,65 @@ class Digest(SQLModel, table=True):
     next_attempt_at: datetime | None = _ts()
     last_error: str | None = None
     created_at: datetime | None = _ts(nullable=False)
+
+
+class ApiAction(SQLModel, table=True):
+    """An action submitted through Signoff's own Actions API (the ``signoff`` source): what
+    its client sees. ``status`` is the API's word (Fieldkit's); the card's action row
+    (``actions``, source ``signoff``, the same ``external_id``) follows it."""
+
+    __tablename__ = "api_actions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(max_length=64, unique=True)
+    client: str = Field(max_length=64, index=True)
+    status: str = Field(max_length=32, index=True)
+    version: int = Field(default=1)  # bumped with every change a client can see (wait, callbacks)
+    request: dict[str, Any] = Field(sa_type=sa.JSON, nullable=False)  # the submitted fields, as given
+    callback_url: str | None = Field(default=None, max_length=2048)
+    expires_at: datetime | None = _ts(index=True)
+    decision: dict[str, Any] | None = _json()
+    attempts: int = Field(default=0)
+    started_at: datetime | None = _ts()
+    completed_at: datetime | None = _ts()
+    result: Any = _json()
+    error: str | None = Field(default=None, sa_type=sa.Text, nullable=True)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class ApiIdempotencyKey(SQLModel, table=True):
+    """One ``Idempotency-Key`` a client sent on a write, kept 24 hours: the request's digest
+    and, once answered, the answer (replayed for the same key and body)."""
+
+    __tablename__ = "api_idempotency_keys"
+    __table_args__ = (sa.UniqueConstraint("client", "key", name="uq_api_idempotency_client_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    client: str = Field(max_length=64)
+    key: str = Field(max_length=255)
+    digest: str = Field(max_length=64)
+    status: int | None = Field(default=None)  # None: still being handled
+    body: str | None = Field(default=None, sa_type=sa.Text, nullable=True)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    locked_until: datetime | None = _ts()
+
+
+class ApiCallback(SQLModel, table=True):
+    """One status change owed to a client's ``callback_url`` (an outbox): delivered once,
+    retried with backoff for a day, by whichever replica claims it."""
+
+    __tablename__ = "api_callbacks"
+    __table_args__ = (sa.UniqueConstraint("api_action_id", "version", name="uq_api_callbacks_change"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    api_action_id: int = Field(foreign_key="api_actions.id", index=True)
+    version: int
+    url: str = Field(max_length=2048)
+    body: str = Field(sa_type=sa.Text, nullable=False)
+    state: str = Field(default="pending", max_length=16, index=True)  # pending, delivered, failed
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    delivered_at: datetime | None = _ts()
+    last_error: str | None = Field(default=None, max_length=500)

@@ -159,7 +159,7 @@ async def test_labels_come_from_closed_sets_and_callbacks_exist_without_samples(
     status, text = await scrape_text(h)
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    assert families["signoff_callback_deliveries"].samples == []  # defined; the agents' API is not built yet
+    assert families["signoff_callback_deliveries"].samples == []  # defined; no agents' API, so no callbacks here
     assert families["signoff_callback_deliveries"].type == "counter"
     for family in families.values():
         for sample in family.samples:

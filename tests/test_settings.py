@@ -22,7 +22,7 @@ BASE = {
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
     monkeypatch.chdir(tmp_path)  # no stray .env
     for name in list(BASE) + ["SLACK_APP_TOKEN", "DATABASE_URL", "PORT", "POLL_INTERVAL_SECONDS", "SLACK_API_URL",
-                              "FIELDKIT_API_URL", "FIELDKIT_API_KEY", "FIELDKIT_INTAKE_TOKEN", "FIELDKIT_TIMEOUT_SECONDS"]:
+                              "FIELDKIT_API_URL", "FIELDKIT_API_KEY", "FIELDKIT_INTAKE_TOKEN", "FIELDKIT_TIMEOUT_SECONDS", "API_KEYS"]:
         monkeypatch.delenv(name, raising=False)
 
     def apply(**values: str | None) -> None:
@@ -188,3 +188,31 @@ def test_bad_fieldkit_settings_are_named_without_secrets(env: Any, change: dict[
     message = describe_errors(caught.value)
     assert named in message
     assert "fdk-admin-secret" not in message and "fdk-intake-secret" not in message
+
+
+def test_api_keys_alone_turn_on_signoffs_own_api(env: Any) -> None:
+    env(FLOKIT_API_KEY=None, API_KEYS="deployer:service:svc-0123456789abcdef, ops:admin:adm-0123456789abcdef")
+    s = load()
+    assert s.sources_on == ("signoff",)
+    assert [(k.name, k.role, k.admin) for k in s.api_keys] == [("deployer", "service", False), ("ops", "admin", True)]
+    assert s.api_keys[0].key.get_secret_value() == "svc-0123456789abcdef"
+    assert "svc-0123456789abcdef" not in repr(s) and s.api_rate_limit == 600
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("deployer:svc-0123456789abcdef", "must look like name:role:key"),
+        ("deployer:root:svc-0123456789abcdef", "the role must be service or admin"),
+        ("deployer:service:short", "at least 16 characters"),
+        ("a:service:svc-0123456789abcdef,a:admin:adm-0123456789abcdef", "used twice"),
+        ("bad name:service:svc-0123456789abcdef", "the name must be"),
+    ],
+)
+def test_bad_api_keys_are_named_without_the_keys(env: Any, value: str, named: str) -> None:
+    env(FLOKIT_API_KEY=None, API_KEYS=value)
+    with pytest.raises(ValidationError) as caught:
+        load()
+    message = describe_errors(caught.value)
+    assert "API_KEYS" in message and named in message, message
+    assert "0123456789abcdef" not in message

@@ -1,0 +1,140 @@
+"""A small typed client for Signoff's own Actions API (and Fieldkit's, which it is shaped like).
+
+    async with SignoffClient("https://signoff.example.com", api_key) as api:
+        action = await api.submit("restart_service", target={"type": "service", "id": "web"})
+        action = await api.wait_for_decision(action["action_id"])
+        if action["status"] == "pending":
+            await api.report(action["action_id"], "running")
+            ...
+            await api.report(action["action_id"], "succeeded", result={"ok": True})
+
+Every write carries an ``Idempotency-Key`` (a new one per call unless given): pass your own
+to retry a write safely. A refusal raises :class:`SignoffApiError` with the API's code,
+message and field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from types import TracebackType
+from typing import Any, TypedDict
+
+import aiohttp
+
+OPEN_STATUSES = frozenset({"needs_approval"})
+
+
+class Decision(TypedDict):
+    decision: str  # APPROVE or REJECT
+    decided_by: str
+    decided_by_name: str | None
+    decided_at: str
+    reason: str | None
+
+
+class ApiAction(TypedDict, total=False):
+    action_id: str
+    action_type: str
+    status: str
+    requires_approval: bool
+    target: dict[str, Any] | None
+    payload: dict[str, Any]
+    decision: Decision | None
+    attempts: int
+    started_at: str | None
+    completed_at: str | None
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: str
+    updated_at: str
+
+
+class SignoffApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+class SignoffClient:
+    def __init__(
+        self, base_url: str, api_key: str, *, session: aiohttp.ClientSession | None = None, timeout: float = 75.0,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._headers = {"X-API-Key": api_key, "Accept": "application/json"}
+        self._session = session
+        self._own = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    def __repr__(self) -> str:
+        return f"SignoffClient({self._base!r})"
+
+    async def __aenter__(self) -> SignoffClient:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        if self._own and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(
+        self, method: str, path: str, *, body: dict[str, Any] | None = None, key: str | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+            self._own = True
+        headers = dict(self._headers)
+        if method != "GET":
+            headers["Idempotency-Key"] = key or str(uuid.uuid4())
+        async with self._session.request(
+            method, self._base + path, json=body, headers=headers, params=params, timeout=self._timeout,
+        ) as r:
+            data = await r.json(content_type=None)
+            if r.status >= 400:
+                d = data if isinstance(data, dict) else {}
+                raise SignoffApiError(r.status, str(d.get("code", "")), str(d.get("message", "")), d.get("field"))
+            return data
+
+    async def types(self) -> list[dict[str, Any]]:
+        return list((await self._call("GET", "/api/v1/actions/types"))["types"])
+
+    async def submit(self, action_type: str, *, idempotency_key: str | None = None, **fields: Any) -> ApiAction:
+        """POST /api/v1/actions: ``target``, ``payload``, ``title``, ``callback_url``, ..."""
+        result: ApiAction = await self._call("POST", "/api/v1/actions", body={"action_type": action_type, **fields}, key=idempotency_key)
+        return result
+
+    async def get(self, action_id: str, *, wait: int | None = None) -> ApiAction:
+        params = {"wait": str(wait)} if wait is not None else None
+        result: ApiAction = await self._call("GET", f"/api/v1/actions/{action_id}", params=params)
+        return result
+
+    async def wait_for_decision(self, action_id: str, *, timeout: float | None = None, poll: int = 30) -> ApiAction:
+        """GET with ``?wait`` in a loop until a person decided (or it expired)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            left = poll if deadline is None else max(0, min(poll, int(deadline - loop.time())))
+            action = await self.get(action_id, wait=left)
+            if action["status"] not in OPEN_STATUSES or (deadline is not None and loop.time() >= deadline):
+                return action
+
+    async def decide(self, action_id: str, decision: str, reason: str | None = None, *, idempotency_key: str | None = None) -> ApiAction:
+        result: ApiAction = await self._call(
+            "POST", f"/api/v1/actions/{action_id}/decide", body={"decision": decision, "reason": reason}, key=idempotency_key,
+        )
+        return result
+
+    async def report(
+        self, action_id: str, status: str, *, result: dict[str, Any] | None = None, error: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> ApiAction:
+        body: dict[str, Any] = {"status": status}
+        if result is not None:
+            body["result"] = result
+        if error is not None:
+            body["error"] = error
+        answer: ApiAction = await self._call("POST", f"/api/v1/actions/{action_id}/status", body=body, key=idempotency_key)
+        return answer

@@ -1,0 +1,135 @@
+"""kill -9 and Signoff's own Actions API: a real ``python app.py`` process with only
+``API_KEYS`` set, killed with SIGKILL after a status change committed and while its callback
+is being delivered, then started again: the callback is delivered after the restart, and
+once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from api.client import SignoffClient
+from tests.api.test_actions_api import POLICY, SERVICE_KEY, verify
+from tests.conftest import APPROVER, BOT_TOKEN, CHANNEL, SIGNING_SECRET
+from tests.fakes.paths import REPO_ROOT
+from tests.fakes.slack_api import FakeSlack
+from tests.test_app import clean_env, free_port
+from tests.test_replicas import Replica, eventually
+
+KEYS = f"deployer:service:{SERVICE_KEY}"
+
+
+class HoldingHook:
+    """A callback endpoint that holds its first request unanswered, then answers 204."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+        self.delivered: list[tuple[dict[str, str], bytes]] = []
+        self.hold = True
+        self.release = asyncio.Event()
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
+
+    async def stop(self) -> None:
+        self.release.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.seen.append(body)
+        if self.hold:
+            self.hold = False
+            await self.release.wait()
+            return web.Response(status=503)
+        self.delivered.append((dict(request.headers), body))
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[HoldingHook]:
+    h = HoldingHook()
+    await h.start()
+    yield h
+    await h.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_sigkill_while_a_callback_is_being_delivered(
+    tmp_path: Path, slack: FakeSlack, database_url: str, hook: HoldingHook,
+) -> None:
+    (tmp_path / "signoff.toml").write_text(POLICY, encoding="utf-8")
+    replica = Replica(name="bot", port=free_port(), key="", log=tmp_path / "bot.log")
+    env = clean_env(
+        SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL=slack.api_url,
+        SLACK_CHANNEL=CHANNEL, APPROVERS=APPROVER, DATABASE_URL=database_url, API_KEYS=KEYS,
+        PORT=str(replica.port), PYTHONUNBUFFERED="1", SLACK_POST_INTERVAL_SECONDS="0",
+    )
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
+
+        async def start() -> None:
+            with replica.log.open("ab") as log:
+                replica.proc = await asyncio.create_subprocess_exec(
+                    sys.executable, str(REPO_ROOT / "app.py"), cwd=tmp_path, env=env,
+                    stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
+                )
+
+            async def healthy() -> bool:
+                assert replica.alive, replica.log_tail()
+                try:
+                    async with http.get(f"{replica.url}/healthz") as r:
+                        return r.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    return False
+
+            await eventually(healthy, timeout=30, what="the bot healthy", on_timeout=replica.log_tail)
+
+        try:
+            await start()
+            async with SignoffClient(replica.url, SERVICE_KEY, session=http) as api:
+                x = (await api.submit("warm_cache", callback_url=hook.url))["action_id"]
+                await api.report(x, "running")
+                await eventually(lambda: bool(hook.seen), timeout=20, what="the callback sent", on_timeout=replica.log_tail)
+                assert replica.proc is not None
+                replica.proc.send_signal(signal.SIGKILL)
+                await replica.proc.wait()
+                hook.release.set()  # its answer goes nowhere: the sender is gone
+                assert hook.delivered == []
+
+                await start()
+                await eventually(
+                    lambda: bool(hook.delivered), timeout=60, what="the callback delivered after the restart",
+                    on_timeout=replica.log_tail,
+                )
+                await asyncio.sleep(2.5)  # a further pass of the callbacks job sends nothing more
+                assert len(hook.delivered) == 1
+                headers, body = hook.delivered[0]
+                assert verify(headers, body, SERVICE_KEY)
+                assert json.loads(body)["event"] == "action.running" and json.loads(body)["action"]["action_id"] == x
+                assert (await api.get(x))["status"] == "running"
+        finally:
+            proc = replica.proc
+            if proc is not None and proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), 30)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
