@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core import logs, watch
 from core.clock import Clock, utc_now
@@ -46,7 +47,7 @@ from sources.base import (
     builds_body,
 )
 from store import queries
-from store.db import Database
+from store.db import Database, Grouped
 from store.models import Action, Outbox
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,11 @@ class DeliveryContext:
     track_base_seconds: float = 1.0
     track_cap_seconds: float = 60.0
     metrics: Metrics = field(default_factory=Metrics)  # decisions counted by their final outcome
+    # Settles landing together share one write transaction (group commit); set in __post_init__.
+    settles: Grouped = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.settles = Grouped(self.db.write)
 
 
 def _counted(ctx: DeliveryContext, entry: Outbox, action: Action | None, outcome: str) -> None:
@@ -277,15 +283,20 @@ async def settle(ctx: DeliveryContext, entry: Outbox, upstream: UpstreamAction |
     """The decision landed: the action takes its outcome (or the state the upstream reports)."""
     assert entry.id is not None
     claim = _claim(ctx)
-    async with ctx.db.write() as session:
+    entry_id = entry.id
+
+    async def landed(session: AsyncSession) -> Action | None:
         now = ctx.clock()
         action = await queries.outbox_delivered(
-            session, outbox_id=entry.id, upstream=upstream, outcome=TRANSITIONS[Op(entry.op)].outcome, now=now,
+            session, outbox_id=entry_id, upstream=upstream, outcome=TRANSITIONS[Op(entry.op)].outcome, now=now,
             claim=claim, note=note,
         )
         if action is not None:
             # Approved: watched from now, and shown so on the same card.
             watch.set_up_now(session, action, now=now, metrics=ctx.metrics_on)
+        return action
+
+    action = await ctx.settles.run(landed)
     _counted(ctx, entry, action, "delivered")
     _announce(ctx, entry.action_id, claim)
 
