@@ -25,7 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot import ids, render, render_notices
 from bot.cards import load_card
 from core.clock import Clock, utc_now
-from core.deliver import RetryPolicy
+from core.deliver import QUEUED, RetryPolicy
 from core.events import Changed, Foreground, LiveTasks
 from core.registry import SourceRegistry
 from policy import Policy
@@ -274,12 +274,17 @@ async def _find_notice(ctx: JobContext, channel: str, thread_ts: str | None, not
 # ---- live updates -------------------------------------------------------------------------
 
 
+_RECHECK_SECONDS = 0.25  # how often a decision queued for delivery here is looked at again
+
+
 @dataclass
 class _Pending:
     """Changes to one card waiting for their pass."""
 
     notice_ids: set[int]
     due: float  # loop time
+    urgent: bool  # something landed: shown at once, whatever else is under way
+    since: float  # loop time of the first change
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -289,15 +294,17 @@ class CardUpdater:
 
     Changes to one card are coalesced into one pass. A change that landed is shown within
     ``urgent_seconds``; one that usually has another right behind it (a decision in flight,
-    about to land upstream) waits up to ``patient_seconds`` for it, so that a decision that
-    lands quickly is rendered once, landed, and one that takes longer is shown in flight
-    meanwhile. Passes of one card never overlap. Only work the change claimed for this process
+    about to land upstream) waits up to ``patient_seconds`` for it, counted from when this
+    process's upstream call started (``started``; a burst of decisions queues here first), so
+    that a decision that lands quickly is rendered once, landed, and one that takes longer is
+    shown in flight meanwhile (never later than ``hold_seconds`` after it was recorded). Passes of one card never overlap. Only work the change claimed for this process
     (``queries.Claim``) is done here; anything that cannot be (the card not posted yet, Slack
     refusing) goes back to the sweeps."""
 
     def __init__(
         self, ctx: JobContext, *, urgent_seconds: float = 0.05, patient_seconds: float = 1.5,
         kick_sweeps: Callable[[], None] = lambda: None, foreground: Foreground | None = None, at_once: int = 4,
+        started: Callable[[int], float | None] = lambda _action_id: None, hold_seconds: float = 10.0,
     ) -> None:
         self._ctx = ctx
         self._foreground = foreground or Foreground()
@@ -305,6 +312,8 @@ class CardUpdater:
         self._urgent = urgent_seconds
         self._patient = patient_seconds
         self._kick_sweeps = kick_sweeps
+        self._started = started  # Deliverer.started: where this process's delivery of an action is
+        self._hold = hold_seconds
         self._pending: dict[int, _Pending] = {}  # action id -> what waits for its next pass
         self._busy: dict[int, asyncio.Task[None]] = {}  # action id -> its pass under way
         self._tasks = LiveTasks()
@@ -319,11 +328,14 @@ class CardUpdater:
             pending = self._pending.get(change.action_id)
             if pending is not None:
                 pending.notice_ids.update(change.notice_ids)
+                pending.urgent = pending.urgent or change.urgent
                 if due < pending.due:
                     pending.due = due
                     pending.wake.set()
                 continue
-            pending = self._pending[change.action_id] = _Pending(set(change.notice_ids), due)
+            pending = self._pending[change.action_id] = _Pending(
+                set(change.notice_ids), due, change.urgent, loop.time()
+            )
             self._tasks.spawn(self._run(change.action_id, pending))
 
     async def drain(self, timeout: float) -> None:
@@ -338,12 +350,17 @@ class CardUpdater:
 
     async def _run(self, action_id: int, pending: _Pending) -> None:
         loop = asyncio.get_running_loop()
-        while (delay := pending.due - loop.time()) > 0:
-            pending.wake.clear()
-            try:
-                await asyncio.wait_for(pending.wake.wait(), delay)
-            except TimeoutError:
-                pass
+        while True:
+            while (delay := pending.due - loop.time()) > 0:
+                pending.wake.clear()
+                try:
+                    await asyncio.wait_for(pending.wake.wait(), delay)
+                except TimeoutError:
+                    pass
+            later = None if pending.urgent else self._held_until(action_id, pending.since)
+            if later is None:
+                break
+            pending.due = later
         previous = self._busy.get(action_id)
         if previous is not None:
             await asyncio.wait({previous})  # changes meanwhile still join this pass
@@ -361,6 +378,18 @@ class CardUpdater:
         finally:
             if self._busy.get(action_id) is this:
                 del self._busy[action_id]
+
+    def _held_until(self, action_id: int, since: float) -> float | None:
+        """How long more a decision in flight waits before it is shown so: its upstream call
+        gets ``patient_seconds`` from when it started, not from when it was recorded (a burst
+        of decisions queued here is not a burst of "in flight" renders), but no change waits
+        past ``hold_seconds``. None: render now."""
+        started = self._started(action_id)
+        now = asyncio.get_running_loop().time()
+        if started is None or now >= since + self._hold:
+            return None
+        until = min(since + self._hold, now + _RECHECK_SECONDS if started == QUEUED else started + self._patient)
+        return until if until > now else None
 
     async def _update(self, action_id: int, notice_ids: list[int]) -> None:
         """One pass: read what the card shows (sharing a read with other passes due now),
