@@ -349,7 +349,10 @@ class Signoff:
             kick_cards=lambda: self.kick("cards", "notices"), clock=self._clock, retry=self._retry,
             policy=self.policy, pacer=jobs.Pacer(s.slack_post_interval_seconds),
         )
-        self.card_updater = CardUpdater(ctx, kick_sweeps=lambda: self.kick("cards", "notices"), foreground=self.foreground)
+        self.card_updater = CardUpdater(
+            ctx, kick_sweeps=lambda: self.kick("cards", "notices"), foreground=self.foreground,
+            started=self.deliverer.started,
+        )
         self.events.on_decided(self.deliverer.deliver_now)
         self.events.on_changed(self.card_updater.changed)
         reminder_ctx = ReminderContext(

@@ -25,13 +25,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot import ids, render, render_notices
 from bot.cards import load_card
 from core.clock import Clock, utc_now
-from core.deliver import RetryPolicy
+from core.deliver import QUEUED, RetryPolicy
 from core.events import Changed, Foreground, LiveTasks
 from core.registry import SourceRegistry
 from policy import Policy
 from sources.base import Op, Status
 from store import queries
-from store.db import Database
+from store.db import Database, Grouped
 from store.models import Action, Card, CardState, Digest, Notice, Outbox
 
 __all__ = [
@@ -274,12 +274,17 @@ async def _find_notice(ctx: JobContext, channel: str, thread_ts: str | None, not
 # ---- live updates -------------------------------------------------------------------------
 
 
+_RECHECK_SECONDS = 0.25  # how often a decision queued for delivery here is looked at again
+
+
 @dataclass
 class _Pending:
     """Changes to one card waiting for their pass."""
 
     notice_ids: set[int]
     due: float  # loop time
+    urgent: bool  # something landed: shown at once, whatever else is under way
+    since: float  # loop time of the first change
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -289,15 +294,17 @@ class CardUpdater:
 
     Changes to one card are coalesced into one pass. A change that landed is shown within
     ``urgent_seconds``; one that usually has another right behind it (a decision in flight,
-    about to land upstream) waits up to ``patient_seconds`` for it, so that a decision that
-    lands quickly is rendered once, landed, and one that takes longer is shown in flight
-    meanwhile. Passes of one card never overlap. Only work the change claimed for this process
+    about to land upstream) waits up to ``patient_seconds`` for it, counted from when this
+    process's upstream call started (``started``; a burst of decisions queues here first), so
+    that a decision that lands quickly is rendered once, landed, and one that takes longer is
+    shown in flight meanwhile (never later than ``hold_seconds`` after it was recorded). Passes of one card never overlap. Only work the change claimed for this process
     (``queries.Claim``) is done here; anything that cannot be (the card not posted yet, Slack
     refusing) goes back to the sweeps."""
 
     def __init__(
         self, ctx: JobContext, *, urgent_seconds: float = 0.05, patient_seconds: float = 1.5,
         kick_sweeps: Callable[[], None] = lambda: None, foreground: Foreground | None = None, at_once: int = 4,
+        started: Callable[[int], float | None] = lambda _action_id: None, hold_seconds: float = 10.0,
     ) -> None:
         self._ctx = ctx
         self._foreground = foreground or Foreground()
@@ -305,9 +312,14 @@ class CardUpdater:
         self._urgent = urgent_seconds
         self._patient = patient_seconds
         self._kick_sweeps = kick_sweeps
+        self._started = started  # Deliverer.started: where this process's delivery of an action is
+        self._hold = hold_seconds
         self._pending: dict[int, _Pending] = {}  # action id -> what waits for its next pass
         self._busy: dict[int, asyncio.Task[None]] = {}  # action id -> its pass under way
         self._tasks = LiveTasks()
+        # Passes due together share one read and one write (group commit).
+        self._reads = Grouped(ctx.db.read)
+        self._writes = Grouped(ctx.db.write)
 
     def changed(self, changes: Sequence[Changed]) -> None:
         loop = asyncio.get_running_loop()
@@ -316,11 +328,14 @@ class CardUpdater:
             pending = self._pending.get(change.action_id)
             if pending is not None:
                 pending.notice_ids.update(change.notice_ids)
+                pending.urgent = pending.urgent or change.urgent
                 if due < pending.due:
                     pending.due = due
                     pending.wake.set()
                 continue
-            pending = self._pending[change.action_id] = _Pending(set(change.notice_ids), due)
+            pending = self._pending[change.action_id] = _Pending(
+                set(change.notice_ids), due, change.urgent, loop.time()
+            )
             self._tasks.spawn(self._run(change.action_id, pending))
 
     async def drain(self, timeout: float) -> None:
@@ -335,12 +350,17 @@ class CardUpdater:
 
     async def _run(self, action_id: int, pending: _Pending) -> None:
         loop = asyncio.get_running_loop()
-        while (delay := pending.due - loop.time()) > 0:
-            pending.wake.clear()
-            try:
-                await asyncio.wait_for(pending.wake.wait(), delay)
-            except TimeoutError:
-                pass
+        while True:
+            while (delay := pending.due - loop.time()) > 0:
+                pending.wake.clear()
+                try:
+                    await asyncio.wait_for(pending.wake.wait(), delay)
+                except TimeoutError:
+                    pass
+            later = None if pending.urgent else self._held_until(action_id, pending.since)
+            if later is None:
+                break
+            pending.due = later
         previous = self._busy.get(action_id)
         if previous is not None:
             await asyncio.wait({previous})  # changes meanwhile still join this pass
@@ -351,8 +371,7 @@ class CardUpdater:
         self._busy[action_id] = this
         try:
             await self._foreground.idle()  # the clicks people wait on first
-            async with self._limit:
-                await self._update(action_id, sorted(pending.notice_ids))
+            await self._update(action_id, sorted(pending.notice_ids))
         except (TimeoutError, SQLAlchemyError, OSError, aiohttp.ClientError, SlackClientError) as e:
             # The store or Slack could not be reached: the leases end and the sweeps retry.
             log.warning("card of action %s not updated now (%s); the card sync will", action_id, type(e).__name__)
@@ -360,52 +379,86 @@ class CardUpdater:
             if self._busy.get(action_id) is this:
                 del self._busy[action_id]
 
+    def _held_until(self, action_id: int, since: float) -> float | None:
+        """How long more a decision in flight waits before it is shown so: its upstream call
+        gets ``patient_seconds`` from when it started, not from when it was recorded (a burst
+        of decisions queued here is not a burst of "in flight" renders), but no change waits
+        past ``hold_seconds``. None: render now."""
+        started = self._started(action_id)
+        now = asyncio.get_running_loop().time()
+        if started is None or now >= since + self._hold:
+            return None
+        until = min(since + self._hold, now + _RECHECK_SECONDS if started == QUEUED else started + self._patient)
+        return until if until > now else None
+
     async def _update(self, action_id: int, notice_ids: list[int]) -> None:
+        """One pass: read what the card shows (sharing a read with other passes due now),
+        render it and its notices to Slack (at most ``at_once`` passes talk to Slack at once),
+        then write back what was shown (sharing a write with other passes ending now)."""
         ctx = self._ctx
-        async with ctx.db.read() as session:
-            card = await queries.card_for_action(session, action_id=action_id)
-            action = await queries.get_action(session, action_id=action_id)
-            if card is None or action is None or card.ts is None or card.state != CardState.POSTED.value:
-                view = None
-            else:
-                view = await load_card(session, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
-                live = (
-                    await queries.posted_notices(session, action_id=action_id, kinds=render_notices.LIVE_KINDS)
-                    if action.watch_started_at is not None or card.escalated_at is not None else ()
-                )
-                notices = await queries.notices_by_id(session, notice_ids=notice_ids)
-        if view is None or card is None or action is None or card.ts is None:
+        loaded = await self._reads.run(lambda session: self._load(session, action_id, notice_ids))
+        if loaded is None:
             # Not posted yet (or listed in a digest): the sweeps post it, then its notices.
-            async with ctx.db.write() as session:
-                await queries.release_claim(session, card_id=card.id if card else None, notice_ids=notice_ids)
+            await self._writes.run(lambda session: _release(session, action_id, notice_ids))
             self._kick_sweeps()
             return
-        assert card.id is not None
-        try:
-            await ctx.slack.chat_update(
-                channel=card.channel, ts=card.ts, text=render.card_text(view), blocks=render.card_blocks(view)
-            )
-        except SlackApiError as e:
-            error = str(e.response.get("error") or e)
-            log.warning("card %s for action %s: Slack said %s; the card sync retries", card.id, action_id, error)
-            async with ctx.db.write() as session:
-                await queries.card_failed(
-                    session, card_id=card.id, error=error, next_attempt_at=ctx.clock() + ctx.retry.delay(card.attempts)
+        card, action, view, live, notices = loaded
+        assert card.id is not None and card.ts is not None
+        card_id, ts = card.id, card.ts
+        async with self._limit:
+            try:
+                await ctx.slack.chat_update(
+                    channel=card.channel, ts=ts, text=render.card_text(view), blocks=render.card_blocks(view)
                 )
-                await queries.release_claim(session, card_id=None, notice_ids=notice_ids)
-            self._kick_sweeps()
-            return
-        for notice in live:
-            await _refresh_notice(ctx, notice, card, action, view)
-        sent = [(n, await _send_notice(ctx, n, card, card.ts, action, view)) for n in notices]
-        async with ctx.db.write() as session:
-            newer = await queries.card_rendered(session, card_id=card.id, version=action.version, keep_lease_if_newer=True)
+            except SlackApiError as e:
+                error = str(e.response.get("error") or e)
+                log.warning("card %s for action %s: Slack said %s; the card sync retries", card_id, action_id, error)
+                retry_at = ctx.clock() + ctx.retry.delay(card.attempts)
+
+                async def failed(session: AsyncSession) -> None:
+                    await queries.card_failed(session, card_id=card_id, error=error, next_attempt_at=retry_at)
+                    await queries.release_claim(session, card_id=None, notice_ids=notice_ids)
+
+                await self._writes.run(failed)
+                self._kick_sweeps()
+                return
+            for notice in live:
+                await _refresh_notice(ctx, notice, card, action, view)
+            sent = [(n, await _send_notice(ctx, n, card, ts, action, view)) for n in notices]
+
+        async def rendered(session: AsyncSession) -> bool:
+            newer = await queries.card_rendered(session, card_id=card_id, version=action.version, keep_lease_if_newer=True)
             for notice, result in sent:
                 await _record_notice(ctx, session, notice, result)
+            return newer
+
+        newer = await self._writes.run(rendered)
         if newer and action_id not in self._pending:
             # Changed again while this pass rendered, by a change that told no one here (the
             # lease kept the sweeps away): one more pass.
             self.changed([Changed(action_id)])
+
+    async def _load(self, session: AsyncSession, action_id: int, notice_ids: list[int]) -> _Loaded | None:
+        ctx = self._ctx
+        card = await queries.card_for_action(session, action_id=action_id)
+        action = await queries.get_action(session, action_id=action_id)
+        if card is None or action is None or card.ts is None or card.state != CardState.POSTED.value:
+            return None
+        view = await load_card(session, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
+        live = (
+            await queries.posted_notices(session, action_id=action_id, kinds=render_notices.LIVE_KINDS)
+            if action.watch_started_at is not None or card.escalated_at is not None else ()
+        )
+        notices = await queries.notices_by_id(session, notice_ids=notice_ids)
+        return card, action, view, live, notices
+
+
+_Loaded = tuple[Card, Action, render.CardView, Sequence[Notice], Sequence[Notice]]
+
+
+async def _release(session: AsyncSession, action_id: int, notice_ids: list[int]) -> None:
+    card = await queries.card_for_action(session, action_id=action_id)
+    await queries.release_claim(session, card_id=card.id if card else None, notice_ids=notice_ids)
 
 
 # ---- digests ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core import logs, watch
 from core.clock import Clock, utc_now
@@ -46,7 +47,7 @@ from sources.base import (
     builds_body,
 )
 from store import queries
-from store.db import Database
+from store.db import Database, Grouped
 from store.models import Action, Outbox
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,11 @@ class DeliveryContext:
     track_base_seconds: float = 1.0
     track_cap_seconds: float = 60.0
     metrics: Metrics = field(default_factory=Metrics)  # decisions counted by their final outcome
+    # Settles landing together share one write transaction (group commit); set in __post_init__.
+    settles: Grouped = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.settles = Grouped(self.db.write)
 
 
 def _counted(ctx: DeliveryContext, entry: Outbox, action: Action | None, outcome: str) -> None:
@@ -164,6 +170,9 @@ async def _with_body(ctx: DeliveryContext, source: ActionSource, entry: Outbox, 
     return replace(request, body=body)
 
 
+QUEUED = float("inf")  # Deliverer.started: recorded here, its upstream call not started yet
+
+
 class Deliverer:
     """Delivers decisions recorded in this process at once, a few at a time: the outbox
     entry was leased to this process when it was recorded (the sweep takes it over only if
@@ -174,22 +183,35 @@ class Deliverer:
         self._foreground = foreground or Foreground()
         self._limit = asyncio.Semaphore(ctx.deliveries_at_once)
         self._tasks = LiveTasks()
+        # action id -> loop time its upstream call started (QUEUED before): what the card
+        # updater asks before showing a decision as in flight (``started``).
+        self._under_way: dict[int, float] = {}
 
     def deliver_now(self, entry: Outbox, action: Action) -> None:
         # Its log lines still name the request, and the person, that made it.
+        self._under_way[entry.action_id] = QUEUED
         self._tasks.spawn(self._run(entry, action), context=logs.carried())
 
+    def started(self, action_id: int) -> float | None:
+        """When this process started carrying the action's decision upstream (loop time),
+        ``QUEUED`` while it waits its turn here, None if it is not delivering it (any more)."""
+        return self._under_way.get(action_id)
+
     async def _run(self, entry: Outbox, action: Action) -> None:
-        await self._foreground.idle()  # the clicks people wait on first
-        async with self._limit:
-            try:
-                if not await self._still_ours(entry, action.source):
-                    return  # waited so long that another worker took it over: it delivers
-                await _deliver(self._ctx, entry, action)
-            except SQLAlchemyError as e:
-                # The store failed mid-delivery: the entry's lease ends and the sweep retries
-                # it (a repeat is reconciled as any lost answer is).
-                log.error("delivery of outbox entry %s stopped: store error %s", entry.id, type(e).__name__)
+        try:
+            await self._foreground.idle()  # the clicks people wait on first
+            async with self._limit:
+                self._under_way[entry.action_id] = asyncio.get_running_loop().time()
+                try:
+                    if not await self._still_ours(entry, action.source):
+                        return  # waited so long that another worker took it over: it delivers
+                    await _deliver(self._ctx, entry, action)
+                except SQLAlchemyError as e:
+                    # The store failed mid-delivery: the entry's lease ends and the sweep retries
+                    # it (a repeat is reconciled as any lost answer is).
+                    log.error("delivery of outbox entry %s stopped: store error %s", entry.id, type(e).__name__)
+        finally:
+            self._under_way.pop(entry.action_id, None)
 
     async def _still_ours(self, entry: Outbox, source: str) -> bool:
         """Whether this process may deliver the entry now: its lease has at least half its
@@ -277,15 +299,20 @@ async def settle(ctx: DeliveryContext, entry: Outbox, upstream: UpstreamAction |
     """The decision landed: the action takes its outcome (or the state the upstream reports)."""
     assert entry.id is not None
     claim = _claim(ctx)
-    async with ctx.db.write() as session:
+    entry_id = entry.id
+
+    async def landed(session: AsyncSession) -> Action | None:
         now = ctx.clock()
         action = await queries.outbox_delivered(
-            session, outbox_id=entry.id, upstream=upstream, outcome=TRANSITIONS[Op(entry.op)].outcome, now=now,
+            session, outbox_id=entry_id, upstream=upstream, outcome=TRANSITIONS[Op(entry.op)].outcome, now=now,
             claim=claim, note=note,
         )
         if action is not None:
             # Approved: watched from now, and shown so on the same card.
             watch.set_up_now(session, action, now=now, metrics=ctx.metrics_on)
+        return action
+
+    action = await ctx.settles.run(landed)
     _counted(ctx, entry, action, "delivered")
     _announce(ctx, entry.action_id, claim)
 

@@ -29,6 +29,7 @@ Nothing here does I/O, and nothing imports from the rest of Signoff.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import re
 import unicodedata
@@ -181,6 +182,12 @@ def parse_condition(text: str) -> Rule | Unparsed:
     """Read one rollback condition; never raises."""
     if not isinstance(text, str):
         return Unparsed(repr(text), "the condition is not text")
+    return _parse_cached(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> Rule | Unparsed:
+    """Conditions are read again at every render of their card: the answers (frozen) are kept."""
     try:
         return _parse(text)
     except _Refusal as refusal:

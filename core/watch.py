@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -59,25 +59,29 @@ class WatchContext:
     kick_cards: Callable[[], None] = lambda: None
     batch: int = 20
     reads_at_once: int = 8
-    # A check is one metrics call (bounded by its timeout) and two short transactions.
+    # A batch is its metrics calls (each bounded by its timeout) and two short transactions.
     lease: timedelta = timedelta(seconds=60)
     setup_batch: int = 100
 
 
 async def check_rules(ctx: WatchContext) -> int:
-    """One run of the watch; returns how many rules were checked."""
+    """One run of the watch; returns how many rules were checked.
+
+    Each claimed batch is read in parallel (the metrics calls, outside any transaction) and
+    written back in one transaction: a batch costs two writes (claim, record), not one per rule."""
     await _set_up(ctx)
     checked = 0
     limit = asyncio.Semaphore(ctx.reads_at_once)
 
-    async def check(watch: Watch, action: Action) -> None:
+    async def check(watch: Watch, action: Action) -> _Checked:
         async with limit:
-            await _check(ctx, watch, action)
+            return await _check(ctx, watch, action)
 
     while True:
         async with ctx.db.write() as session:
             claimed = await queries.claim_watches(session, now=ctx.clock(), lease=ctx.lease, limit=ctx.batch)
-        await asyncio.gather(*(check(watch, action) for watch, action in claimed))
+        if claimed:
+            await _record(ctx, await asyncio.gather(*(check(watch, action) for watch, action in claimed)))
         checked += len(claimed)
         if len(claimed) < ctx.batch:
             break
@@ -171,7 +175,16 @@ def evaluate(watch: Watch, observation: Observation, *, now: datetime, max_age: 
     )
 
 
-async def _check(ctx: WatchContext, watch: Watch, action: Action) -> None:
+@dataclass(frozen=True)
+class _Checked:
+    watch: Watch
+    action: Action
+    result: queries.CheckResult
+    at: datetime
+
+
+async def _check(ctx: WatchContext, watch: Watch, action: Action) -> _Checked:
+    """What one check found; written back by ``_record`` with the rest of its batch."""
     assert watch.id is not None and action.id is not None
     now = ctx.clock()
     status = Status(action.status)
@@ -185,58 +198,76 @@ async def _check(ctx: WatchContext, watch: Watch, action: Action) -> None:
         read = await _read(ctx, watch, action)
         now = ctx.clock()
         result = read if isinstance(read, queries.CheckResult) else evaluate(watch, read, now=now, max_age=ctx.max_age)
-    await _record(ctx, watch, action, result, now)
+    return _Checked(watch, action, result, now)
 
 
-async def _record(ctx: WatchContext, watch: Watch, action: Action, result: queries.CheckResult, now: datetime) -> None:
+async def _record(ctx: WatchContext, checks: Sequence[_Checked]) -> None:
+    """Write a batch of checks back in one transaction, each under its watch's row lock."""
+    transitions: list[tuple[rules.Rule, int, str]] = []
+    rollbacks: list[tuple[rules.Rule, int]] = []
+    async with ctx.db.write() as session:
+        for check in checks:
+            transition, queued = await _record_one(ctx, session, check)
+            assert check.action.id is not None
+            if transition is not None:
+                transitions.append((rules.Rule.from_json(check.watch.rule), check.action.id, transition))
+            if queued:
+                rollbacks.append((rules.Rule.from_json(check.watch.rule), check.action.id))
+    for rule, action_id, transition in transitions:
+        log.info("rule %r of action %s: %s", rule.describe(), action_id, transition)
+    for rule, action_id in rollbacks:
+        log.warning("rule %r tripped: rolling back action %s automatically", rule.describe(), action_id)
+    if transitions:
+        ctx.kick_cards()
+    if rollbacks:
+        ctx.kick_outbox()
+
+
+async def _record_one(ctx: WatchContext, session: AsyncSession, check: _Checked) -> tuple[str | None, bool]:
+    """One check written back: its transition (or None) and whether a rollback was queued."""
+    watch, action, result, now = check.watch, check.action, check.result, check.at
     assert watch.id is not None and action.id is not None
     rule = rules.Rule.from_json(watch.rule)
     queued_rollback = False
-    async with ctx.db.write() as session:
-        written = await queries.record_check(
-            session, watch_id=watch.id, result=result, now=now, next_check_at=now + ctx.interval - ctx.tick,
+    written = await queries.record_check(
+        session, watch_id=watch.id, result=result, now=now, next_check_at=now + ctx.interval - ctx.tick,
+    )
+    if written is None:
+        return None, False
+    saved, transition = written
+    if transition == "tripped":
+        auto = ctx.policy.auto_rollback_for(action.type, action.risk, source=action.source)
+        if auto and Op.ROLLBACK in ctx.capabilities(action.source).ops:
+            rollback = TRANSITIONS[Op.ROLLBACK]
+            decision = await queries.begin_decision(
+                session, action_id=action.id, op=Op.ROLLBACK, allowed_from=rollback.allowed_from,
+                in_flight=rollback.in_flight, actor=SIGNOFF_ACTOR,
+                note=f"rollback condition tripped: {rule.describe()}", idempotency_key=str(uuid.uuid4()),
+                notify_channel=None, now=now,
+            )
+            queued_rollback = decision is not None
+        approver = await _approver(session, action)
+        await queries.add_notice(
+            session, action_id=action.id, key=f"trip:{saved.id}:{saved.trips}", kind="trip", now=now,
+            broadcast=True,
+            payload={
+                "rule": rule.describe(), "condition": saved.condition, "metric": saved.metric,
+                "value": saved.last_value, "observed_at": _iso(saved.last_observed_at),
+                "baseline": saved.baseline, "detail": result.detail, "approver": approver,
+                "auto_rollback": auto, "rollback_queued": queued_rollback, "trips": saved.trips,
+            },
         )
-        if written is None:
-            return
-        saved, transition = written
-        if transition == "tripped":
-            auto = ctx.policy.auto_rollback_for(action.type, action.risk, source=action.source)
-            if auto and Op.ROLLBACK in ctx.capabilities(action.source).ops:
-                rollback = TRANSITIONS[Op.ROLLBACK]
-                decision = await queries.begin_decision(
-                    session, action_id=action.id, op=Op.ROLLBACK, allowed_from=rollback.allowed_from,
-                    in_flight=rollback.in_flight, actor=SIGNOFF_ACTOR,
-                    note=f"rollback condition tripped: {rule.describe()}", idempotency_key=str(uuid.uuid4()),
-                    notify_channel=None, now=now,
-                )
-                queued_rollback = decision is not None
-            approver = await _approver(session, action)
-            await queries.add_notice(
-                session, action_id=action.id, key=f"trip:{saved.id}:{saved.trips}", kind="trip", now=now,
-                broadcast=True,
-                payload={
-                    "rule": rule.describe(), "condition": saved.condition, "metric": saved.metric,
-                    "value": saved.last_value, "observed_at": _iso(saved.last_observed_at),
-                    "baseline": saved.baseline, "detail": result.detail, "approver": approver,
-                    "auto_rollback": auto, "rollback_queued": queued_rollback, "trips": saved.trips,
-                },
-            )
-        elif transition == "recovered":
-            await queries.add_notice(
-                session, action_id=action.id, key=f"recovered:{saved.id}:{saved.trips}", kind="recovered", now=now,
-                payload={"rule": rule.describe(), "value": saved.last_value, "detail": result.detail},
-            )
-        elif transition == "ended" and saved.ended == "window_over":
-            await queries.add_notice(
-                session, action_id=action.id, key=f"window:{saved.id}", kind="window_over", now=now,
-                payload={"rule": rule.describe(), "trips": saved.trips, "tripped": saved.tripped},
-            )
-    if transition is not None:
-        log.info("rule %r of action %s: %s", rule.describe(), action.id, transition)
-        ctx.kick_cards()
-    if queued_rollback:
-        log.warning("rule %r tripped: rolling back action %s automatically", rule.describe(), action.id)
-        ctx.kick_outbox()
+    elif transition == "recovered":
+        await queries.add_notice(
+            session, action_id=action.id, key=f"recovered:{saved.id}:{saved.trips}", kind="recovered", now=now,
+            payload={"rule": rule.describe(), "value": saved.last_value, "detail": result.detail},
+        )
+    elif transition == "ended" and saved.ended == "window_over":
+        await queries.add_notice(
+            session, action_id=action.id, key=f"window:{saved.id}", kind="window_over", now=now,
+            payload={"rule": rule.describe(), "trips": saved.trips, "tripped": saved.tripped},
+        )
+    return transition, queued_rollback
 
 
 async def _approver(session: AsyncSession, action: Action) -> str | None:

@@ -231,6 +231,68 @@ class Database:
         await self.engine.dispose()
 
 
+_Work = Callable[[AsyncSession], Awaitable[Any]]
+
+
+class Grouped:
+    """Group commit: short pieces of store work that arrive while one transaction of this
+    group is under way share the next transaction, instead of opening one each.
+
+    When nothing is under way a piece runs at once, in a transaction of its own, so there is
+    no added latency; under load (a burst of card renders) many share one. Each caller gets its
+    own piece's result. If the shared transaction fails, each piece is run again in one of its
+    own, so one piece's error is only its caller's (pieces must therefore do nothing but store
+    work: a rolled-back piece is run again). ``open`` is ``Database.read`` or ``Database.write``.
+    """
+
+    def __init__(self, open_: Callable[[], contextlib.AbstractAsyncContextManager[AsyncSession]], *, most: int = 200) -> None:
+        self._open = open_
+        self._most = most
+        self._queue: list[tuple[_Work, asyncio.Future[Any]]] = []
+        self._lock = asyncio.Lock()
+
+    async def run(self, work: Callable[[AsyncSession], Awaitable[_T]]) -> _T:
+        item: tuple[_Work, asyncio.Future[Any]] = (work, asyncio.get_running_loop().create_future())
+        self._queue.append(item)
+        try:
+            async with self._lock:
+                if not item[1].done():
+                    batch, self._queue = self._queue[: self._most], self._queue[self._most :]
+                    if item not in batch:  # more than ``most`` waited: take the oldest, and this
+                        batch[-1:] = [item]
+                        self._queue.remove(item)
+                    await self._flush(batch)
+        finally:
+            if item in self._queue:  # cancelled while waiting
+                self._queue.remove(item)
+        result: _T = item[1].result()
+        return result
+
+    async def _flush(self, batch: list[tuple[_Work, asyncio.Future[Any]]]) -> None:
+        try:
+            results = []
+            async with self._open() as session:
+                for work, _future in batch:
+                    results.append(await work(session))
+        except BaseException as e:
+            if not isinstance(e, Exception):
+                # Cancelled: the pieces of others go back, for their own callers to run.
+                self._queue[:0] = [i for i in batch if not i[1].done()]
+                raise
+            if len(batch) == 1:
+                batch[0][1].set_exception(e)
+                return
+            for work, future in batch:  # each alone, so that only the failing piece fails
+                try:
+                    async with self._open() as session:
+                        future.set_result(await work(session))
+                except Exception as alone:  # noqa: BLE001 - handed to that piece's caller, who handles it
+                    future.set_exception(alone)
+            return
+        for (_work, future), result in zip(batch, results, strict=True):
+            future.set_result(result)
+
+
 @dataclass
 class Transactions:
     """How many transactions (read sessions and write transactions) were opened."""

@@ -31,6 +31,7 @@ from store.models import (
     Outbox,
     OutboxState,
     Reading,
+    UTCDateTime,
     Watch,
 )
 
@@ -114,11 +115,15 @@ async def insert_action(
     return await session.get(Action, action_id)
 
 
+# The statements of the decision's hot path are built once, with bound parameters: building
+# one and computing its cache key costs more than running it (bench/README.md).
+_ACTION_BY_ID = select(Action).where(col(Action.id) == sa.bindparam("action_id")).execution_options(populate_existing=True)
+_ACTION_BY_ID_LOCKED = _ACTION_BY_ID.with_for_update()
+
+
 async def get_action(session: AsyncSession, *, action_id: int, lock: bool = False) -> Action | None:
-    stmt = select(Action).where(Action.id == action_id)
-    if lock:
-        stmt = stmt.with_for_update()
-    return (await session.exec(stmt.execution_options(populate_existing=True))).first()
+    stmt = _ACTION_BY_ID_LOCKED if lock else _ACTION_BY_ID
+    return (await session.exec(stmt, params={"action_id": action_id})).first()
 
 
 async def known_actions(
@@ -259,10 +264,19 @@ async def _unhold_card(session: AsyncSession, *, action_id: int) -> None:
 async def _card_dirty(session: AsyncSession, *, action_id: int, version: int, claim: Claim | None = None) -> None:
     """The action changed to ``version``: its card must be re-rendered (by this process at
     once, under a ``claim``; else by the card sync)."""
-    values: dict[str, Any] = {"dirty": True, "wanted_version": version}
-    if claim is not None:
-        values["lease_until"] = claim.until
-    await session.exec(sa.update(Card).where(col(Card.action_id) == action_id).values(**values))
+    if claim is None:
+        await session.exec(_CARD_DIRTY, params={"p_action": action_id, "p_version": version})
+    else:
+        await session.exec(
+            _CARD_DIRTY_CLAIMED, params={"p_action": action_id, "p_version": version, "p_until": claim.until}
+        )
+
+
+_CARD_DIRTY = (
+    sa.update(Card).where(col(Card.action_id) == sa.bindparam("p_action"))
+    .values(dirty=True, wanted_version=sa.bindparam("p_version"))
+)
+_CARD_DIRTY_CLAIMED = _CARD_DIRTY.values(lease_until=sa.bindparam("p_until", type_=UTCDateTime()))
 
 
 # ---- decisions --------------------------------------------------------------------------
@@ -295,9 +309,8 @@ async def begin_decision(
         return None
     before, version = action.status, action.version + 1
     result = await session.exec(
-        sa.update(Action)
-        .where(col(Action.id) == action_id, col(Action.status) == before)
-        .values(status=in_flight.value, version=version, last_error=None, updated_at=now)
+        _ACTION_MOVE,
+        params={"p_action": action_id, "p_before": before, "p_status": in_flight.value, "p_version": version, "p_now": now},
     )
     if result.rowcount != 1:
         return None
@@ -320,6 +333,16 @@ async def begin_decision(
     for key, value in (("status", in_flight.value), ("version", version), ("last_error", None), ("updated_at", now)):
         set_committed_value(action, key, value)
     return Begun(decision, outbox, action)
+
+
+_ACTION_MOVE = (
+    sa.update(Action)
+    .where(col(Action.id) == sa.bindparam("p_action"), col(Action.status) == sa.bindparam("p_before"))
+    .values(
+        status=sa.bindparam("p_status"), version=sa.bindparam("p_version"), last_error=None,
+        updated_at=sa.bindparam("p_now", type_=UTCDateTime()),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -394,24 +417,28 @@ async def append_audit(
 
 async def latest_decision(session: AsyncSession, *, action_id: int) -> Decision | None:
     """The newest audit entry worth showing on a card (anything but discovery)."""
-    stmt = (
-        select(Decision)
-        .where(Decision.action_id == action_id, Decision.event != AuditEvent.DISCOVERED.value)
-        .order_by(col(Decision.id).desc())
-        .limit(1)
-    )
-    return (await session.exec(stmt)).first()
+    return (await session.exec(_LATEST_DECISION, params={"action_id": action_id})).first()
+
+
+_LATEST_DECISION = (
+    select(Decision)
+    .where(col(Decision.action_id) == sa.bindparam("action_id"), Decision.event != AuditEvent.DISCOVERED.value)
+    .order_by(col(Decision.id).desc())
+    .limit(1)
+)
 
 
 async def latest_confirmed(session: AsyncSession, *, action_id: int) -> Decision | None:
     """The newest decision of ours the upstream accepted."""
-    stmt = (
-        select(Decision)
-        .where(Decision.action_id == action_id, Decision.event == AuditEvent.CONFIRMED.value)
-        .order_by(col(Decision.id).desc())
-        .limit(1)
-    )
-    return (await session.exec(stmt)).first()
+    return (await session.exec(_LATEST_CONFIRMED, params={"action_id": action_id})).first()
+
+
+_LATEST_CONFIRMED = (
+    select(Decision)
+    .where(col(Decision.action_id) == sa.bindparam("action_id"), Decision.event == AuditEvent.CONFIRMED.value)
+    .order_by(col(Decision.id).desc())
+    .limit(1)
+)
 
 
 async def audit_trail(session: AsyncSession, *, action_id: int) -> Sequence[Decision]:
@@ -473,8 +500,13 @@ async def endorse(
 
 
 async def latest_outbox(session: AsyncSession, *, action_id: int) -> Outbox | None:
-    stmt = select(Outbox).where(Outbox.action_id == action_id).order_by(col(Outbox.id).desc()).limit(1)
-    return (await session.exec(stmt.execution_options(populate_existing=True))).first()
+    return (await session.exec(_LATEST_OUTBOX, params={"action_id": action_id})).first()
+
+
+_LATEST_OUTBOX = (
+    select(Outbox).where(col(Outbox.action_id) == sa.bindparam("action_id")).order_by(col(Outbox.id).desc()).limit(1)
+    .execution_options(populate_existing=True)
+)
 
 
 async def claim_outbox(
@@ -743,10 +775,18 @@ async def card_rendered(session: AsyncSession, *, card_id: int, version: int, ke
     """The card shows ``version``. Returns whether a newer one is wanted already. With
     ``keep_lease_if_newer`` the lease stays while it is: the caller renders that one too (so
     no sweep renders it meanwhile, twice)."""
-    newer = _still_dirty(version)
-    await session.exec(
+    params = {"card_id": card_id, "version": version}
+    await session.exec(_CARD_RENDERED_KEEP if keep_lease_if_newer else _CARD_RENDERED, params=params)
+    wanted = (await session.exec(_CARD_WANTED, params=params)).first()
+    return wanted is not None and wanted > version
+
+
+def _card_rendered(*, keep_lease_if_newer: bool) -> Any:
+    version = sa.bindparam("version", type_=sa.Integer)
+    newer = col(Card.wanted_version) > version
+    return (
         sa.update(Card)
-        .where(col(Card.id) == card_id)
+        .where(col(Card.id) == sa.bindparam("card_id"))
         .values(
             rendered_version=sa.case((col(Card.rendered_version) > version, Card.rendered_version), else_=version),
             dirty=newer,
@@ -754,8 +794,11 @@ async def card_rendered(session: AsyncSession, *, card_id: int, version: int, ke
             attempts=0, next_attempt_at=None, last_error=None,
         )
     )
-    wanted = (await session.exec(select(Card.wanted_version).where(col(Card.id) == card_id))).first()
-    return wanted is not None and wanted > version
+
+
+_CARD_RENDERED = _card_rendered(keep_lease_if_newer=False)
+_CARD_RENDERED_KEEP = _card_rendered(keep_lease_if_newer=True)
+_CARD_WANTED = select(Card.wanted_version).where(col(Card.id) == sa.bindparam("card_id"))
 
 
 async def card_failed(session: AsyncSession, *, card_id: int, error: str, next_attempt_at: datetime) -> None:
@@ -772,7 +815,10 @@ async def card_for_message(session: AsyncSession, *, channel: str, ts: str) -> C
 
 
 async def card_for_action(session: AsyncSession, *, action_id: int) -> Card | None:
-    return (await session.exec(select(Card).where(Card.action_id == action_id))).first()
+    return (await session.exec(_CARD_FOR_ACTION, params={"action_id": action_id})).first()
+
+
+_CARD_FOR_ACTION = select(Card).where(col(Card.action_id) == sa.bindparam("action_id"))
 
 
 async def _status_notice(

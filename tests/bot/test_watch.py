@@ -423,3 +423,30 @@ async def test_a_notice_posted_but_unacknowledged_is_found_in_the_thread_not_pos
     approved = [m for m in thread(h, card) if "Approved" in (m.text or "")]
     assert len(approved) == 1
     assert h.slack.calls_to("conversations.replies")
+
+
+async def test_a_run_reads_every_due_rule_and_writes_them_back_in_one_transaction_per_batch(
+    harness: Harness, metrics: FakeMetrics, clock: FakeClock
+) -> None:
+    """Three approved actions, two rules each: one run claims the six rules (one write) and
+    writes all six checks back together (one write), a trip among them included."""
+    h = harness
+    actions = [h.flokit.add_action() for _ in range(3)]
+    metrics.set(ROAS, 3.2)
+    metrics.set(CONVERSION, 0.8)
+    bot = await start(h, metrics, clock)
+    cards = [await approve(h, a["id"]) for a in actions]
+    await check(h)  # the baselines
+    metrics.set(ROAS, 2.5)  # every action's ROAS rule trips
+    clock.advance(timedelta(hours=1))
+    await h.run_job("cards")
+    await h.run_job("notices")
+    before = bot.db.transactions.writes
+    await h.run_job("watch", bot)
+    # set-up finds nothing new (no write); one claim of the six due rules; one write-back
+    assert bot.db.transactions.writes - before == 2
+    for a in actions:
+        roas, conversion = await watches(h, a["id"])
+        assert roas.tripped and roas.checked_at == clock() and conversion.checked_at == clock()
+    await h.run_job("notices", bot)
+    assert all(len(alerts(h, card)) == 1 for card in cards)

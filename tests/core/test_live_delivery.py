@@ -4,11 +4,12 @@ process's, so a sweep that took the entry over is never followed by a second sen
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from bot import ids
-from tests.conftest import APPROVER, Harness
-from tests.fakes.cards import card_for, open_modal, submit
+from tests.conftest import APPROVER, CHANNEL, Harness
+from tests.fakes.cards import card_for, card_text, open_modal, submit
 from tests.fakes.clock import FakeClock
 
 
@@ -49,3 +50,30 @@ async def test_a_decision_is_delivered_at_once_without_the_sweep(harness: Harnes
     await bot.deliverer.drain(10)
     assert decision_posts(h, action["id"]) == 1
     assert h.flokit.actions[action["id"]]["status"] == "approved"
+
+
+async def test_a_decision_queued_behind_clicks_is_not_shown_in_flight_when_it_then_lands_at_once(
+    harness: Harness,
+) -> None:
+    """A burst of clicks holds the live delivery back (the clicks first). The card's wait for a
+    quick landing counts from when the upstream call starts, not from the click: so a decision
+    that waited its turn here, then landed at once, is rendered once, landed, with no
+    "Approving" in between."""
+    h = harness
+    action = h.flokit.add_action()
+    bot = await h.start()
+    await h.poll()
+    card = await card_for(h, action["id"])
+    bot.scheduler.pause()  # only the live work renders it
+    modal = await open_modal(h, card, ids.APPROVE, APPROVER)
+    updates_before = len([c for c in h.slack.calls if c.method == "chat.update"])
+    with bot.foreground.busy():  # clicks in flight, for longer than the card's 1.5 s of patience
+        assert (await submit(h, modal, APPROVER, "go"))[0] == 200
+        await asyncio.sleep(2.0)
+        assert decision_posts(h, action["id"]) == 0
+    await bot.deliverer.drain(10)
+    await bot.card_updater.drain(10)
+    assert decision_posts(h, action["id"]) == 1
+    shown = [c for c in h.slack.calls if c.method == "chat.update"][updates_before:]
+    assert len(shown) == 1, [c.params.get("text") for c in shown]
+    assert "Approved" in card_text(h.slack.messages[(CHANNEL, card.ts)])
