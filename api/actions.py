@@ -2,7 +2,7 @@
 
 Clients and roles come from ``API_KEYS``; a key arrives in ``X-API-Key`` (or as
 ``Authorization: Bearer``), is compared in constant time and never logged. Every request is
-rate-limited per key (a token bucket). Writes need an ``Idempotency-Key``: kept in the store
+rate-limited per key (a token bucket in the store, shared by the replicas). Writes need an ``Idempotency-Key``: kept in the store
 24 hours (so replicas and restarts agree), the same key and body replays the first answer,
 another body is 409 ``IDEMPOTENCY_CONFLICT``, a request still being handled 409
 ``IDEMPOTENCY_IN_PROGRESS``. Errors are ``{"code", "message"}`` with ``field`` where one
@@ -23,10 +23,9 @@ import json
 import logging
 import math
 import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -90,27 +89,6 @@ def _invalid(field: str, message: str) -> ApiError:
     return ApiError(422, "INVALID_FIELD", f"{field}: {message}", field=field)
 
 
-class RateLimiter:
-    """A token bucket per key: ``per_minute`` a minute, bursts up to ``burst``."""
-
-    def __init__(self, per_minute: int, burst: int = BURST, clock: Callable[[], float] = time.monotonic) -> None:
-        self._rate = per_minute / 60.0
-        self._burst = float(min(burst, per_minute))
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, name: str) -> float:
-        """0 if the request may go ahead, else the seconds until it may."""
-        now = self._clock()
-        tokens, at = self._buckets.get(name, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - at) * self._rate)
-        if tokens >= 1:
-            self._buckets[name] = (tokens - 1, now)
-            return 0.0
-        self._buckets[name] = (tokens, now)
-        return (1 - tokens) / self._rate
-
-
 @dataclass
 class ApiContext:
     db: Database
@@ -123,10 +101,6 @@ class ApiContext:
     clock: Clock = utc_now
     kick_callbacks: Callable[[], None] = lambda: None
     metrics: Metrics | None = None  # callback deliveries are counted by result
-    limiter: RateLimiter = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.limiter = RateLimiter(self.per_minute)
 
     def key_of(self, client: str) -> ApiKey | None:
         return next((k for k in self.keys if k.name == client), None)
@@ -143,7 +117,18 @@ def _given_key(request: web.Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def authenticate(ctx: ApiContext, request: web.Request, *, admin: bool = False) -> ApiKey:
+async def rate_limited(ctx: ApiContext, client: str) -> float:
+    """Take one of the key's requests: 0 if it may go ahead, else the seconds until it may.
+    The bucket (``per_minute`` a minute, bursts up to ``BURST``) is in the store, shared by
+    every replica, and taken with one statement."""
+    async with ctx.db.write() as session:
+        return await queries.take_token(
+            session, client=client, now=ctx.clock().timestamp(), per_second=ctx.per_minute / 60.0,
+            burst=float(min(BURST, ctx.per_minute)),
+        )
+
+
+async def authenticate(ctx: ApiContext, request: web.Request, *, admin: bool = False) -> ApiKey:
     given = _given_key(request)
     found: ApiKey | None = None
     if given is not None:
@@ -152,7 +137,7 @@ def authenticate(ctx: ApiContext, request: web.Request, *, admin: bool = False) 
                 found = key
     if found is None:
         raise ApiError(401, "UNAUTHORIZED", "missing or wrong API key (X-API-Key: <key>)")
-    wait = ctx.limiter.take(found.name)
+    wait = await rate_limited(ctx, found.name)
     if wait > 0:
         raise ApiError(
             429, "RATE_LIMITED", f"over {ctx.per_minute} requests a minute for this key; try again shortly",
@@ -422,11 +407,11 @@ class ActionsApi:
         return row
 
     async def types(self, request: web.Request) -> web.StreamResponse:
-        authenticate(self.ctx, request)
+        await authenticate(self.ctx, request)
         return web.json_response({"types": [t.to_json() for t in self.ctx.catalog.values()]})
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
-        client = authenticate(self.ctx, request)
+        client = await authenticate(self.ctx, request)
         raw, body = await _read_json(request)
 
         async def work(settle: Settle) -> web.Response:
@@ -458,7 +443,7 @@ class ActionsApi:
         return await idempotent(self.ctx, client, request, raw, work)
 
     async def get(self, request: web.Request) -> web.StreamResponse:
-        client = authenticate(self.ctx, request)
+        client = await authenticate(self.ctx, request)
         row = await self._own(client, request.match_info["id"])
         wait_text = request.query.get("wait")
         if wait_text is not None:
@@ -482,7 +467,7 @@ class ActionsApi:
         return web.json_response(self._view(row))
 
     async def decide(self, request: web.Request) -> web.StreamResponse:
-        client = authenticate(self.ctx, request, admin=True)
+        client = await authenticate(self.ctx, request, admin=True)
         raw, body = await _read_json(request)
 
         async def work(_settle: Settle) -> web.Response:
@@ -557,7 +542,7 @@ class ActionsApi:
                 raise ApiError(409, "INVALID_STATE", "the action was decided already", field="status")
 
     async def report(self, request: web.Request) -> web.StreamResponse:
-        client = authenticate(self.ctx, request)
+        client = await authenticate(self.ctx, request)
         raw, body = await _read_json(request)
 
         async def work(settle: Settle) -> web.Response:

@@ -10,6 +10,7 @@ import hmac
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from store import queries
 from store.models import Action, ApiIdempotencyKey
 from tests.conftest import APPROVER, APPROVER_EMAIL, CHANNEL, Harness
 from tests.fakes.cards import buttons, card_text, click, open_modal, submit
+from tests.fakes.clock import FakeClock
 from tests.fakes.slack_api import Message
 
 SERVICE_KEY = "svc-key-0123456789abcdef"
@@ -497,6 +499,26 @@ async def test_requests_are_rate_limited_per_key(harness: Harness, tmp_path: Pat
     status, headers = answers[5]
     assert status == 429 and int(headers["Retry-After"]) >= 1
     assert (await raw(h, base, "GET", "/api/v1/actions/types", key=ADMIN_KEY))[0] == 200  # its own bucket
+
+
+async def test_the_rate_limit_is_shared_by_replicas_on_one_database(harness: Harness, tmp_path: Path) -> None:
+    """Two Signoffs on one store: a key's requests are counted together, whichever replica
+    answers them (a token bucket in the store, not in each process)."""
+    h = harness
+    clock = FakeClock()  # the buckets refill only when the test moves the clock
+    first = await start(h, tmp_path, api_rate_limit=6, clock=clock)
+    second_bot = await h.start(api_keys=API_KEYS, signoff_config=str(tmp_path / "signoff.toml"), api_rate_limit=6, clock=clock)
+    second = f"http://127.0.0.1:{second_bot.port}"
+    answers = [(await raw(h, base, "GET", "/api/v1/actions/types"))[:2] for base in [first, second] * 3]
+    assert [s for s, _ in answers] == [200] * 6  # a burst of six in all, three from each
+    for base in (first, second):
+        status, headers, answer = await raw(h, base, "GET", "/api/v1/actions/types")
+        assert status == 429 and answer["code"] == "RATE_LIMITED"
+        assert headers["Retry-After"] == "10"  # six a minute: one more in ten seconds
+    assert (await raw(h, second, "GET", "/api/v1/actions/types", key=ADMIN_KEY))[0] == 200  # its own bucket
+    clock.advance(timedelta(seconds=10))
+    assert (await raw(h, first, "GET", "/api/v1/actions/types"))[0] == 200
+    assert (await raw(h, second, "GET", "/api/v1/actions/types"))[0] == 429
 
 
 async def test_the_api_is_off_without_keys(harness: Harness) -> None:
