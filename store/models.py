@@ -234,6 +234,7 @@ class NoticeState(str, enum.Enum):
     POSTING = "posting"  # a worker claimed it; look in the thread before posting again
     POSTED = "posted"
     FAILED = "failed"  # Slack refused it for good (the card's channel is gone, say)
+    SKIPPED = "skipped"  # never owed after all: its action's card is held (no thread to post in)
 
 
 class Notice(SQLModel, table=True):

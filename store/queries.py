@@ -798,8 +798,20 @@ async def add_notice(
     broadcast: bool = False, channel: str | None = None, claim: Claim | None = None,
 ) -> bool:
     """Owe a message in the action's card thread (or at the top of ``channel``), once per
-    ``key``; False if already owed. Under a ``claim`` it is leased to this process, which
-    posts it at once (counted as a first attempt: a later sweep looks before posting again)."""
+    ``key``; False if already owed, or not owed at all. Under a ``claim`` it is leased to this
+    process, which posts it at once (counted as a first attempt: a later sweep looks before
+    posting again).
+
+    Nothing is owed in the thread of a card held back (an action with nothing to decide, such
+    as an API action whose type needs no approval): there is no thread to post it in, and it
+    would wait for one for ever. Such an action's changes are in the audit trail (and, for
+    the API's, in what its client reads)."""
+    if channel is None:
+        held = await session.exec(
+            select(Card.id).where(Card.action_id == action_id, Card.state == CardState.HELD.value)
+        )
+        if held.first() is not None:
+            return False
     dialect = session.get_bind().dialect.name
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Notice)
     stmt = insert.values(

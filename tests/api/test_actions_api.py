@@ -23,7 +23,7 @@ from sqlmodel import col, select
 from api.client import SignoffApiError, SignoffClient
 from bot import ids
 from store import queries
-from store.models import Action, ApiIdempotencyKey
+from store.models import Action, ApiIdempotencyKey, Notice
 from tests.conftest import APPROVER, APPROVER_EMAIL, CHANNEL, Harness
 from tests.fakes.cards import buttons, card_text, click, open_modal, submit
 from tests.fakes.clock import FakeClock
@@ -278,15 +278,28 @@ async def test_admin_decides_over_the_api_and_a_second_decision_is_409(harness: 
 
 
 async def test_a_type_that_needs_no_approval_is_pending_and_not_carded(harness: Harness, tmp_path: Path) -> None:
+    """No card, and so no thread: what it reports is the client's to read (and the audit
+    trail's), never a notice queued for a thread that will not come."""
     h = harness
     base = await start(h, tmp_path)
+    assert h.bot is not None
     async with SignoffClient(base, SERVICE_KEY, session=h.http) as api:
         action = await api.submit("warm_cache", payload={})
         assert action["status"] == "pending"
-        done = await api.report(action["action_id"], "succeeded")
-        assert done["status"] == "succeeded" and done["attempts"] == 1
-    await asyncio.sleep(0.5)
-    assert card_of(h, action["action_id"]) is None
+        assert (await api.report(action["action_id"], "running"))["status"] == "running"
+        done = await api.report(action["action_id"], "failed", error="cache node down")
+        assert done["status"] == "failed" and done["attempts"] == 1
+    await h.run_job("cards")
+    await h.run_job("notices")
+    assert h.slack.messages_in(CHANNEL) == []
+    async with h.bot.db.read() as session:
+        found = await queries.known_actions(session, source="signoff", external_ids=[action["action_id"]])
+        action_id, status = found[action["action_id"]]
+        notices = list(await session.exec(select(Notice).where(Notice.action_id == action_id)))
+        trail = await queries.audit_trail(session, action_id=action_id)
+    assert status == "failed"
+    assert notices == []  # nothing owed: the queue does not grow with every report
+    assert [d.to_status for d in trail][-2:] == ["running", "failed"]  # the audit trail has each change
 
 
 async def test_idempotency_replay_conflict_and_required(harness: Harness, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The Actions API's rate limit shared by replicas: one token bucket per API key.
+"""The Actions API's rate limit shared by replicas: one token bucket per API key; and thread
+notices owed by actions whose card is held (no thread to post them in) settled as skipped.
 
 Revision ID: 0010
 Revises: 0009
@@ -22,6 +23,12 @@ def upgrade() -> None:
         sa.Column("client", sa.String(64), primary_key=True),
         sa.Column("tokens", sa.Float(), nullable=False),
         sa.Column("at", sa.Float(), nullable=False),
+    )
+    # Owed before Signoff stopped owing them (their card is held: they would wait for ever).
+    op.execute(
+        "UPDATE notices SET state = 'skipped', lease_until = NULL"
+        " WHERE state IN ('pending', 'posting') AND channel IS NULL"
+        " AND action_id IN (SELECT action_id FROM cards WHERE state = 'held')"
     )
 
 
