@@ -2,15 +2,17 @@
 
 Clients and roles come from ``API_KEYS``; a key arrives in ``X-API-Key`` (or as
 ``Authorization: Bearer``), is compared in constant time and never logged. Every request is
-rate-limited per key (a token bucket in the store, shared by the replicas). Writes need an ``Idempotency-Key``: kept in the store
-24 hours (so replicas and restarts agree), the same key and body replays the first answer,
-another body is 409 ``IDEMPOTENCY_CONFLICT``, a request still being handled 409
-``IDEMPOTENCY_IN_PROGRESS``. Errors are ``{"code", "message"}`` with ``field`` where one
+rate-limited per key (a token bucket in the store, shared by the replicas). Writes need an
+``Idempotency-Key``: kept in the store 24 hours (so replicas and restarts agree), the same
+key and body replays the first answer, another body is 409 ``IDEMPOTENCY_CONFLICT``, a
+request still being handled 409 ``IDEMPOTENCY_IN_PROGRESS``; a write's change and the answer
+its key replays commit together. Errors are ``{"code", "message"}`` with ``field`` where one
 field is at fault; bad input never gives a 500.
 
 The actions themselves are the ``signoff`` source's (``sources/signoff.py``): submitting one
 stores it and cards it through the core's ``ingest``; a decision (in Slack, or by an admin
-here) goes through the core's decision path and lands in ``api_actions`` at once; what the
+here) goes through the core's decision path, under the same rules (the route's two-person
+rule, typed confirmation, no self-approval), and lands in ``api_actions`` at once; what the
 submitter reports is adopted by the core as the upstream's word (card and thread follow).
 """
 
