@@ -392,12 +392,23 @@ class Signoff:
             ("watch", lambda: watch.check_rules(watch_ctx), watch_tick),
             ("reminders", lambda: reminders.remind(reminder_ctx), REMINDERS_INTERVAL_SECONDS),
         ]
+        self.service = DecisionService(
+            db=self.db,
+            approvers=approvers,
+            capabilities=self.sources.capabilities,
+            on_change=lambda: self.kick("outbox", "cards", "homes"),
+            on_recorded=lambda: self.kick("homes"),
+            clock=self._clock,
+            approvers_for=self.approvers_for,
+            policy=self.policy,
+            events=self.events,
+            lease=lambda source: self.sources.entry(source).outbox_lease,
+        )
         if s.api_keys:
             self.api = actions_api.ApiContext(
-                db=self.db, ingest=self.ingest, keys=list(s.api_keys), catalog=self.catalog, per_minute=s.api_rate_limit,
-                allowed_hosts=tuple(s.callback_allowed_hosts), events=self.events, clock=self._clock,
-                kick_callbacks=lambda: self.kick("callbacks"), lease=self.sources.entry("signoff").outbox_lease,
-                metrics=self.metrics,
+                db=self.db, ingest=self.ingest, keys=list(s.api_keys), catalog=self.catalog, decisions=self.service,
+                per_minute=s.api_rate_limit, allowed_hosts=tuple(s.callback_allowed_hosts), clock=self._clock,
+                kick_callbacks=lambda: self.kick("callbacks"), metrics=self.metrics,
             )
             api_ctx, http = self.api, self.http
             specs.append(("callbacks", lambda: actions_api.deliver_callbacks(api_ctx, http), CALLBACKS_INTERVAL_SECONDS))
@@ -416,18 +427,6 @@ class Signoff:
                 max_instances=3, coalesce=True, misfire_grace_time=None,
             )
 
-        self.service = DecisionService(
-            db=self.db,
-            approvers=approvers,
-            capabilities=self.sources.capabilities,
-            on_change=lambda: self.kick("outbox", "cards", "homes"),
-            on_recorded=lambda: self.kick("homes"),
-            clock=self._clock,
-            approvers_for=self.approvers_for,
-            policy=self.policy,
-            events=self.events,
-            lease=lambda source: self.sources.entry(source).outbox_lease,
-        )
         self.bolt = AsyncApp(
             client=self.slack,
             signing_secret=s.slack_signing_secret.get_secret_value() if s.slack_signing_secret else None,

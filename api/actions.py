@@ -2,15 +2,17 @@
 
 Clients and roles come from ``API_KEYS``; a key arrives in ``X-API-Key`` (or as
 ``Authorization: Bearer``), is compared in constant time and never logged. Every request is
-rate-limited per key (a token bucket). Writes need an ``Idempotency-Key``: kept in the store
-24 hours (so replicas and restarts agree), the same key and body replays the first answer,
-another body is 409 ``IDEMPOTENCY_CONFLICT``, a request still being handled 409
-``IDEMPOTENCY_IN_PROGRESS``. Errors are ``{"code", "message"}`` with ``field`` where one
+rate-limited per key (a token bucket in the store, shared by the replicas). Writes need an
+``Idempotency-Key``: kept in the store 24 hours (so replicas and restarts agree), the same
+key and body replays the first answer, another body is 409 ``IDEMPOTENCY_CONFLICT``, a
+request still being handled 409 ``IDEMPOTENCY_IN_PROGRESS``; a write's change and the answer
+its key replays commit together. Errors are ``{"code", "message"}`` with ``field`` where one
 field is at fault; bad input never gives a 500.
 
 The actions themselves are the ``signoff`` source's (``sources/signoff.py``): submitting one
 stores it and cards it through the core's ``ingest``; a decision (in Slack, or by an admin
-here) goes through the core's decision path and lands in ``api_actions`` at once; what the
+here) goes through the core's decision path, under the same rules (the route's two-person
+rule, typed confirmation, no self-approval), and lands in ``api_actions`` at once; what the
 submitter reports is adopted by the core as the upstream's word (card and thread follow).
 """
 
@@ -23,10 +25,9 @@ import json
 import logging
 import math
 import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -36,16 +37,16 @@ import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from core.clock import Clock, utc_now
-from core.events import Changed, Events
-from core.ingest import IngestContext, ingest
-from core.lifecycle import TRANSITIONS
+from core.decide import CONFIRMATION_WORD, DecisionService, Outcome, Result
+from core.ingest import IngestContext, ingest_in
 from core.metrics import Metrics
 from policy import ActionTypeDecl
 from settings import ApiKey
 from sources import signoff
-from sources.base import IN_FLIGHT, Op, Option, Status
+from sources.base import IN_FLIGHT, Op, Status
 from store import queries
 from store.db import Database
 from store.models import Action, ApiAction, ApiCallback, ApiIdempotencyKey
@@ -81,29 +82,13 @@ class ApiError(Exception):
         return web.json_response(body, status=self.status, headers=self.headers or None)
 
 
+def _approvals(outcome: Outcome) -> dict[str, Any]:
+    """Where the route needs several distinct approvers: how many, and who approved so far."""
+    return {"required": outcome.needed, "received": len(outcome.approvals), "approved_by": list(outcome.approvals)}
+
+
 def _invalid(field: str, message: str) -> ApiError:
     return ApiError(422, "INVALID_FIELD", f"{field}: {message}", field=field)
-
-
-class RateLimiter:
-    """A token bucket per key: ``per_minute`` a minute, bursts up to ``burst``."""
-
-    def __init__(self, per_minute: int, burst: int = BURST, clock: Callable[[], float] = time.monotonic) -> None:
-        self._rate = per_minute / 60.0
-        self._burst = float(min(burst, per_minute))
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, name: str) -> float:
-        """0 if the request may go ahead, else the seconds until it may."""
-        now = self._clock()
-        tokens, at = self._buckets.get(name, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - at) * self._rate)
-        if tokens >= 1:
-            self._buckets[name] = (tokens - 1, now)
-            return 0.0
-        self._buckets[name] = (tokens, now)
-        return (1 - tokens) / self._rate
 
 
 @dataclass
@@ -112,17 +97,12 @@ class ApiContext:
     ingest: IngestContext
     keys: list[ApiKey]
     catalog: dict[str, ActionTypeDecl]
+    decisions: DecisionService  # an admin's decide takes a click's path, under the same rules
     per_minute: int = 600
     allowed_hosts: tuple[str, ...] = ()
-    events: Events | None = None
     clock: Clock = utc_now
     kick_callbacks: Callable[[], None] = lambda: None
-    lease: timedelta = timedelta(seconds=35)
     metrics: Metrics | None = None  # callback deliveries are counted by result
-    limiter: RateLimiter = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.limiter = RateLimiter(self.per_minute)
 
     def key_of(self, client: str) -> ApiKey | None:
         return next((k for k in self.keys if k.name == client), None)
@@ -139,7 +119,18 @@ def _given_key(request: web.Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def authenticate(ctx: ApiContext, request: web.Request, *, admin: bool = False) -> ApiKey:
+async def rate_limited(ctx: ApiContext, client: str) -> float:
+    """Take one of the key's requests: 0 if it may go ahead, else the seconds until it may.
+    The bucket (``per_minute`` a minute, bursts up to ``BURST``) is in the store, shared by
+    every replica, and taken with one statement."""
+    async with ctx.db.write() as session:
+        return await queries.take_token(
+            session, client=client, now=ctx.clock().timestamp(), per_second=ctx.per_minute / 60.0,
+            burst=float(min(BURST, ctx.per_minute)),
+        )
+
+
+async def authenticate(ctx: ApiContext, request: web.Request, *, admin: bool = False) -> ApiKey:
     given = _given_key(request)
     found: ApiKey | None = None
     if given is not None:
@@ -148,7 +139,7 @@ def authenticate(ctx: ApiContext, request: web.Request, *, admin: bool = False) 
                 found = key
     if found is None:
         raise ApiError(401, "UNAUTHORIZED", "missing or wrong API key (X-API-Key: <key>)")
-    wait = ctx.limiter.take(found.name)
+    wait = await rate_limited(ctx, found.name)
     if wait > 0:
         raise ApiError(
             429, "RATE_LIMITED", f"over {ctx.per_minute} requests a minute for this key; try again shortly",
@@ -210,10 +201,32 @@ async def _read_json(request: web.Request) -> tuple[bytes, Any]:
     return raw, body
 
 
+class Settle:
+    """Stores a write's answer under its ``Idempotency-Key`` in the caller's transaction, so
+    the change and the answer a retry replays commit together: killed at any point, the store
+    has both or neither (and the key, still being handled, is taken over once its lock ends)."""
+
+    def __init__(self, client: str, key: str) -> None:
+        self.client, self.key, self.done = client, key, False
+
+    async def __call__(self, session: AsyncSession, answer: web.Response) -> None:
+        body = answer.body
+        text = body.decode() if isinstance(body, bytes) else ""
+        await session.exec(
+            sa.update(ApiIdempotencyKey)
+            .where(col(ApiIdempotencyKey.client) == self.client, col(ApiIdempotencyKey.key) == self.key)
+            .values(status=answer.status, body=text, locked_until=None)
+        )
+        self.done = True
+
+
 async def idempotent(
-    ctx: ApiContext, client: ApiKey, request: web.Request, raw: bytes, work: Callable[[], Awaitable[web.Response]],
+    ctx: ApiContext, client: ApiKey, request: web.Request, raw: bytes, work: Callable[[Settle], Awaitable[web.Response]],
 ) -> web.Response:
-    """Run ``work`` once per (client, Idempotency-Key): replay, conflict, in progress."""
+    """Run ``work`` once per (client, Idempotency-Key): replay, conflict, in progress.
+
+    ``work`` stores its answer with ``settle`` in the transaction of its change; an answer it
+    did not settle (a refusal, a change not in its own transaction) is stored after it."""
     key = request.headers.get("Idempotency-Key", "").strip()
     if not key:
         raise ApiError(400, "IDEMPOTENCY_KEY_REQUIRED", "write requests require an Idempotency-Key header", field="Idempotency-Key")
@@ -259,28 +272,25 @@ async def idempotent(
         return web.Response(
             status=replay[0], text=replay[1], content_type="application/json", headers={"X-Idempotent-Replay": "true"},
         )
+    settle = Settle(client.name, key)
     answer: web.Response | None = None
     try:
         try:
-            answer = await work()
+            answer = await work(settle)
         except ApiError as e:
             answer = e.response()
         return answer
     finally:
-        async with ctx.db.write() as session:
-            stmt = sa.update(ApiIdempotencyKey).where(
-                col(ApiIdempotencyKey.client) == client.name, col(ApiIdempotencyKey.key) == key
-            )
-            # Not kept (as Stripe does): a failure on our side, and a request refused before it
-            # started (a bad body): the client may send it again, fixed, with the same key.
-            if answer is None or answer.status >= 500 or answer.status in (400, 413, 422):
-                await session.exec(sa.delete(ApiIdempotencyKey).where(
-                    col(ApiIdempotencyKey.client) == client.name, col(ApiIdempotencyKey.key) == key
-                ))
-            else:
-                body = answer.body
-                text = body.decode() if isinstance(body, bytes) else ""
-                await session.exec(stmt.values(status=answer.status, body=text, locked_until=None))
+        if answer is None or not settle.done:
+            async with ctx.db.write() as session:
+                # Not kept (as Stripe does): a failure on our side, and a request refused before it
+                # started (a bad body): the client may send it again, fixed, with the same key.
+                if answer is None or answer.status >= 500 or answer.status in (400, 413, 422):
+                    await session.exec(sa.delete(ApiIdempotencyKey).where(
+                        col(ApiIdempotencyKey.client) == client.name, col(ApiIdempotencyKey.key) == key
+                    ))
+                else:
+                    await settle(session, answer)
 
 
 # ---- validation ------------------------------------------------------------------------
@@ -399,14 +409,14 @@ class ActionsApi:
         return row
 
     async def types(self, request: web.Request) -> web.StreamResponse:
-        authenticate(self.ctx, request)
+        await authenticate(self.ctx, request)
         return web.json_response({"types": [t.to_json() for t in self.ctx.catalog.values()]})
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
-        client = authenticate(self.ctx, request)
+        client = await authenticate(self.ctx, request)
         raw, body = await _read_json(request)
 
-        async def work() -> web.Response:
+        async def work(settle: Settle) -> web.Response:
             fields = validate_submit(body, self.ctx.catalog, self.ctx.allowed_hosts)
             now = self.ctx.clock()
             expires = fields.pop("expires_in_seconds")
@@ -418,15 +428,24 @@ class ActionsApi:
                 expires_at=now + timedelta(seconds=expires) if expires is not None and needs else None,
                 created_at=now, updated_at=now,
             )
+            answer = web.json_response(self._view(row), status=201)
+            # One transaction: the client's action, its action row and card (which the card
+            # sweep posts), and the answer a retry with this key replays.
             async with self.ctx.db.write() as session:
                 session.add(row)
-            await ingest(self.ctx.ingest, source=signoff.NAME, upstream=signoff.upstream_of(row, self.ctx.catalog))
-            return web.json_response(self._view(row), status=201)
+                await session.flush()
+                _ingested, changed = await ingest_in(
+                    session, self.ctx.ingest, source=signoff.NAME, upstream=signoff.upstream_of(row, self.ctx.catalog),
+                )
+                await settle(session, answer)
+            if changed:
+                self.ctx.ingest.on_change()
+            return answer
 
         return await idempotent(self.ctx, client, request, raw, work)
 
     async def get(self, request: web.Request) -> web.StreamResponse:
-        client = authenticate(self.ctx, request)
+        client = await authenticate(self.ctx, request)
         row = await self._own(client, request.match_info["id"])
         wait_text = request.query.get("wait")
         if wait_text is not None:
@@ -450,66 +469,85 @@ class ActionsApi:
         return web.json_response(self._view(row))
 
     async def decide(self, request: web.Request) -> web.StreamResponse:
-        client = authenticate(self.ctx, request, admin=True)
+        client = await authenticate(self.ctx, request, admin=True)
         raw, body = await _read_json(request)
 
-        async def work() -> web.Response:
+        async def work(_settle: Settle) -> web.Response:
             decision = body.get("decision")
             if decision not in ("APPROVE", "REJECT"):
                 raise _invalid("decision", "must be APPROVE or REJECT")
             reason = _opt_str(body, "reason", 3000)
-            unknown = sorted(k for k in body if k not in ("decision", "reason"))
+            confirmation = _opt_str(body, "confirmation", 100)
+            unknown = sorted(k for k in body if k not in ("decision", "reason", "confirmation"))
             if unknown:
                 raise _invalid(str(unknown[0]), "unknown field")
             row = await self._own(client, request.match_info["id"])
             if row.status != "needs_approval":
                 raise ApiError(409, "INVALID_STATE", f"the action is {row.status}: it cannot be decided now", field="status")
             op = Op.APPROVE if decision == "APPROVE" else Op.REJECT
-            await self._record(row.external_id, op, client.name, (reason or "").strip() or None)
+            outcome = await self._record(row.external_id, op, client.name, (reason or "").strip() or None, confirmation)
+            if outcome.result is Result.ENDORSED:
+                # The route wants more distinct approvers: this one is counted, the action waits.
+                answer = self._view(row)
+                answer["approvals"] = _approvals(outcome)
+                return web.json_response(answer, status=202)
             # Delivered at once in this process (the core's path, as a click's is).
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 10
+            fresh: ApiAction | None = None
             while loop.time() < deadline:
                 async with self.ctx.db.read() as session:
                     fresh = await signoff.api_row(session, row.external_id)
                 if fresh is not None and fresh.status != "needs_approval":
-                    return web.json_response(self._view(fresh))
+                    answer = self._view(fresh)
+                    if outcome.needed > 1:
+                        answer["approvals"] = _approvals(outcome)
+                    return web.json_response(answer)
                 await asyncio.sleep(0.05)
             return web.json_response(self._view(fresh or row), status=202)
 
         return await idempotent(self.ctx, client, request, raw, work)
 
-    async def _record(self, external_id: str, op: Op, actor: str, note: str | None) -> None:
+    async def _record(self, external_id: str, op: Op, client: str, note: str | None, confirmation: str | None) -> Outcome:
+        """The decision through the core's decision path, under the route's rules; refusals
+        as the API's answers."""
         async with self.ctx.db.read() as session:
             action = (await session.exec(
                 select(Action).where(Action.source == signoff.NAME, Action.external_id == external_id)
             )).first()
         if action is None or action.id is None:
             raise ApiError(409, "INVALID_STATE", "the action is not ready to be decided yet; try again", field="status")
-        transition = TRANSITIONS[op]
-        now = self.ctx.clock()
-        async with self.ctx.db.write(urgent=True) as session:
-            begun = await queries.begin_decision(
-                session, action_id=action.id, op=op, allowed_from=transition.allowed_from,
-                in_flight=transition.in_flight, actor=f"api:{actor}", note=note,
-                option=Option(op, "Approve" if op is Op.APPROVE else "Reject", op.value),
-                idempotency_key=str(uuid.uuid4()), notify_channel=None, now=now, actor_identifier=actor,
-                claim=queries.Claim(now + self.ctx.lease) if self.ctx.events is not None else None,
-            )
-        if begun is None:
-            raise ApiError(409, "INVALID_STATE", "the action was decided already", field="status")
-        if self.ctx.events is not None:
-            assert begun.action.id is not None
-            self.ctx.events.decided(begun.outbox, begun.action)
-            self.ctx.events.changed([Changed(begun.action.id, urgent=False)])
-        else:
-            self.ctx.ingest.on_change()
+        outcome = await self.ctx.decisions.decide_as_client(
+            action_id=action.id, op=op, client=client, note=note, confirmation=confirmation,
+        )
+        match outcome.result:
+            case Result.RECORDED | Result.ENDORSED:
+                return outcome
+            case Result.CONFIRMATION_REQUIRED:
+                raise _invalid(
+                    "confirmation",
+                    "a guardrail check failed and this action's route asks for a typed confirmation: "
+                    f'send "confirmation": "{CONFIRMATION_WORD}" to approve anyway',
+                )
+            case Result.ALREADY_ENDORSED:
+                raise ApiError(
+                    409, "ALREADY_APPROVED",
+                    f"this key's approval is already counted ({len(outcome.approvals)} of {outcome.needed}); "
+                    "another approver must approve",
+                    field="decision",
+                )
+            case Result.SELF_APPROVAL:
+                raise ApiError(403, "SELF_APPROVAL", "this client requested the action: another approver must decide it")
+            case Result.STORE_UNAVAILABLE:
+                raise ApiError(503, "UNAVAILABLE", "the store did not answer; nothing was recorded: try again")
+            case _:
+                raise ApiError(409, "INVALID_STATE", "the action was decided already", field="status")
 
     async def report(self, request: web.Request) -> web.StreamResponse:
-        client = authenticate(self.ctx, request)
+        client = await authenticate(self.ctx, request)
         raw, body = await _read_json(request)
 
-        async def work() -> web.Response:
+        async def work(settle: Settle) -> web.Response:
             status = body.get("status")
             if status not in signoff.REPORTS:
                 raise _invalid("status", f"must be one of {', '.join(signoff.REPORTS)}")
@@ -523,6 +561,8 @@ class ActionsApi:
             row = await self._own(client, request.match_info["id"])
             if not client.admin and row.client != client.name:
                 raise ApiError(404, "NOT_FOUND", "no such action", field="id")
+            # One transaction: the change the client sees, its callback, the card's action row
+            # (the upstream's word, adopted) and the answer a retry with this key replays.
             async with self.ctx.db.write() as session:
                 row = await signoff.api_row(session, row.external_id, lock=True) or row
                 if row.status not in signoff.REPORTS[status]:
@@ -543,9 +583,15 @@ class ActionsApi:
                     row.error = error
                 row.status = status
                 signoff.changed(session, row, now, self.ctx.catalog)
+                _ingested, changed = await ingest_in(
+                    session, self.ctx.ingest, source=signoff.NAME, upstream=signoff.upstream_of(row, self.ctx.catalog),
+                )
+                answer = web.json_response(self._view(row))
+                await settle(session, answer)
             self.ctx.kick_callbacks()
-            await ingest(self.ctx.ingest, source=signoff.NAME, upstream=signoff.upstream_of(row, self.ctx.catalog))
-            return web.json_response(self._view(row))
+            if changed:
+                self.ctx.ingest.on_change()
+            return answer
 
         return await idempotent(self.ctx, client, request, raw, work)
 

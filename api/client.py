@@ -121,10 +121,16 @@ class SignoffClient:
             if action["status"] not in OPEN_STATUSES or (deadline is not None and loop.time() >= deadline):
                 return action
 
-    async def decide(self, action_id: str, decision: str, reason: str | None = None, *, idempotency_key: str | None = None) -> ApiAction:
-        result: ApiAction = await self._call(
-            "POST", f"/api/v1/actions/{action_id}/decide", body={"decision": decision, "reason": reason}, key=idempotency_key,
-        )
+    async def decide(
+        self, action_id: str, decision: str, reason: str | None = None, *, confirmation: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> ApiAction:
+        """An admin's decision. Where the route needs several approvers, an approval short of
+        the last answers with the status still ``needs_approval`` and ``approvals``."""
+        body: dict[str, Any] = {"decision": decision, "reason": reason}
+        if confirmation is not None:
+            body["confirmation"] = confirmation
+        result: ApiAction = await self._call("POST", f"/api/v1/actions/{action_id}/decide", body=body, key=idempotency_key)
         return result
 
     async def report(

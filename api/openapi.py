@@ -25,12 +25,13 @@ def _errors(*codes: int) -> dict[str, Any]:
     words = {
         400: "Bad request: not JSON, not an object, no Idempotency-Key, a bad parameter",
         401: "Missing or wrong API key",
-        403: "The call needs an admin key",
+        403: "The call needs an admin key (decide: SELF_APPROVAL, the client requested the action itself)",
         404: "No such action (or not this client's)",
         409: "Idempotency conflict or in progress, or a move the lifecycle does not allow",
         413: "The body is over 64 KiB",
         422: "A field is invalid, missing or unknown (named in `field`)",
         429: "Over the key's rate limit (see Retry-After)",
+        503: "The store did not answer; nothing was recorded: try again",
     }
     return {str(c): _json(_ref("Error"), words[c]) for c in codes}
 
@@ -75,6 +76,17 @@ _ACTION: dict[str, Any] = {
         "completed_at": _NULL_STR,
         "result": {},
         "error": _NULL_STR,
+        "approvals": {
+            "type": "object", "required": ["required", "received", "approved_by"],
+            "description": (
+                "Only in answers to decide, where the action's route needs several distinct approvers: how many, "
+                "and who approved so far (API clients as api:<client>, Slack users by id)"
+            ),
+            "properties": {
+                "required": {"type": "integer", "minimum": 2}, "received": {"type": "integer", "minimum": 1},
+                "approved_by": {"type": "array", "items": {"type": "string"}},
+            },
+        },
     },
 }
 
@@ -154,6 +166,13 @@ def document(action_types: list[str] | None = None) -> dict[str, Any]:
                     "properties": {
                         "decision": {"type": "string", "enum": ["APPROVE", "REJECT"]},
                         "reason": {"type": ["string", "null"], "maxLength": 3000},
+                        "confirmation": {
+                            "type": ["string", "null"], "maxLength": 100,
+                            "description": (
+                                "The typed confirmation (\"approve\") an APPROVE needs where the action's route has "
+                                "confirm_failed_guardrails and a guardrail check failed; else 422 naming it"
+                            ),
+                        },
                     },
                 },
                 "StatusRequest": {
@@ -202,12 +221,22 @@ def document(action_types: list[str] | None = None) -> dict[str, Any]:
             "/api/v1/actions/{id}/decide": {
                 "post": {
                     "operationId": "decideAction", "summary": "Approve or reject (admin keys)",
+                    "description": (
+                        "The same rules as a click in Slack: where the action's route needs several distinct "
+                        "approvers, an APPROVE is counted (202, status still needs_approval, `approvals` says how "
+                        "many more) and the last one needed decides; the same key twice is 409 ALREADY_APPROVED. "
+                        "Where the route asks for a typed confirmation of failed guardrails, `confirmation` must be "
+                        "\"approve\" (422 naming it). A client cannot decide an action it submitted (403)."
+                    ),
                     "parameters": [_ID, _IDEMPOTENCY],
                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("DecideRequest")}}},
                     "responses": {
                         "200": _json(_ref("Action"), "Decided"),
-                        "202": _json(_ref("Action"), "Recorded; still being applied"),
-                        **_errors(400, 401, 403, 404, 409, 413, 422, 429),
+                        "202": _json(
+                            _ref("Action"),
+                            "Recorded and still being applied; or one approval of several the route needs (see approvals)",
+                        ),
+                        **_errors(400, 401, 403, 404, 409, 413, 422, 429, 503),
                     },
                 },
             },

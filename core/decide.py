@@ -32,6 +32,7 @@ from store.models import Action, Decision
 __all__ = ["Clock", "utc_now", "DecisionService", "Outcome", "Result"]
 
 CONFIRMATION_WORD = "approve"  # what to type to approve despite failed guardrails, where a route asks
+API_ACTOR_PREFIX = "api:"  # an API client's decisions are recorded as api:<client>
 log = logging.getLogger(__name__)
 
 
@@ -204,17 +205,40 @@ class DecisionService:
             log.error("store unavailable while recording a decision: %s", type(e).__name__)
             return Outcome(Result.STORE_UNAVAILABLE)
 
+    async def decide_as_client(
+        self, *, action_id: int, op: Op, client: str, note: str | None, confirmation: str | None = None,
+    ) -> Outcome:
+        """One decision by an API client with the admin role (``POST .../decide``), under the
+        same rules as a click: the route's two-person rule (the client counts as one approver,
+        recorded as ``api:<client>``), its typed confirmation for failed guardrails, no
+        approving what the client itself requested, and one winner among racing decisions.
+        Who may decide at all is the adapter's check (the key's role), not ``APPROVERS``."""
+        try:
+            with logs.bind(action_id=action_id):
+                outcome = await self._decide(
+                    action_id=action_id, op=op, user_id=f"{API_ACTOR_PREFIX}{client}", note=note, channel=None,
+                    confirmation=confirmation, option_key=None, client=client,
+                )
+                source = outcome.action.source if outcome.action is not None else None
+                log.info("%s of action %s by API client %s: %s", op.value, action_id, client, outcome.result.value,
+                         extra={"source": source})
+                return outcome
+        except DBAPIError as e:
+            log.error("store unavailable while recording a decision: %s", type(e).__name__)
+            return Outcome(Result.STORE_UNAVAILABLE)
+
     async def _decide(
         self, *, action_id: int, op: Op, user_id: str, note: str | None, channel: str | None,
-        confirmation: str | None, option_key: str | None,
+        confirmation: str | None, option_key: str | None, client: str | None = None,
     ) -> Outcome:
         async with self._db.read() as session:
             action = await queries.get_action(session, action_id=action_id)
         if action is not None and self._pick(action, op, option_key) is Result.UNSUPPORTED:
             return Outcome(Result.UNSUPPORTED)
-        refused = await self.authorize(user_id, action)
-        if refused is not None:
-            return Outcome(refused)
+        if client is None:
+            refused = await self.authorize(user_id, action)
+            if refused is not None:
+                return Outcome(refused)
         if action is None:
             return Outcome(Result.UNKNOWN_ACTION)
         picked = self._pick(action, op, option_key)
@@ -222,11 +246,17 @@ class DecisionService:
             async with self._db.read() as session:
                 latest = await queries.latest_decision(session, action_id=action_id)
             return Outcome(Result.NOT_POSSIBLE, action, latest)
-        if await self._is_requester(action, user_id):
-            return Outcome(Result.SELF_APPROVAL, action)
-        identifier = await self._identifier(action, user_id)
+        if client is not None:
+            if (action.requested_by or "").strip() == client:
+                return Outcome(Result.SELF_APPROVAL, action)
+            identifier: str | None = client
+        else:
+            if await self._is_requester(action, user_id):
+                return Outcome(Result.SELF_APPROVAL, action)
+            identifier = await self._identifier(action, user_id)
         note = (note or "").strip() or None
         needed = 1
+        approvals: tuple[str, ...] = ()
         if op is Op.APPROVE and self._policy is not None:
             if (
                 self._policy.confirm_failed_guardrails(action.type, action.risk, source=action.source) and has_failed_guardrail(action)
@@ -245,6 +275,7 @@ class DecisionService:
                     self._on_change()
                     return Outcome(Result.ENDORSED, action, approvals=endorsed.approvers, needed=needed)
                 if endorsed.state == "complete":
+                    approvals = endorsed.approvers
                     others = ", ".join(f"<@{a}>" if a[:1] in ("U", "W") else a for a in endorsed.approvers[:-1])
                     note = f"{note + ' — ' if note else ''}also approved by {others}"
             transition = TRANSITIONS[op]
@@ -268,7 +299,7 @@ class DecisionService:
             assert begun.action.id is not None
             self._events.decided(begun.outbox, begun.action)
             self._events.changed([Changed(begun.action.id, urgent=False)])
-        return Outcome(Result.RECORDED, begun.action, begun.decision, needed=needed)
+        return Outcome(Result.RECORDED, begun.action, begun.decision, approvals=approvals, needed=needed)
 
     async def _identifier(self, action: Action, user_id: str) -> str | None:
         """What the upstream will record as the decider, where the directory knows it without

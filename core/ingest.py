@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from core.clock import Clock, utc_now
 from core.lifecycle import in_flight_from
 from core.metrics import Metrics
@@ -56,26 +58,34 @@ class Ingested:
 async def ingest(ctx: IngestContext, *, source: str, upstream: UpstreamAction, digest: int | None = None) -> Ingested:
     """Store a newly seen action with its card (or listed in ``digest``), or find the one
     stored already and take the upstream's word for its state."""
-    channel = ctx.policy.channel_for(upstream.type, upstream.risk, ctx.channel, source=source)
     async with ctx.db.write() as session:
-        stored = await queries.insert_action(
-            session, source=source, upstream=upstream, channel=channel, now=ctx.clock(), digest_id=digest,
-        )
-        if stored is not None:
-            assert stored.id is not None
-            action_id, created, changed = stored.id, True, True
-        else:
-            known = await queries.known_actions(session, source=source, external_ids=[upstream.external_id])
-            action_id, _status = known[upstream.external_id]
-            created = False
-            changed = await queries.adopt_upstream(
-                session, action_id=action_id, upstream=upstream, now=ctx.clock(), in_flight_from=in_flight_from,
-            )
-    if created:
-        log.info("new %s action %s stored (id %s)", source, upstream.external_id, action_id)
+        ingested, changed = await ingest_in(session, ctx, source=source, upstream=upstream, digest=digest)
     if changed:
         ctx.on_change()
-    return Ingested(action_id, created)
+    return ingested
+
+
+async def ingest_in(
+    session: AsyncSession, ctx: IngestContext, *, source: str, upstream: UpstreamAction, digest: int | None = None,
+) -> tuple[Ingested, bool]:
+    """``ingest`` in the caller's transaction (a source whose own write must commit with the
+    action and its card: Signoff's API stores the client's request in the same one). Returns
+    what was stored and whether anything changed; the caller calls ``ctx.on_change()`` once
+    it committed, if so."""
+    channel = ctx.policy.channel_for(upstream.type, upstream.risk, ctx.channel, source=source)
+    stored = await queries.insert_action(
+        session, source=source, upstream=upstream, channel=channel, now=ctx.clock(), digest_id=digest,
+    )
+    if stored is not None:
+        assert stored.id is not None
+        log.info("new %s action %s stored (id %s)", source, upstream.external_id, stored.id)
+        return Ingested(stored.id, True), True
+    known = await queries.known_actions(session, source=source, external_ids=[upstream.external_id])
+    action_id, _status = known[upstream.external_id]
+    changed = await queries.adopt_upstream(
+        session, action_id=action_id, upstream=upstream, now=ctx.clock(), in_flight_from=in_flight_from,
+    )
+    return Ingested(action_id, False), changed
 
 
 async def track(ctx: IngestContext, *, source: str, ids: Sequence[str]) -> tuple[Ingested, UpstreamAction]:

@@ -234,6 +234,7 @@ class NoticeState(str, enum.Enum):
     POSTING = "posting"  # a worker claimed it; look in the thread before posting again
     POSTED = "posted"
     FAILED = "failed"  # Slack refused it for good (the card's channel is gone, say)
+    SKIPPED = "skipped"  # never owed after all: its action's card is held (no thread to post in)
 
 
 class Notice(SQLModel, table=True):
@@ -354,3 +355,14 @@ class ApiCallback(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     delivered_at: datetime | None = _ts()
     last_error: str | None = Field(default=None, max_length=500)
+
+
+class ApiRateBucket(SQLModel, table=True):
+    """One API key's token bucket (``API_RATE_LIMIT`` a minute, bursts up to 60), in the store
+    so that every replica takes from the same one: ``tokens`` left as of ``at`` (Unix seconds)."""
+
+    __tablename__ = "api_rate_buckets"
+
+    client: str = Field(primary_key=True, max_length=64)
+    tokens: float = Field(sa_type=sa.Float, nullable=False)
+    at: float = Field(sa_type=sa.Float, nullable=False)

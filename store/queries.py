@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sources.base import IN_FLIGHT, Op, Option, Status, UpstreamAction
 from store.models import (
     Action,
+    ApiRateBucket,
     AuditEvent,
     Card,
     CardState,
@@ -843,8 +844,20 @@ async def add_notice(
     broadcast: bool = False, channel: str | None = None, claim: Claim | None = None,
 ) -> bool:
     """Owe a message in the action's card thread (or at the top of ``channel``), once per
-    ``key``; False if already owed. Under a ``claim`` it is leased to this process, which
-    posts it at once (counted as a first attempt: a later sweep looks before posting again)."""
+    ``key``; False if already owed, or not owed at all. Under a ``claim`` it is leased to this
+    process, which posts it at once (counted as a first attempt: a later sweep looks before
+    posting again).
+
+    Nothing is owed in the thread of a card held back (an action with nothing to decide, such
+    as an API action whose type needs no approval): there is no thread to post it in, and it
+    would wait for one for ever. Such an action's changes are in the audit trail (and, for
+    the API's, in what its client reads)."""
+    if channel is None:
+        held = await session.exec(
+            select(Card.id).where(Card.action_id == action_id, Card.state == CardState.HELD.value)
+        )
+        if held.first() is not None:
+            return False
     dialect = session.get_bind().dialect.name
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Notice)
     stmt = insert.values(
@@ -1251,3 +1264,36 @@ async def digested_card_shown(session: AsyncSession, *, card_id: int, digest_id:
     """A listed action changed: its digest re-renders instead of a card of its own."""
     await card_rendered(session, card_id=card_id, version=version)
     await session.exec(sa.update(Digest).where(col(Digest.id) == digest_id).values(dirty=True))
+
+
+# ---- rate limits ------------------------------------------------------------------------
+
+
+def _least(a: Any, b: Any) -> Any:
+    return sa.case((a < b, a), else_=b)
+
+
+def _greatest(a: Any, b: Any) -> Any:
+    return sa.case((a > b, a), else_=b)
+
+
+async def take_token(session: AsyncSession, *, client: str, now: float, per_second: float, burst: float) -> float:
+    """Take one token from ``client``'s bucket (refilled at ``per_second`` up to ``burst``),
+    shared by every replica: one atomic statement (an upsert whose update applies only when
+    a token is there, under the row's lock). 0 when taken, else the seconds until one is."""
+    tokens, at = col(ApiRateBucket.tokens), col(ApiRateBucket.at)
+    refilled = _least(sa.literal(burst), tokens + _greatest(sa.literal(now) - at, sa.literal(0.0)) * per_second)
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(ApiRateBucket)
+    stmt = insert.values(client=client, tokens=burst - 1, at=now).on_conflict_do_update(
+        index_elements=["client"],
+        set_={"tokens": refilled - 1, "at": _greatest(at, sa.literal(now))},
+        where=refilled >= 1,
+    )
+    if (await session.exec(stmt.returning(tokens))).first() is not None:
+        return 0.0
+    row = await session.get(ApiRateBucket, client, populate_existing=True)
+    if row is None:  # gone in between (nothing deletes buckets): take it as taken
+        return 0.0
+    left = min(burst, row.tokens + max(0.0, now - row.at) * per_second)
+    return max(1e-3, (1 - left) / per_second)

@@ -10,18 +10,23 @@ import hmac
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import sqlalchemy as sa
 from aiohttp import web
+from sqlmodel import col, select
 
 from api.client import SignoffApiError, SignoffClient
 from bot import ids
 from store import queries
+from store.models import Action, ApiIdempotencyKey, Notice
 from tests.conftest import APPROVER, APPROVER_EMAIL, CHANNEL, Harness
 from tests.fakes.cards import buttons, card_text, click, open_modal, submit
+from tests.fakes.clock import FakeClock
 from tests.fakes.slack_api import Message
 
 SERVICE_KEY = "svc-key-0123456789abcdef"
@@ -100,11 +105,11 @@ async def callbacks() -> AsyncIterator[Callbacks]:
     await c.stop()
 
 
-async def start(h: Harness, tmp_path: Path, **overrides: Any) -> str:
+async def start(h: Harness, tmp_path: Path, *, policy: str = POLICY, api_keys: str = API_KEYS, **overrides: Any) -> str:
     h.slack.add_user(APPROVER, email=APPROVER_EMAIL, real_name="Ada Lovelace")
     config = tmp_path / "signoff.toml"
-    config.write_text(POLICY, encoding="utf-8")
-    await h.start(api_keys=API_KEYS, signoff_config=str(config), **overrides)
+    config.write_text(policy, encoding="utf-8")
+    await h.start(api_keys=api_keys, signoff_config=str(config), **overrides)
     assert h.bot is not None and h.bot.port
     return f"http://127.0.0.1:{h.bot.port}"
 
@@ -273,15 +278,28 @@ async def test_admin_decides_over_the_api_and_a_second_decision_is_409(harness: 
 
 
 async def test_a_type_that_needs_no_approval_is_pending_and_not_carded(harness: Harness, tmp_path: Path) -> None:
+    """No card, and so no thread: what it reports is the client's to read (and the audit
+    trail's), never a notice queued for a thread that will not come."""
     h = harness
     base = await start(h, tmp_path)
+    assert h.bot is not None
     async with SignoffClient(base, SERVICE_KEY, session=h.http) as api:
         action = await api.submit("warm_cache", payload={})
         assert action["status"] == "pending"
-        done = await api.report(action["action_id"], "succeeded")
-        assert done["status"] == "succeeded" and done["attempts"] == 1
-    await asyncio.sleep(0.5)
-    assert card_of(h, action["action_id"]) is None
+        assert (await api.report(action["action_id"], "running"))["status"] == "running"
+        done = await api.report(action["action_id"], "failed", error="cache node down")
+        assert done["status"] == "failed" and done["attempts"] == 1
+    await h.run_job("cards")
+    await h.run_job("notices")
+    assert h.slack.messages_in(CHANNEL) == []
+    async with h.bot.db.read() as session:
+        found = await queries.known_actions(session, source="signoff", external_ids=[action["action_id"]])
+        action_id, status = found[action["action_id"]]
+        notices = list(await session.exec(select(Notice).where(Notice.action_id == action_id)))
+        trail = await queries.audit_trail(session, action_id=action_id)
+    assert status == "failed"
+    assert notices == []  # nothing owed: the queue does not grow with every report
+    assert [d.to_status for d in trail][-2:] == ["running", "failed"]  # the audit trail has each change
 
 
 async def test_idempotency_replay_conflict_and_required(harness: Harness, tmp_path: Path) -> None:
@@ -313,40 +331,132 @@ async def test_idempotency_replay_conflict_and_required(harness: Harness, tmp_pa
 async def test_a_key_still_being_handled_is_409_in_progress(harness: Harness, tmp_path: Path) -> None:
     h = harness
     base = await start(h, tmp_path)
-    assert h.bot is not None and h.bot.api is not None
-    from sources import signoff as signoff_source
-
+    assert h.bot is not None and h.bot.signoff_source is not None
+    source = h.bot.signoff_source
     release = asyncio.Event()
-    original = signoff_source.upstream_of
-
-    def slow(*args: Any, **kwargs: Any) -> Any:
-        return original(*args, **kwargs)
-
-    # Hold the first request inside its work: its ingest waits on the event.
-    import core.ingest as ingest_module
-    from api import actions as actions_module
-
-    real_ingest = ingest_module.ingest
+    real_submit = source.submit
 
     async def held(*args: Any, **kwargs: Any) -> Any:
         await release.wait()
-        return await real_ingest(*args, **kwargs)
+        return await real_submit(*args, **kwargs)
 
-    actions_module.ingest = held  # type: ignore[assignment]
+    # An admin's decide is answered once the decision landed: hold its delivery, and the
+    # request stays in progress (its key locked) meanwhile.
+    source.submit = held  # type: ignore[method-assign]
     try:
-        body = {"action_type": "restart_service", "payload": {"service": "web"}}
-        first = asyncio.create_task(raw(h, base, "POST", "/api/v1/actions", body, idem="slow"))
-        await asyncio.sleep(0.5)
-        status, headers, busy = await raw(h, base, "POST", "/api/v1/actions", body, idem="slow")
+        _, _, action = await raw(h, base, "POST", "/api/v1/actions", {"action_type": "restart_service", "payload": {"service": "web"}})
+        path = f"/api/v1/actions/{action['action_id']}/decide"
+        first = asyncio.create_task(raw(h, base, "POST", path, {"decision": "APPROVE"}, key=ADMIN_KEY, idem="slow"))
+
+        async def locked() -> bool:
+            async with h.bot.db.read() as session:  # type: ignore[union-attr]
+                row = (await session.exec(select(ApiIdempotencyKey).where(ApiIdempotencyKey.key == "slow"))).first()
+            return row is not None and row.status is None
+
+        await h.wait_for(locked)
+        status, headers, busy = await raw(h, base, "POST", path, {"decision": "APPROVE"}, key=ADMIN_KEY, idem="slow")
         assert status == 409 and busy["code"] == "IDEMPOTENCY_IN_PROGRESS"
         release.set()
         status, _, answer = await first
-        assert status == 201
-        status, headers, replay = await raw(h, base, "POST", "/api/v1/actions", body, idem="slow")
-        assert status == 201 and headers.get("X-Idempotent-Replay") == "true" and replay == answer
+        assert status == 200 and answer["status"] == "pending"
+        status, headers, replay = await raw(h, base, "POST", path, {"decision": "APPROVE"}, key=ADMIN_KEY, idem="slow")
+        assert status == 200 and headers.get("X-Idempotent-Replay") == "true" and replay == answer
     finally:
-        actions_module.ingest = real_ingest  # type: ignore[assignment]
-    del slow
+        release.set()
+        source.submit = real_submit  # type: ignore[method-assign]
+
+
+TWO_PERSON_POLICY = POLICY + """
+[[routes]]
+sources = ["signoff"]
+types = ["rotate_keys"]
+required_approvals = 2
+
+[[routes]]
+sources = ["signoff"]
+types = ["purge_cdn"]
+confirm_failed_guardrails = true
+
+[[action_types]]
+action_type = "rotate_keys"
+summary = "Rotate the signing keys"
+
+[[action_types]]
+action_type = "purge_cdn"
+summary = "Purge the CDN"
+"""
+# The first route of POLICY (high risk) comes first; these two types have no risk.
+LEAD_KEY = "lead-key-0123456789abcdef"
+
+
+async def test_admin_decide_follows_the_routes_two_person_rule(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    base = await start(h, tmp_path, policy=TWO_PERSON_POLICY, api_keys=f"{API_KEYS},lead:admin:{LEAD_KEY}")
+    async with SignoffClient(base, SERVICE_KEY, session=h.http) as api, SignoffClient(base, ADMIN_KEY, session=h.http) as admin:
+        x = (await api.submit("rotate_keys"))["action_id"]
+        card = await carded(h, x)
+        # The first approval is counted; the action waits for a second, distinct approver.
+        status, _, first = await raw(h, base, "POST", f"/api/v1/actions/{x}/decide", {"decision": "APPROVE", "reason": "ok"}, key=ADMIN_KEY)
+        assert status == 202, first
+        assert first["status"] == "needs_approval" and first["decision"] is None
+        assert first["approvals"] == {"required": 2, "received": 1, "approved_by": ["api:ops"]}
+        assert (await api.get(x))["status"] == "needs_approval"
+        # The same key again is not a second person.
+        with pytest.raises(SignoffApiError) as again:
+            await admin.decide(x, "APPROVE")
+        assert again.value.status == 409 and again.value.code == "ALREADY_APPROVED"
+        await h.wait_for(lambda: (m := card_of(h, x)) and "1 of 2" in card_text(m), timeout=15)
+        # A person in Slack is the second approver: the decision is taken, as from two clicks.
+        card = await carded(h, x)
+        view = await open_modal(h, card, ids.APPROVE, APPROVER)
+        assert (await submit(h, view, APPROVER, "second"))[0] == 200
+        decided = await api.wait_for_decision(x, timeout=15)
+        assert decided["status"] == "pending"
+        assert decided["decision"]["decided_by"] == APPROVER_EMAIL and "api:ops" in decided["decision"]["reason"]
+
+        # Two admin keys are two approvers too; the second one's answer is the decision.
+        y = (await api.submit("rotate_keys"))["action_id"]
+        await carded(h, y)
+        assert (await raw(h, base, "POST", f"/api/v1/actions/{y}/decide", {"decision": "APPROVE"}, key=ADMIN_KEY))[0] == 202
+        status, _, done = await raw(h, base, "POST", f"/api/v1/actions/{y}/decide", {"decision": "APPROVE"}, key=LEAD_KEY)
+        assert status == 200 and done["status"] == "pending" and done["decision"]["decided_by"] == "lead"
+        assert done["approvals"] == {"required": 2, "received": 2, "approved_by": ["api:ops", "api:lead"]}
+        # A rejection needs one person, as in Slack.
+        z = (await api.submit("rotate_keys"))["action_id"]
+        await carded(h, z)
+        assert (await admin.decide(z, "REJECT", "no"))["status"] == "rejected"
+
+
+async def test_admin_decide_needs_the_typed_confirmation_and_refuses_self_approval(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    base = await start(h, tmp_path, policy=TWO_PERSON_POLICY)
+    assert h.bot is not None
+    async with SignoffClient(base, SERVICE_KEY, session=h.http) as api:
+        x = (await api.submit("purge_cdn"))["action_id"]
+        await carded(h, x)
+    # The API's own actions carry no guardrail checks; the rule applies to any action that
+    # has a failed one, so the test gives this one such a check, as FloKit's actions have.
+    async with h.bot.db.write() as session:
+        await session.exec(
+            sa.update(Action).where(col(Action.source) == "signoff", col(Action.external_id) == x)
+            .values(guardrail_checks=[{"check": "blast radius", "passed": False, "detail": "all regions"}])
+        )
+    path = f"/api/v1/actions/{x}/decide"
+    status, _, refused = await raw(h, base, "POST", path, {"decision": "APPROVE"}, key=ADMIN_KEY, idem="confirm")
+    assert status == 422 and refused["field"] == "confirmation" and '"approve"' in refused["message"]
+    status, _, refused = await raw(h, base, "POST", path, {"decision": "APPROVE", "confirmation": "yes"}, key=ADMIN_KEY)
+    assert status == 422 and refused["field"] == "confirmation"
+    async with SignoffClient(base, SERVICE_KEY, session=h.http) as api:
+        assert (await api.get(x))["status"] == "needs_approval"
+    # Refused for its body, the key was not kept: the same key with the word typed is taken.
+    status, _, done = await raw(h, base, "POST", path, {"decision": "APPROVE", "confirmation": "Approve"}, key=ADMIN_KEY, idem="confirm")
+    assert status == 200 and done["status"] == "pending"
+
+    # An admin key cannot approve what it submitted itself (a requester cannot, in Slack).
+    _, _, own = await raw(h, base, "POST", "/api/v1/actions", {"action_type": "restart_service", "payload": {"service": "web"}}, key=ADMIN_KEY)
+    await carded(h, own["action_id"])
+    status, _, answer = await raw(h, base, "POST", f"/api/v1/actions/{own['action_id']}/decide", {"decision": "APPROVE"}, key=ADMIN_KEY)
+    assert status == 403 and answer["code"] == "SELF_APPROVAL"
 
 
 async def test_bad_bodies_auth_and_the_catalog_are_answered_clearly(harness: Harness, tmp_path: Path) -> None:
@@ -402,6 +512,26 @@ async def test_requests_are_rate_limited_per_key(harness: Harness, tmp_path: Pat
     status, headers = answers[5]
     assert status == 429 and int(headers["Retry-After"]) >= 1
     assert (await raw(h, base, "GET", "/api/v1/actions/types", key=ADMIN_KEY))[0] == 200  # its own bucket
+
+
+async def test_the_rate_limit_is_shared_by_replicas_on_one_database(harness: Harness, tmp_path: Path) -> None:
+    """Two Signoffs on one store: a key's requests are counted together, whichever replica
+    answers them (a token bucket in the store, not in each process)."""
+    h = harness
+    clock = FakeClock()  # the buckets refill only when the test moves the clock
+    first = await start(h, tmp_path, api_rate_limit=6, clock=clock)
+    second_bot = await h.start(api_keys=API_KEYS, signoff_config=str(tmp_path / "signoff.toml"), api_rate_limit=6, clock=clock)
+    second = f"http://127.0.0.1:{second_bot.port}"
+    answers = [(await raw(h, base, "GET", "/api/v1/actions/types"))[:2] for base in [first, second] * 3]
+    assert [s for s, _ in answers] == [200] * 6  # a burst of six in all, three from each
+    for base in (first, second):
+        status, headers, answer = await raw(h, base, "GET", "/api/v1/actions/types")
+        assert status == 429 and answer["code"] == "RATE_LIMITED"
+        assert headers["Retry-After"] == "10"  # six a minute: one more in ten seconds
+    assert (await raw(h, second, "GET", "/api/v1/actions/types", key=ADMIN_KEY))[0] == 200  # its own bucket
+    clock.advance(timedelta(seconds=10))
+    assert (await raw(h, first, "GET", "/api/v1/actions/types"))[0] == 200
+    assert (await raw(h, second, "GET", "/api/v1/actions/types"))[0] == 429
 
 
 async def test_the_api_is_off_without_keys(harness: Harness) -> None:

@@ -19,12 +19,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, select
 
 import app
 from app import Signoff
 from store.db import MIGRATION_LOCK_KEY, Database, SchemaError, alembic_config, head_revision
-from store.models import Action, Decision
+from store.models import Action, Card, Decision, Notice
 from tests.conftest import BOT_TOKEN, CHANNEL, FLOKIT_KEY, SIGNING_SECRET, make_settings
 from tests.fakes.flokit import FakeFloKit
 from tests.fakes.paths import REPO_ROOT
@@ -109,6 +109,29 @@ async def test_migrations_downgrade_to_nothing_and_back(db: Database) -> None:
     assert await db.schema_revision() is None
     await db.migrate()
     assert await schema_diff(db) == []
+
+
+async def test_0010_settles_the_notices_owed_by_held_cards_as_skipped(db: Database) -> None:
+    """Before 0010 a held card's actions were owed thread notices that could never be posted;
+    the migration settles those (and only those) as skipped."""
+    await run_alembic(db, command.upgrade, "0009")
+    held, shown = await add_action(db), 0
+    async with db.write() as session:
+        other = Action(source="flokit", external_id="act_2", status="approved", version=1, first_seen_at=NOW)
+        session.add(other)
+        await session.flush()
+        assert other.id is not None
+        shown = other.id
+        session.add(Card(action_id=held, channel=CHANNEL, state="held"))
+        session.add(Card(action_id=shown, channel=CHANNEL, state="posted", ts="1.000001"))
+        for action_id, key in ((held, "held"), (shown, "shown")):
+            session.add(Notice(
+                action_id=action_id, key=key, kind="status", payload={}, state="pending", next_attempt_at=NOW, created_at=NOW,
+            ))
+    await db.migrate()
+    async with db.read() as session:
+        states = {n.key: n.state for n in await session.exec(select(Notice))}
+    assert states == {"held": "skipped", "shown": "pending"}
 
 
 # ---- the audit trail is append-only ------------------------------------------------------
