@@ -229,7 +229,7 @@ def argument_problems(tool: str, arguments: dict[str, Any]) -> list[str]:
                 problems.append(f"{prefix}{name}: unknown argument (known: {', '.join(known) or 'none'})")
         else:
             problems.append(f"{where or 'arguments'}: {e.message[:300]}")
-    return problems
+    return list(dict.fromkeys(problems))  # one error per missing property may each name them all
 
 
 # ---- what a result says ----------------------------------------------------------------------
@@ -423,7 +423,8 @@ def _refusal(e: SignoffApiError, args: dict[str, Any]) -> str:
         wait = f" in {e.retry_after:.0f} s" if e.retry_after else " shortly"
         return f"Signoff's rate limit for this API key is reached; try again{wait}"
     if e.status >= 500 or e.code == "NOT_JSON":
-        return f"Signoff could not answer ({e.status} {e.code or ''}: {e.message}); try again shortly".replace(" :", ":")
+        code = f" {e.code}" if e.code else ""
+        return f"Signoff could not answer ({e.status}{code}: {e.message}); try again shortly"
     field = f" ({e.field})" if e.field and e.field not in e.message else ""
     return f"Signoff refused it: {e.message}{field}"
 

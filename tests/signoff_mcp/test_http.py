@@ -127,7 +127,7 @@ def test_loopback_url() -> None:
     assert loopback_url("10.1.2.3", 80) == "http://10.1.2.3:80"
 
 
-async def test_the_asgi_bridge_streams_both_ways(aiohttp_server_factory: Any = None) -> None:
+async def test_the_asgi_bridge_streams_both_ways() -> None:
     """A request body read in chunks, an answer written in parts (as an SSE stream is), the
     headers and status as the ASGI application set them, and a disconnect once answered."""
     seen: dict[str, Any] = {}
