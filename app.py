@@ -62,7 +62,6 @@ from core.reminders import ReminderContext
 from core.watch import WatchContext
 from policy import Policy, PolicyError, Timings, load_policy
 from settings import DatabaseSettings, Settings, describe_errors
-from signoff_mcp.http import McpEndpoint, loopback_url
 from sources.base import SourceError
 from sources.fieldkit import FieldkitSource
 from sources.flokit import FloKitSource
@@ -459,6 +458,9 @@ class Signoff:
         if self.api is not None:
             actions_api.add_routes(app, self.api)
             # /mcp: the MCP server for agents, acting as the caller's key on the API above (loopback).
+            # Imported only here: the MCP SDK takes most of a second to import, for bots without the API too.
+            from signoff_mcp.http import McpEndpoint, loopback_url
+
             McpEndpoint(self.api.keys, lambda: loopback_url(self._host, self.port or self.settings.port)).add_routes(app)
         return app
 
