@@ -29,6 +29,7 @@ NAME: Final = "signoff"
 MAX_WAIT_SECONDS: Final = 50  # under the common MCP client's 60-second request timeout
 REPORTABLE: Final = ("running", "succeeded", "failed", "rolled_back")
 IN_PROGRESS_TRIES: Final = 3  # a request_approval whose first try is still being handled: wait this many times
+CALL_SECONDS: Final = 20.0  # the most a call takes besides get_approval's wait; a slower Signoff is an error to retry
 
 LIST_ACTION_TYPES: Final = "list_action_types"
 REQUEST_APPROVAL: Final = "request_approval"
@@ -438,14 +439,17 @@ async def call(api: SignoffClient, name: str, arguments: dict[str, Any]) -> type
     problems = argument_problems(name, arguments)
     if problems:
         return _error(f"invalid arguments for {name}: " + "; ".join(problems[:10]))
+    budget = CALL_SECONDS + ((arguments.get("wait_seconds") or 0) if name == GET_APPROVAL else 0)
     try:
-        return await handler(api, arguments)
+        async with asyncio.timeout(budget):
+            return await handler(api, arguments)
     except ToolFailure as e:
         return _error(str(e))
     except SignoffApiError as e:
         return _error(_refusal(e, arguments))
     except (aiohttp.ClientError, TimeoutError) as e:
-        return _error(f"Signoff could not be reached ({type(e).__name__}); try again shortly")
+        again = " (the same arguments return the same action, never a second one)" if name == REQUEST_APPROVAL else ""
+        return _error(f"Signoff could not be reached ({type(e).__name__}); try again shortly{again}")
 
 
 def server_version() -> str:

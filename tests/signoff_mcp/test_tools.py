@@ -3,10 +3,12 @@ derived idempotency keys, and refusals said so that a model can act on them."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from api.client import ApiAction, SignoffApiError, SignoffClient
 from signoff_mcp import tools
@@ -84,3 +86,29 @@ async def test_an_unreachable_signoff_is_a_tool_error() -> None:
         result = await call(api, "list_action_types", {})
     assert result.is_error
     assert result.content[0].text == "Signoff could not be reached (ClientConnectorError); try again shortly"  # type: ignore[union-attr]
+
+
+async def test_a_signoff_that_does_not_answer_is_a_tool_error_to_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    never = asyncio.Event()
+
+    async def hang(_request: web.Request) -> web.Response:
+        await never.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    monkeypatch.setattr(tools, "CALL_SECONDS", 0.2)
+    try:
+        async with SignoffClient(f"http://127.0.0.1:{runner.addresses[0][1]}", "k") as api:
+            result = await call(api, REQUEST_APPROVAL, ASK)
+        assert result.is_error
+        assert result.content[0].text == (  # type: ignore[union-attr]
+            "Signoff could not be reached (TimeoutError); try again shortly"
+            " (the same arguments return the same action, never a second one)"
+        )
+    finally:
+        never.set()
+        await runner.cleanup()
