@@ -24,6 +24,13 @@ from signoff_mcp.tools import build_server
 PROG: Final = "signoff-mcp"
 CHECK_SECONDS: Final = 10.0
 log = logging.getLogger("signoff_mcp")
+USAGE: Final = """usage: signoff-mcp
+
+Signoff's MCP server over stdio, for an MCP client to start. Its tools ask a person in Slack to
+approve an action (list_action_types, request_approval, get_approval, report_status).
+
+  SIGNOFF_URL      Signoff's address, e.g. https://signoff.example.com
+  SIGNOFF_API_KEY  a key of Signoff's Actions API (one of its API_KEYS)"""
 
 
 class ConfigError(Exception):
@@ -67,6 +74,9 @@ async def serve(settings: McpSettings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
     if args:
         print(f"{PROG}: takes no arguments (set SIGNOFF_URL and SIGNOFF_API_KEY)", file=sys.stderr)
         return 2

@@ -61,6 +61,10 @@ async def test_a_key_revoked_while_it_runs_is_a_tool_error(harness: Harness, tmp
 
 
 async def test_missing_settings_and_a_refused_key_stop_it_with_one_line(harness: Harness, tmp_path: Path) -> None:
+    code, out, _err = await run({}, tmp_path, "--help")
+    assert code == 0 and "SIGNOFF_URL" in out and "SIGNOFF_API_KEY" in out
+    code, _out, err = await run({}, tmp_path, "serve")
+    assert code == 2 and "takes no arguments" in err
     code, out, err = await run({}, tmp_path)
     assert code == 2 and out == ""
     assert err.strip().splitlines() == [
