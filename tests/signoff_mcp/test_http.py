@@ -64,6 +64,14 @@ async def test_a_missing_or_wrong_key_is_401(harness: Harness, tmp_path: Path) -
     ) as r:
         assert r.status == 200
         assert (await r.json())["result"]["serverInfo"]["name"] == "signoff"
+    # What a stateless server does not serve is answered as the SDK answers it, never a 500.
+    key = {"Authorization": f"Bearer {SERVICE_KEY}", "Accept": "application/json, text/event-stream"}
+    answers = {}
+    for method, body in (("GET", None), ("DELETE", None), ("POST", b"{not json"), ("POST", b'{"jsonrpc": "2.0"}')):
+        async with harness.http.request(method, f"{base}/mcp", data=body, headers={**key, "Content-Type": "application/json"}) as r:
+            answers[(method, body)] = r.status
+    assert answers[("DELETE", None)] == 405 and answers[("POST", b"{not json")] == 400
+    assert all(status < 500 for status in answers.values()), answers
 
 
 async def test_without_api_keys_there_is_no_mcp(harness: Harness) -> None:
