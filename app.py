@@ -231,6 +231,7 @@ class Signoff:
         self._runner: web.AppRunner | None = None
         self._socket_handler: object | None = None
         self.port: int | None = None
+        self._host = "127.0.0.1"
         self.jobs: dict[str, Job] = {}
         self.ack_paths = AckPaths()  # store transactions before each Slack request's answer
         # GET /metrics: this bot's own registry (several bots may run in one process).
@@ -458,6 +459,11 @@ class Signoff:
             intake.add_routes(app, self.ingest, self.sources, self.metrics)
         if self.api is not None:
             actions_api.add_routes(app, self.api)
+            # /mcp: the MCP server for agents, acting as the caller's key on the API above (loopback).
+            # Imported only here: the MCP SDK takes most of a second to import, for bots without the API too.
+            from signoff_mcp.http import McpEndpoint, loopback_url
+
+            McpEndpoint(self.api.keys, lambda: loopback_url(self._host, self.port or self.settings.port)).add_routes(app)
         return app
 
     async def _metrics(self, request: web.Request) -> web.Response:
@@ -560,6 +566,7 @@ class Signoff:
         for name in _our_loggers():
             logging.getLogger(name).addFilter(self._quiet)
         self.scheduler.start()
+        self._host = host
         self._runner = web.AppRunner(self.web_app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, self.settings.port)

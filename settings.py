@@ -345,3 +345,29 @@ def describe_errors(error: ValidationError) -> str:
             msg = "is required but not set"
         lines.append(f"  {name}: {msg}")
     return "invalid configuration:\n" + "\n".join(lines)
+
+
+class McpSettings(BaseSettings):
+    """``signoff-mcp``'s settings, and only these: where Signoff is and a key of its Actions API.
+    Read from the environment alone (an MCP client passes them in its configuration file), never
+    from a ``.env`` nor any of the bot's settings."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    signoff_url: str
+    signoff_api_key: SecretStr
+
+    @field_validator("signoff_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        v = v.strip()
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be Signoff's http(s) address, e.g. https://signoff.example.com")
+        return v.rstrip("/")
+
+    @field_validator("signoff_api_key")
+    @classmethod
+    def _key(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return SecretStr(v.get_secret_value().strip())

@@ -26,7 +26,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
@@ -111,11 +111,12 @@ class ApiContext:
 # ---- auth, limits, idempotency -------------------------------------------------------------
 
 
-def _given_key(request: web.Request) -> str | None:
-    key = request.headers.get("X-API-Key", "").strip()
+def given_key(headers: Mapping[str, str]) -> str | None:
+    """The key a request presents: ``X-API-Key``, else ``Authorization: Bearer``."""
+    key = headers.get("X-API-Key", "").strip()
     if key:
         return key
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, value = headers.get("Authorization", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
@@ -130,13 +131,18 @@ async def rate_limited(ctx: ApiContext, client: str) -> float:
         )
 
 
-async def authenticate(ctx: ApiContext, request: web.Request, *, admin: bool = False) -> ApiKey:
-    given = _given_key(request)
+def find_client(keys: list[ApiKey], given: str | None) -> ApiKey | None:
+    """The client whose key was given, or None; every key compared, in constant time each."""
     found: ApiKey | None = None
     if given is not None:
-        for key in ctx.keys:  # every key compared, in constant time each
+        for key in keys:
             if hmac.compare_digest(given.encode("utf-8", "replace"), key.key.get_secret_value().encode()):
                 found = key
+    return found
+
+
+async def authenticate(ctx: ApiContext, request: web.Request, *, admin: bool = False) -> ApiKey:
+    found = find_client(ctx.keys, given_key(request.headers))
     if found is None:
         raise ApiError(401, "UNAUTHORIZED", "missing or wrong API key (X-API-Key: <key>)")
     wait = await rate_limited(ctx, found.name)

@@ -38,6 +38,11 @@ class ApiAction(TypedDict, total=False):
     action_type: str
     status: str
     requires_approval: bool
+    risk: str | None
+    title: str | None
+    rationale: str | None
+    requested_by: str
+    expires_at: str | None
     target: dict[str, Any] | None
     payload: dict[str, Any]
     decision: Decision | None
@@ -51,9 +56,21 @@ class ApiAction(TypedDict, total=False):
 
 
 class SignoffApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    """A refusal: the HTTP status, the API's code, message and field, and ``Retry-After`` (seconds) when sent."""
+
+    def __init__(
+        self, status: int, code: str, message: str, field: str | None = None, *, retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message, self.field = status, code, message, field
+        self.retry_after = retry_after
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 class SignoffClient:
@@ -83,6 +100,13 @@ class SignoffClient:
         self, method: str, path: str, *, body: dict[str, Any] | None = None, key: str | None = None,
         params: dict[str, str] | None = None,
     ) -> Any:
+        return (await self._request(method, path, body=body, key=key, params=params))[0]
+
+    async def _request(
+        self, method: str, path: str, *, body: dict[str, Any] | None = None, key: str | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[Any, bool]:
+        """The answer's JSON, and whether it replays an earlier write with the same key."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
             self._own = True
@@ -92,11 +116,19 @@ class SignoffClient:
         async with self._session.request(
             method, self._base + path, json=body, headers=headers, params=params, timeout=self._timeout,
         ) as r:
-            data = await r.json(content_type=None)
+            try:
+                data = await r.json(content_type=None)
+            except ValueError:  # not JSON: not the API answering (a proxy's error page, say)
+                raise SignoffApiError(
+                    r.status, "NOT_JSON", f"{method} {path} was answered {r.status} without JSON; is this Signoff's address?",
+                ) from None
             if r.status >= 400:
                 d = data if isinstance(data, dict) else {}
-                raise SignoffApiError(r.status, str(d.get("code", "")), str(d.get("message", "")), d.get("field"))
-            return data
+                raise SignoffApiError(
+                    r.status, str(d.get("code", "")), str(d.get("message", "")), d.get("field"),
+                    retry_after=_seconds(r.headers.get("Retry-After")),
+                )
+            return data, r.headers.get("X-Idempotent-Replay") == "true"
 
     async def types(self) -> list[dict[str, Any]]:
         return list((await self._call("GET", "/api/v1/actions/types"))["types"])
@@ -105,6 +137,15 @@ class SignoffClient:
         """POST /api/v1/actions: ``target``, ``payload``, ``title``, ``callback_url``, ..."""
         result: ApiAction = await self._call("POST", "/api/v1/actions", body={"action_type": action_type, **fields}, key=idempotency_key)
         return result
+
+    async def submit_once(self, action_type: str, *, idempotency_key: str, **fields: Any) -> tuple[ApiAction, bool]:
+        """:meth:`submit` with the caller's key; also says whether the answer is a replay (the
+        action an earlier request with this key and body created, as it was then)."""
+        data, replayed = await self._request(
+            "POST", "/api/v1/actions", body={"action_type": action_type, **fields}, key=idempotency_key,
+        )
+        action: ApiAction = data
+        return action, replayed
 
     async def get(self, action_id: str, *, wait: int | None = None) -> ApiAction:
         params = {"wait": str(wait)} if wait is not None else None
