@@ -299,6 +299,13 @@ async def idempotent(
                     await settle(session, answer)
 
 
+def _decision_key(client: str, key: str, external_id: str) -> str:
+    """The outbox key of the decision one decide request records (64 characters at most):
+    the same for its retries, so a retry after a crash finds the decision it made."""
+    digest = hashlib.sha256(f"{client}\n{key}\n{external_id}".encode()).hexdigest()
+    return f"api-decide:{digest[:53]}"
+
+
 # ---- validation ------------------------------------------------------------------------
 
 
@@ -478,7 +485,7 @@ class ActionsApi:
         client = await authenticate(self.ctx, request, admin=True)
         raw, body = await _read_json(request)
 
-        async def work(_settle: Settle) -> web.Response:
+        async def work(settle: Settle) -> web.Response:
             decision = body.get("decision")
             if decision not in ("APPROVE", "REJECT"):
                 raise _invalid("decision", "must be APPROVE or REJECT")
@@ -488,10 +495,17 @@ class ActionsApi:
             if unknown:
                 raise _invalid(str(unknown[0]), "unknown field")
             row = await self._own(client, request.match_info["id"])
+            request_key = _decision_key(client.name, settle.key, row.external_id)
+            if await self._decided_under(row.external_id, request_key):
+                # This request's own decision, recorded by a handler that died before its answer
+                # was stored: answered with the action as it is now, not as a second decision.
+                return web.json_response(self._view(row))
             if row.status != "needs_approval":
                 raise ApiError(409, "INVALID_STATE", f"the action is {row.status}: it cannot be decided now", field="status")
             op = Op.APPROVE if decision == "APPROVE" else Op.REJECT
-            outcome = await self._record(row.external_id, op, client.name, (reason or "").strip() or None, confirmation)
+            outcome = await self._record(
+                row.external_id, op, client.name, (reason or "").strip() or None, confirmation, request_key,
+            )
             if outcome.result is Result.ENDORSED:
                 # The route wants more distinct approvers: this one is counted, the action waits.
                 answer = self._view(row)
@@ -514,7 +528,18 @@ class ActionsApi:
 
         return await idempotent(self.ctx, client, request, raw, work)
 
-    async def _record(self, external_id: str, op: Op, client: str, note: str | None, confirmation: str | None) -> Outcome:
+    async def _decided_under(self, external_id: str, request_key: str) -> bool:
+        async with self.ctx.db.read() as session:
+            action = (await session.exec(
+                select(Action).where(Action.source == signoff.NAME, Action.external_id == external_id)
+            )).first()
+            return action is not None and action.id is not None and await queries.outbox_keyed(
+                session, action_id=action.id, idempotency_key=request_key
+            ) is not None
+
+    async def _record(
+        self, external_id: str, op: Op, client: str, note: str | None, confirmation: str | None, request_key: str,
+    ) -> Outcome:
         """The decision through the core's decision path, under the route's rules; refusals
         as the API's answers."""
         async with self.ctx.db.read() as session:
@@ -524,7 +549,7 @@ class ActionsApi:
         if action is None or action.id is None:
             raise ApiError(409, "INVALID_STATE", "the action is not ready to be decided yet; try again", field="status")
         outcome = await self.ctx.decisions.decide_as_client(
-            action_id=action.id, op=op, client=client, note=note, confirmation=confirmation,
+            action_id=action.id, op=op, client=client, note=note, confirmation=confirmation, request_key=request_key,
         )
         match outcome.result:
             case Result.RECORDED | Result.ENDORSED:

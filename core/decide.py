@@ -207,17 +207,20 @@ class DecisionService:
 
     async def decide_as_client(
         self, *, action_id: int, op: Op, client: str, note: str | None, confirmation: str | None = None,
+        request_key: str | None = None,
     ) -> Outcome:
         """One decision by an API client with the admin role (``POST .../decide``), under the
         same rules as a click: the route's two-person rule (the client counts as one approver,
         recorded as ``api:<client>``), its typed confirmation for failed guardrails, no
         approving what the client itself requested, and one winner among racing decisions.
-        Who may decide at all is the adapter's check (the key's role), not ``APPROVERS``."""
+        Who may decide at all is the adapter's check (the key's role), not ``APPROVERS``.
+        ``request_key`` (at most 64 characters) keys the decision's outbox entry, so that the
+        adapter can tell its own decision after a crash (``queries.outbox_keyed``)."""
         try:
             with logs.bind(action_id=action_id):
                 outcome = await self._decide(
                     action_id=action_id, op=op, user_id=f"{API_ACTOR_PREFIX}{client}", note=note, channel=None,
-                    confirmation=confirmation, option_key=None, client=client,
+                    confirmation=confirmation, option_key=None, client=client, request_key=request_key,
                 )
                 source = outcome.action.source if outcome.action is not None else None
                 log.info("%s of action %s by API client %s: %s", op.value, action_id, client, outcome.result.value,
@@ -229,7 +232,7 @@ class DecisionService:
 
     async def _decide(
         self, *, action_id: int, op: Op, user_id: str, note: str | None, channel: str | None,
-        confirmation: str | None, option_key: str | None, client: str | None = None,
+        confirmation: str | None, option_key: str | None, client: str | None = None, request_key: str | None = None,
     ) -> Outcome:
         async with self._db.read() as session:
             action = await queries.get_action(session, action_id=action_id)
@@ -284,7 +287,7 @@ class DecisionService:
             begun = await queries.begin_decision(
                 session, action_id=action_id, op=op, allowed_from=transition.allowed_from,
                 in_flight=transition.in_flight, actor=user_id, note=note, option=picked,
-                idempotency_key=str(uuid.uuid4()), notify_channel=channel, now=now,
+                idempotency_key=request_key or str(uuid.uuid4()), notify_channel=channel, now=now,
                 actor_identifier=identifier, claim=claim,
             )
             if begun is None:

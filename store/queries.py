@@ -500,6 +500,12 @@ async def endorse(
 # ---- outbox -----------------------------------------------------------------------------
 
 
+async def outbox_keyed(session: AsyncSession, *, action_id: int, idempotency_key: str) -> Outbox | None:
+    """The action's outbox entry with this key, if a decision was recorded under it."""
+    stmt = select(Outbox).where(Outbox.action_id == action_id, Outbox.idempotency_key == idempotency_key)
+    return (await session.exec(stmt)).first()
+
+
 async def latest_outbox(session: AsyncSession, *, action_id: int) -> Outbox | None:
     return (await session.exec(_LATEST_OUTBOX, params={"action_id": action_id})).first()
 

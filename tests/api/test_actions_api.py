@@ -10,7 +10,7 @@ import hmac
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from sqlmodel import col, select
 from api.client import SignoffApiError, SignoffClient
 from bot import ids
 from store import queries
-from store.models import Action, ApiIdempotencyKey, Notice
+from store.models import Action, ApiIdempotencyKey, Notice, Outbox
 from tests.conftest import APPROVER, APPROVER_EMAIL, CHANNEL, Harness
 from tests.fakes.cards import buttons, card_text, click, open_modal, submit
 from tests.fakes.clock import FakeClock
@@ -364,6 +364,32 @@ async def test_a_key_still_being_handled_is_409_in_progress(harness: Harness, tm
     finally:
         release.set()
         source.submit = real_submit  # type: ignore[method-assign]
+
+
+async def test_a_decide_whose_answer_was_lost_is_answered_on_retry_not_refused(harness: Harness, tmp_path: Path) -> None:
+    """The decision committed but the handler died before it stored its answer (as if killed
+    there: the key stays unanswered and its hold lapses). The client's retry with the same key
+    finds the decision its request made and gets the action, 200, instead of 409 "decided
+    already"; a new request (another key) is still 409."""
+    h = harness
+    base = await start(h, tmp_path)
+    assert h.bot is not None
+    _, _, action = await raw(h, base, "POST", "/api/v1/actions", {"action_type": "restart_service", "payload": {"service": "web"}})
+    path = f"/api/v1/actions/{action['action_id']}/decide"
+    status, _, first = await raw(h, base, "POST", path, {"decision": "APPROVE", "reason": "ok"}, key=ADMIN_KEY, idem="d-1")
+    assert status == 200 and first["status"] == "pending"
+    async with h.bot.db.write() as session:  # the answer never stored, the dead request's hold over
+        await session.exec(sa.update(ApiIdempotencyKey).where(col(ApiIdempotencyKey.key) == "d-1").values(
+            status=None, body=None, locked_until=datetime.now(timezone.utc) - timedelta(seconds=1),
+        ))
+    status, headers, again = await raw(h, base, "POST", path, {"decision": "APPROVE", "reason": "ok"}, key=ADMIN_KEY, idem="d-1")
+    assert status == 200, again
+    assert again["status"] == "pending" and again["decision"]["decision"] == "APPROVE"
+    status, _, other = await raw(h, base, "POST", path, {"decision": "APPROVE", "reason": "ok"}, key=ADMIN_KEY, idem="d-2")
+    assert status == 409 and other["code"] == "INVALID_STATE"
+    async with h.bot.db.read() as session:
+        decided = (await session.exec(select(sa.func.count()).select_from(Outbox))).one()
+    assert decided == 1  # one decision, however many retries
 
 
 TWO_PERSON_POLICY = POLICY + """
