@@ -966,26 +966,40 @@ async def message_shows(session: AsyncSession, *, channel: str, ts: str, action_
     escalation of it, or a digest that lists it."""
     if await message_action(session, channel=channel, ts=ts) == action_id:
         return True
-    stmt = (
-        select(Card.id)
-        .join(Digest, col(Digest.id) == col(Card.digest_id))
-        .where(Card.action_id == action_id, Digest.ts == ts, Digest.channel == channel)
-    )
-    return (await session.exec(stmt)).first() is not None
+    params = {"action_id": action_id, "channel": channel, "ts": ts}
+    return (await session.exec(_DIGEST_LISTS, params=params)).first() is not None
 
 
 async def message_action(session: AsyncSession, *, channel: str, ts: str) -> int | None:
     """The action a Signoff message shows: its card, a notice in the card's thread, or an
     escalation posted to another channel."""
-    card = await card_for_message(session, channel=channel, ts=ts)
-    if card is not None:
-        return card.action_id
-    stmt = (
-        select(Notice.action_id)
-        .join(Card, col(Card.action_id) == col(Notice.action_id))
-        .where(Notice.ts == ts, sa.func.coalesce(col(Notice.channel), col(Card.channel)) == channel)
+    params = {"channel": channel, "ts": ts}
+    found = (await session.exec(_CARD_MESSAGE_ACTION, params=params)).first()
+    if found is not None:
+        return found
+    return (await session.exec(_NOTICE_MESSAGE_ACTION, params=params)).first()
+
+
+# A click's check (is this message one of ours, showing this action?): built once.
+_CARD_MESSAGE_ACTION = select(Card.action_id).where(
+    col(Card.channel) == sa.bindparam("channel"), col(Card.ts) == sa.bindparam("ts")
+)
+_NOTICE_MESSAGE_ACTION = (
+    select(Notice.action_id)
+    .join(Card, col(Card.action_id) == col(Notice.action_id))
+    .where(
+        col(Notice.ts) == sa.bindparam("ts"),
+        sa.func.coalesce(col(Notice.channel), col(Card.channel)) == sa.bindparam("channel"),
     )
-    return (await session.exec(stmt)).first()
+)
+_DIGEST_LISTS = (
+    select(Card.id)
+    .join(Digest, col(Digest.id) == col(Card.digest_id))
+    .where(
+        col(Card.action_id) == sa.bindparam("action_id"), col(Digest.ts) == sa.bindparam("ts"),
+        col(Digest.channel) == sa.bindparam("channel"),
+    )
+)
 
 
 # ---- reminders --------------------------------------------------------------------------
