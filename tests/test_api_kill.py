@@ -84,26 +84,8 @@ async def test_sigkill_while_a_callback_is_being_delivered(
     )
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
-
-        async def start() -> None:
-            with replica.log.open("ab") as log:
-                replica.proc = await asyncio.create_subprocess_exec(
-                    sys.executable, str(REPO_ROOT / "app.py"), cwd=tmp_path, env=env,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                )
-
-            async def healthy() -> bool:
-                assert replica.alive, replica.log_tail()
-                try:
-                    async with http.get(f"{replica.url}/healthz") as r:
-                        return r.status == 200
-                except (aiohttp.ClientError, TimeoutError):
-                    return False
-
-            await eventually(healthy, timeout=30, what="the bot healthy", on_timeout=replica.log_tail)
-
         try:
-            await start()
+            await _start(replica, env, tmp_path, http)
             async with SignoffClient(replica.url, SERVICE_KEY, session=http) as api:
                 x = (await api.submit("warm_cache", callback_url=hook.url))["action_id"]
                 await api.report(x, "running")
@@ -114,7 +96,7 @@ async def test_sigkill_while_a_callback_is_being_delivered(
                 hook.release.set()  # its answer goes nowhere: the sender is gone
                 assert hook.delivered == []
 
-                await start()
+                await _start(replica, env, tmp_path, http)
                 await eventually(
                     lambda: bool(hook.delivered), timeout=60, what="the callback delivered after the restart",
                     on_timeout=replica.log_tail,
@@ -126,14 +108,7 @@ async def test_sigkill_while_a_callback_is_being_delivered(
                 assert json.loads(body)["event"] == "action.running" and json.loads(body)["action"]["action_id"] == x
                 assert (await api.get(x))["status"] == "running"
         finally:
-            proc = replica.proc
-            if proc is not None and proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 30)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await _stop(replica)
 
 
 @pytest.mark.postgres
