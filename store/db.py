@@ -245,7 +245,9 @@ class Grouped:
     work: a rolled-back piece is run again). ``open`` is ``Database.read`` or ``Database.write``.
     """
 
-    def __init__(self, open_: Callable[[], contextlib.AbstractAsyncContextManager[AsyncSession]], *, most: int = 200) -> None:
+    def __init__(self, open_: Callable[[], contextlib.AbstractAsyncContextManager[AsyncSession]], *, most: int = 32) -> None:
+        # ``most`` bounds one shared transaction: on SQLite its statements run on the loop's
+        # thread without yielding, so a click arriving meanwhile waits for all of them.
         self._open = open_
         self._most = most
         self._queue: list[tuple[_Work, asyncio.Future[Any]]] = []
