@@ -1,4 +1,5 @@
-"""A fake Slack Web API: a real aiohttp server on a free loopback port.
+"""A local Slack Web API: a real aiohttp server on a loopback port. The tests' fake Slack and
+the sandbox's Slack are this one server (the sandbox adds its page's routes with ``routes``).
 
 The bot under test points slack_sdk's ``AsyncWebClient`` at it with
 ``base_url=fake.api_url``; Web API methods then arrive as ``POST`` (or, for
@@ -27,7 +28,7 @@ as Slack does before it recycles a connection.
 
 Usage::
 
-    async with FakeSlack() as fake:
+    async with LocalSlack() as fake:
         client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)
         ...
 """
@@ -55,11 +56,17 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from sandbox import slack_shapes
 from sandbox.slack_methods import EXTRA_REQUIRED, known_required_params
 
-__all__ = ["Call", "FakeSlack", "Message", "SocketConnection", "known_required_params"]
+__all__ = ["Call", "LocalSlack", "Message", "SocketConnection", "known_required_params"]
 
 # Parameters whose value is JSON: decoded when they arrive as a string
 # (form-encoded bodies always carry them as strings).
 JSON_PARAMS = ("blocks", "attachments", "metadata", "view")
+
+# Methods that change nothing anyone sees (no wake-up for the sandbox's page).
+_READS = frozenset({
+    "auth.test", "chat.getPermalink", "conversations.history", "conversations.replies", "users.info",
+    "users.lookupByEmail", "usergroups.users.list", "apps.connections.open",
+})
 
 # Methods that take the app-level token (xapp-…) instead of the bot token.
 APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
@@ -211,7 +218,7 @@ class _Failure:
 Handler = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any]]"]
 
 
-class FakeSlack:
+class LocalSlack:
     """A fake Slack Web API server; see the module docstring."""
 
     def __init__(self, *, bot_token: str = "xoxb-test-token", app_token: str = "xapp-test-token") -> None:
@@ -251,6 +258,11 @@ class FakeSlack:
         self._id_counter = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
+        # Bumped on every change a person could see; ``changed_since`` waits for the next.
+        self.version = 0
+        self._changed = asyncio.Event()
+        # Told of every body POSTed to a response URL (name, body), after the fake acted on it.
+        self.response_listener: Callable[[str, dict[str, Any]], None] | None = None
         self._handlers: dict[str, Handler] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
@@ -271,21 +283,45 @@ class FakeSlack:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> str:
+    async def start(self, *, port: int = 0, routes: Callable[[web.Application], None] | None = None) -> str:
+        """Serve on 127.0.0.1 at ``port`` (0: a free one); ``routes`` adds more to the same app
+        (the sandbox's page). An OSError says the port cannot be had."""
         if self._runner is not None:
-            raise RuntimeError("FakeSlack already started")
+            raise RuntimeError("LocalSlack already started")
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/response/{name}", self._handle_response_url)
         app.router.add_get(SOCKET_PATH, self._handle_socket)
+        if routes is not None:
+            routes(app)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
         self._runner = runner
-        host, port = runner.addresses[0][:2]
-        self._url = f"http://{host}:{port}"
+        host, bound = runner.addresses[0][:2]
+        self._url = f"http://{host}:{bound}"
         return self._url
+
+    def touch(self) -> None:
+        """Something someone could see changed (a message, a view, an answer): wake the watchers."""
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed_since(self, version: int, timeout: float) -> int:
+        """The version, once it is past ``version`` or ``timeout`` seconds have passed."""
+        if self.version <= version:
+            waiter = self._changed
+            try:
+                await asyncio.wait_for(waiter.wait(), timeout)
+            except TimeoutError:
+                pass
+        return self.version
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -301,7 +337,7 @@ class FakeSlack:
         if runner is not None:
             await runner.cleanup()
 
-    async def __aenter__(self) -> FakeSlack:
+    async def __aenter__(self) -> LocalSlack:
         await self.start()
         return self
 
@@ -311,7 +347,7 @@ class FakeSlack:
     @property
     def url(self) -> str:
         if self._url is None:
-            raise RuntimeError("FakeSlack not started: await fake.start() first")
+            raise RuntimeError("LocalSlack not started: await fake.start() first")
         return self._url
 
     @property
@@ -410,6 +446,19 @@ class FakeSlack:
         self._response_targets[name] = target
         return f"{self.url}/response/{name}"
 
+    def post_as(self, user: str, channel: str, text: str, blocks: Any = None) -> Message:
+        """A message someone (a person, or the bot answering in the channel) posts without the
+        Web API: what the sandbox's message box and in-channel command answers put there."""
+        channel = self._resolve_channel(channel)
+        ts = self._next_ts()
+        message = Message(
+            channel=channel, ts=ts, text=text, blocks=copy.deepcopy(blocks) if isinstance(blocks, list) else [],
+            user=user, bot_id=self.bot_id if user == self.bot_user_id else "",
+        )
+        self.messages[(channel, ts)] = message
+        self.touch()
+        return message
+
     def dm_channel(self, user_id: str) -> str:
         """The id of the bot's DM channel with ``user_id`` (where posting to a user id lands)."""
         return self._resolve_channel(user_id)
@@ -462,7 +511,7 @@ class FakeSlack:
         self, predicate: Callable[[], Any], timeout: float, last_error: BaseException | None, message: str | None
     ) -> str:
         what = message or _describe(predicate)
-        lines = [f"FakeSlack.wait_for: {what} still not true after {timeout:g}s"]
+        lines = [f"LocalSlack.wait_for: {what} still not true after {timeout:g}s"]
         if last_error is not None:
             lines.append(f"  last error from the predicate: {type(last_error).__name__}: {last_error}")
         recent = self.calls[-10:]
@@ -505,7 +554,7 @@ class FakeSlack:
             raise ValueError("retry_attempt must be >= 0")
         conn = self._current_socket()
         if conn is None:
-            raise AssertionError("FakeSlack.socket_send: the app holds no Socket Mode connection")
+            raise AssertionError("LocalSlack.socket_send: the app holds no Socket Mode connection")
         envelope_id = str(uuid.uuid4())
         envelope: dict[str, Any] = {
             "envelope_id": envelope_id,
@@ -542,7 +591,7 @@ class FakeSlack:
         one is closed if the app did not close it itself."""
         old = self._current_socket()
         if old is None:
-            raise AssertionError("FakeSlack.socket_disconnect: the app holds no Socket Mode connection")
+            raise AssertionError("LocalSlack.socket_disconnect: the app holds no Socket Mode connection")
         await self._socket_write(old, {"type": "disconnect", "reason": reason, "debug_info": {"host": SOCKET_HOST}})
         new = await self.wait_for(
             lambda: (c := self._current_socket()) is not None and c.id > old.id and c,
@@ -598,7 +647,7 @@ class FakeSlack:
 
     def _socket_timeout_message(self, envelope_id: str, timeout: float) -> str:
         envelope = next((e for e in self.socket_envelopes if e["envelope_id"] == envelope_id), {})
-        lines = [f"FakeSlack.socket_ack: no ack of {envelope.get('type')} envelope {envelope_id} after {timeout:g}s"]
+        lines = [f"LocalSlack.socket_ack: no ack of {envelope.get('type')} envelope {envelope_id} after {timeout:g}s"]
         for conn in self.socket_connections:
             state = "open" if conn.open else f"closed ({conn.close_code})"
             lines.append(f"  connection {conn.id}: {state}; received {len(conn.received)} message(s)")
@@ -651,7 +700,7 @@ class FakeSlack:
 
         handler = self._handlers.get(method)
         if handler is None:
-            self.violations.append(f"{method}: a Web API method FakeSlack does not implement (use fake.on())")
+            self.violations.append(f"{method}: a Web API method LocalSlack does not implement (use fake.on())")
             return self._answer(call, {"ok": False, "error": "unknown_method", "req_method": method})
 
         try:
@@ -741,6 +790,8 @@ class FakeSlack:
     ) -> web.Response:
         call.status = status
         call.response = body
+        if body.get("ok") is True and call.method not in _READS:
+            self.touch()
         return web.json_response(body, status=status, headers=headers)
 
     def _answer_error(self, call: Call, e: SlackError) -> web.Response:
@@ -825,6 +876,9 @@ class FakeSlack:
                 del self.messages[target]
             elif _truthy(body.get("replace_original")):
                 self._apply_update(self.messages[target], body)
+        if self.response_listener is not None:
+            self.response_listener(name, body)
+        self.touch()
         return web.Response(text="ok")
 
     # ------------------------------------------------------------------ helpers for the methods

@@ -33,6 +33,7 @@ __all__ = [
     "block_action_body",
     "event_body",
     "parse_payload",
+    "payload_form",
     "sign",
     "slash_command_body",
     "view_submission_body",
@@ -42,7 +43,8 @@ FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 
 
-def _payload_form(payload: dict[str, Any]) -> str:
+def payload_form(payload: dict[str, Any]) -> str:
+    """An interactive payload as Slack POSTs it: ``payload=<url-encoded JSON>``."""
     return "payload=" + quote(json.dumps(payload, separators=(",", ":")), safe="")
 
 
@@ -99,7 +101,7 @@ def block_action_body(
         message["text"] = message_text
     if message_blocks is not None:
         message["blocks"] = copy.deepcopy(message_blocks)
-    return _payload_form(body)
+    return payload_form(body)
 
 
 def view_submission_body(
@@ -120,7 +122,7 @@ def view_submission_body(
         user_id=user_id, callback_id=callback_id, private_metadata=private_metadata, values=values,
         **({"view_id": view_id} if view_id is not None else {}),
     )
-    return _payload_form(body)
+    return payload_form(body)
 
 
 def slash_command_body(

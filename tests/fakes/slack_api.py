@@ -4,7 +4,7 @@ from sandbox.slack_api import (  # noqa: F401 - re-exported for the tests
     MAX_MESSAGE_BLOCKS,
     SOCKET_ACK_DEADLINE_SECONDS,
     Call,
-    FakeSlack,
+    LocalSlack,
     Message,
     SlackError,
     SocketConnection,
@@ -12,3 +12,5 @@ from sandbox.slack_api import (  # noqa: F401 - re-exported for the tests
     check_view,
     known_required_params,
 )
+
+FakeSlack = LocalSlack  # the name the tests know it by
