@@ -695,6 +695,7 @@ async def serve(settings: Settings) -> None:
 
 DEMO_DB = "signoff-demo.db"
 DEMO_SEEDED = "signoff-demo.seeded"  # written once the example actions are all proposed
+DEMO_CHANNEL = "signoff-demo.channel.json"  # the sandbox's channel as Slack would keep it
 DEMO_CHECK_SECONDS = 5.0  # the sandbox's rollback watch checks often, so a visitor sees it act
 
 
@@ -717,7 +718,7 @@ def _demo_store(workdir: Path, *, fresh: bool) -> Path:
     database = workdir / DEMO_DB
     try:
         if fresh:
-            for name in (DEMO_DB, f"{DEMO_DB}-wal", f"{DEMO_DB}-shm", f"{DEMO_DB}-journal", DEMO_SEEDED):
+            for name in (DEMO_DB, f"{DEMO_DB}-wal", f"{DEMO_DB}-shm", f"{DEMO_DB}-journal", DEMO_SEEDED, DEMO_CHANNEL):
                 (workdir / name).unlink(missing_ok=True)
         with tempfile.NamedTemporaryFile(dir=workdir, prefix=".signoff-demo-"):
             pass
@@ -744,6 +745,8 @@ async def demo(
     http = aiohttp.ClientSession()
     slack = LocalSlack(bot_token=workspace.BOT_TOKEN)
     sandbox = Sandbox(slack, http)
+    sandbox.load(workdir / DEMO_CHANNEL)
+    keeping = asyncio.ensure_future(sandbox.keep(workdir / DEMO_CHANNEL))
     bot: Signoff | None = None
     try:
         try:
@@ -765,6 +768,8 @@ async def demo(
             loop.remove_signal_handler(sig)
         if bot is not None:
             await bot.stop()
+        keeping.cancel()
+        await asyncio.gather(keeping, return_exceptions=True)
         await slack.stop()
         await http.close()
 

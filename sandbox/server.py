@@ -21,16 +21,19 @@ response URLs it hands out; the page shows that.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import json
 import logging
 import math
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
+from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
@@ -45,6 +48,7 @@ from sandbox.slack_requests import SlackRequester, event_body, payload_form, sla
 log = logging.getLogger(__name__)
 
 POLL_SECONDS: Final = 20.0
+SAVE_SECONDS: Final = 1.0
 MAX_BODY: Final = 64 * 1024
 STATIC_FILES: Final = {"app.js": "text/javascript", "style.css": "text/css"}
 # Metric values the rollback watch reads until a visitor sets others (slugs as core/rules.py makes them).
@@ -104,6 +108,38 @@ class Sandbox:
         slack.response_listener = self._on_response
         for p in workspace.PEOPLE:
             slack.add_user(p.user_id, email=p.email, name=p.name, real_name=p.real_name)
+
+    # ---- kept across restarts ----------------------------------------------------------
+
+    def load(self, path: Path) -> None:
+        """The channel as an earlier run left it (the bot's store knows where its cards are)."""
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            log.warning("the sandbox's channel in %s could not be read (%s); it starts empty", path, e)
+            return
+        if isinstance(saved, dict) and isinstance(saved.get("messages"), list):
+            self.slack.import_messages(saved["messages"])
+
+    def save(self, path: Path) -> None:
+        """Written whole to a new file, then renamed over the old: never half a file."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"messages": self.slack.export_messages()}), encoding="utf-8")
+        os.replace(tmp, path)
+
+    async def keep(self, path: Path, every: float = SAVE_SECONDS) -> None:
+        """Save the channel whenever it changed, at most every ``every`` seconds (and at the end)."""
+        saved = self.slack.version
+        try:
+            while True:
+                await asyncio.sleep(every)
+                if self.slack.version != saved:
+                    saved = self.slack.version
+                    self.save(path)
+        finally:
+            self.save(path)
 
     def connect(self, *, events_url: str, api: SignoffClient) -> None:
         """The bot is up: where Slack's requests go, and its Actions API."""

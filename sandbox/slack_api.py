@@ -446,6 +446,33 @@ class LocalSlack:
         self._response_targets[name] = target
         return f"{self.url}/response/{name}"
 
+    def export_messages(self) -> list[dict[str, Any]]:
+        """Every message as it stands (for the sandbox to keep across restarts)."""
+        return [
+            {
+                "channel": m.channel, "ts": m.ts, "text": m.text, "blocks": m.blocks, "metadata": m.metadata,
+                "thread_ts": m.thread_ts, "user": m.user, "bot_id": m.bot_id, "reply_broadcast": m.reply_broadcast,
+                "edited_ts": m.edited_ts,
+            }
+            for m in self.messages.values()
+        ]
+
+    def import_messages(self, saved: list[dict[str, Any]]) -> None:
+        """Messages kept from an earlier run; new timestamps continue after theirs."""
+        for item in saved:
+            message = Message(
+                channel=str(item["channel"]), ts=str(item["ts"]), text=item.get("text"), blocks=list(item.get("blocks") or []),
+                metadata=item.get("metadata"), thread_ts=item.get("thread_ts"), user=str(item.get("user") or ""),
+                bot_id=str(item.get("bot_id") or ""), reply_broadcast=bool(item.get("reply_broadcast")),
+                edited_ts=item.get("edited_ts"),
+            )
+            self.messages[(message.channel, message.ts)] = message
+        stamps = [_ts_key(k[1]) for k in self.messages] + [_ts_key(m.edited_ts) for m in self.messages.values() if m.edited_ts]
+        if stamps:
+            last = int((max(stamps) - 1_700_000_000) * 1_000_000) // 100
+            self._ts_counter = itertools.count(last + 1)
+        self.touch()
+
     def post_as(self, user: str, channel: str, text: str, blocks: Any = None) -> Message:
         """A message someone (a person, or the bot answering in the channel) posts without the
         Web API: what the sandbox's message box and in-channel command answers put there."""

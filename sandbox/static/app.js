@@ -216,7 +216,9 @@ function renderInput(block, where) {
   const errors = (where && where.errors) || {};
   const error = errors[block.block_id];
   const wrap = el("div", { class: `bk-input${error ? " invalid" : ""}` });
-  wrap.append(el("label", { for: id }, plain(block.label), block.optional ? el("span", { class: "muted" }, " (optional)") : null));
+  const label = plain(block.label);
+  const saysOptional = /optional/i.test(label);
+  wrap.append(el("label", { for: id }, label, block.optional && !saysOptional ? el("span", { class: "muted" }, " (optional)") : null));
   const common = {
     id, "data-block": block.block_id, "data-action": element.action_id, "aria-invalid": error ? "true" : null,
     "aria-describedby": error ? `${id}-error` : null,
