@@ -381,7 +381,7 @@ function renderPeople(data) {
   const select = $("person");
   if (select.options.length) return;
   select.replaceChildren(...data.people.map((p) => el("option", { value: p.id }, `${p.real_name} — ${p.part}`)));
-  select.value = state.user;
+  select.value = state.user || data.user;
 }
 
 function render(data) {
@@ -407,6 +407,7 @@ async function fetchState(since) {
   const r = await fetch(`/sandbox/state?user=${encodeURIComponent(user)}&since=${since}`);
   const data = await r.json();
   if (user !== state.user) return;
+  if (!state.user) state.user = data.user;
   if (data.version >= state.version || since < 0) {
     state.version = data.version;
     render(data);
@@ -441,7 +442,8 @@ function show(view) {
 
 function start() {
   const params = new URLSearchParams(location.search);
-  state.user = params.get("as") || localStorage.getItem("signoff-sandbox-user") || "U0SBADA";
+  // Unset: the sandbox's answer names its approver, whom the page then acts as.
+  state.user = params.get("as") || localStorage.getItem("signoff-sandbox-user") || "";
   $("person").addEventListener("change", (ev) => {
     state.user = ev.target.value;
     localStorage.setItem("signoff-sandbox-user", state.user);

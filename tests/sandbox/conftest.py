@@ -17,7 +17,9 @@ import app
 
 # Debian's chromium (apt-get install chromium); Playwright downloads no browser of its own here.
 CHROMIUM = os.environ.get("SIGNOFF_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = Path(os.environ.get("SIGNOFF_SCREENSHOTS", "")) if os.environ.get("SIGNOFF_SCREENSHOTS") else None
+# Where the approve test saves the README's pictures (card.png, modal.png), when set:
+# SIGNOFF_SCREENSHOTS=docs .venv/bin/python -m pytest tests/sandbox -k approve
+SCREENSHOTS = Path(os.environ["SIGNOFF_SCREENSHOTS"]).resolve() if os.environ.get("SIGNOFF_SCREENSHOTS") else None
 
 
 def browser_missing() -> str | None:
@@ -74,6 +76,8 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[RunningSandbox]:
 async def browser() -> AsyncIterator[Any]:
     missing = browser_missing()
     if missing is not None:
+        if os.environ.get("SIGNOFF_REQUIRE_BROWSER") == "1":  # CI installs one: a skip there is a failure
+            pytest.fail(missing)
         pytest.skip(missing)
     from playwright.async_api import async_playwright
 
@@ -87,6 +91,8 @@ async def browser() -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def page(browser: Any, sandbox: RunningSandbox) -> AsyncIterator[Any]:
+    if SCREENSHOTS is not None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     context = await browser.new_context(viewport={"width": 1360, "height": 1000}, device_scale_factor=1)
     page = await context.new_page()
     await page.goto(sandbox.url + "?as=U0SBADA")
