@@ -85,9 +85,15 @@ EXAMPLES: Final[tuple[tuple[str, dict[str, Any]], ...]] = (
         "rationale": "The invoice is 12% over the purchase order; the workflow waits for a reviewer.",
         "target": {"type": "task", "id": "abc123/678"},
         "payload": {"workflow": "Vendor invoices", "amount": "$2,340", "purchase_order": "$2,090"},
+        # A workflow's own steps, as Flowdash names them: more than a card shows as buttons,
+        # so the last ones are in its overflow menu.
         "options": [
             {"key": "edHR10", "label": "Pay invoice", "decision": "APPROVE"},
             {"key": "PvHaOO", "label": "Send back to vendor", "decision": "REJECT"},
+            {"key": "Fl4gAu", "label": "Pay and flag for audit", "decision": "APPROVE"},
+            {"key": "CrN0te", "label": "Ask for a credit note", "decision": "REJECT"},
+            {"key": "D1sput", "label": "Dispute the amount", "decision": "REJECT"},
+            {"key": "H0ldPO", "label": "Hold until the PO is amended", "decision": "REJECT"},
         ],
     }),
 )

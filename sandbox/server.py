@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS: Final = 20.0
 SAVE_SECONDS: Final = 1.0
+KEEP_HANDLES: Final = 1000  # triggers and response URLs remembered (the newest)
 MAX_BODY: Final = 64 * 1024
 STATIC_FILES: Final = {"app.js": "text/javascript", "style.css": "text/css"}
 # Metric values the rollback watch reads until a visitor sets others (slugs as core/rules.py makes them).
@@ -276,11 +277,13 @@ class Sandbox:
     def _trigger(self, user: str) -> str:
         trigger = f"{next(self._ids)}.{int(time.time())}.sandbox{uuid.uuid4().hex[:8]}"
         self._triggers[trigger] = user
+        _forget_oldest(self._triggers)
         return trigger
 
     def _responder(self, user: str, channel: str, *, ephemeral: str | None = None, ts: str | None = None) -> str:
         name = f"sb{uuid.uuid4().hex[:16]}"
         self._responders[name] = _Responder(user, channel, ephemeral)
+        _forget_oldest(self._responders)
         return self.slack.response_url(name, channel=channel if ts else None, ts=ts)
 
     async def click(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -555,6 +558,12 @@ class Sandbox:
                     break
         elif not (replace or delete):
             self._on_reply(responder.user, body)
+
+
+def _forget_oldest(found: dict[str, Any], keep: int = KEEP_HANDLES) -> None:
+    """Triggers and response URLs expire in Slack (3 s and 30 min); here the oldest give way."""
+    while len(found) > keep:
+        del found[next(iter(found))]
 
 
 def _json_or_none(text: str) -> Any:

@@ -84,7 +84,7 @@ function mrkdwn(text) {
 function textObject(obj) {
   if (!obj) return el("span");
   if (obj.type === "mrkdwn") return el("span", { class: "mrkdwn", html: mrkdwn(obj.text) });
-  return el("span", {}, emojify(escapeLoose(obj.text || "")).replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&quot;/g, '"').replace(/&amp;/g, "&"));
+  return el("span", {}, emojify(obj.text || ""));  // plain_text: shown as written
 }
 
 function plain(obj) {
@@ -179,7 +179,7 @@ function renderElement(element, block, where) {
     return el("button", {
       type: "button", class: `bk-button ${element.style || ""}`,
       onclick: () => withConfirm(element.confirm, () => {
-        if (element.url) window.open(element.url, "_blank", "noopener");
+        if (element.url && /^https?:\/\//.test(element.url)) window.open(element.url, "_blank", "noopener");
         return click(where, block, element);
       }),
     }, label);

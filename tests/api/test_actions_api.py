@@ -697,7 +697,7 @@ async def test_an_action_brings_its_signals_guardrails_rollback_rules_and_own_bu
         assert (await submit(h, view, APPROVER, None))[0] == 200
         decided = await api.wait_for_decision(x, timeout=15)
         assert decided["status"] == "pending"
-        assert decided["decision"] is not None and decided["decision"].get("option") == "go"  # type: ignore[typeddict-item]
+        assert decided["decision"] is not None and decided["decision"].get("option") == "go"
 
     bad = [
         ({"data_signals": [{"label": "x"}]}, "data_signals[0].value"),

@@ -3,10 +3,13 @@ bot as Slack's requests would, and what the bot sends back is what the page show
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from typing import Any
 
 import pytest
 
+import app
 from tests.sandbox.conftest import SCREENSHOTS, RunningSandbox
 
 pytestmark = pytest.mark.timeout(120)
@@ -66,13 +69,75 @@ async def test_reject_without_a_reason_shows_the_modals_error(page: Any) -> None
     await expect(pause).to_contain_text("Rejected", timeout=10_000)
 
 
-async def test_a_flowdash_style_task_shows_its_own_buttons(page: Any) -> None:
+async def test_a_flowdash_style_task_offers_its_own_buttons_and_overflow_menu(page: Any, sandbox: RunningSandbox) -> None:
     from playwright.async_api import expect
 
     task = card(page, TASK)
-    await expect(task.get_by_role("button", name="Pay invoice")).to_be_visible()
-    await expect(task.get_by_role("button", name="Send back to vendor")).to_be_visible()
+    for label in ("Pay invoice", "Send back to vendor", "Pay and flag for audit", "Ask for a credit note"):
+        await expect(task.get_by_role("button", name=label)).to_be_visible()
     await expect(task.get_by_role("button", name="Approve")).to_have_count(0)
+    # The rest of the task's steps are in the card's overflow menu.
+    await task.get_by_role("button", name="More actions").click()
+    await task.get_by_role("menuitem", name="Dispute the amount").click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_be_visible()
+    await dialog.get_by_label("Reason").fill("The PO says $2,090")
+    await dialog.get_by_role("button", name="Reject").click()
+    await expect(dialog).to_be_hidden()
+    await expect(task).to_contain_text("Rejected", timeout=10_000)
+    # The step picked is the one the task's submitter sees as the decision's option.
+    with sqlite3.connect(sandbox.workdir / app.DEMO_DB) as db:
+        decisions = [json.loads(row[0]) for row in db.execute("SELECT decision FROM api_actions WHERE decision IS NOT NULL")]
+    assert [d.get("option") for d in decisions if d] == ["D1sput"]
+
+
+async def test_roll_back_asks_for_confirmation_first(page: Any) -> None:
+    from playwright.async_api import expect
+
+    pause = card(page, PAUSE)
+    await pause.get_by_role("button", name="Approve").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Approve").click()
+    rollback = pause.get_by_role("button", name="Roll back")
+    await expect(rollback).to_be_visible(timeout=10_000)
+
+    await rollback.click()
+    confirm = page.get_by_role("alertdialog")
+    await expect(confirm).to_contain_text("Roll back this action?")
+    await confirm.get_by_role("button", name="Cancel").click()
+    await expect(confirm).to_have_count(0)
+    await expect(rollback).to_be_visible()
+
+    await rollback.click()
+    await page.get_by_role("alertdialog").get_by_role("button", name="Roll back").click()
+    await expect(pause.get_by_role("button", name="Roll back")).to_have_count(0, timeout=10_000)
+    await expect(pause).to_contain_text("Running 'Roll back'", timeout=10_000)  # asked of the submitter
+
+
+async def test_rich_text_is_drawn_and_an_unknown_block_is_named(page: Any, sandbox: RunningSandbox) -> None:
+    """Blocks the bot does not send today are drawn too, and one the page cannot draw says so."""
+    import aiohttp
+    from playwright.async_api import expect
+
+    from sandbox import workspace
+
+    blocks = [
+        {"type": "rich_text", "elements": [{"type": "rich_text_section", "elements": [
+            {"type": "text", "text": "Heads up "}, {"type": "user", "user_id": workspace.APPROVER.user_id},
+            {"type": "text", "text": ": quarter close", "style": {"bold": True}},
+        ]}]},
+        {"type": "video", "title": {"type": "plain_text", "text": "Demo"}, "video_url": "https://example.com/v",
+         "thumbnail_url": "https://example.com/t.png", "alt_text": "a video"},
+    ]
+    base = sandbox.url.removesuffix("/sandbox")
+    async with aiohttp.ClientSession() as http, http.post(
+        f"{base}/api/chat.postMessage", json={"channel": workspace.CHANNEL, "text": "Heads up", "blocks": blocks},
+        headers={"Authorization": f"Bearer {workspace.BOT_TOKEN}"},
+    ) as r:
+        assert (await r.json())["ok"] is True
+    message = page.locator("#messages > li.message", has_text="Heads up")
+    await expect(message).to_contain_text("Heads up @Ada: quarter close")
+    await expect(message.locator("b")).to_have_text(": quarter close")
+    await expect(message).to_contain_text("unsupported block: video")
 
 
 async def test_signoff_list_in_the_message_box(page: Any) -> None:
