@@ -708,7 +708,7 @@ def demo_settings(*, slack_url: str, database: Path) -> Settings:
         slack_api_url=f"{slack_url}/api/", slack_channel=workspace.CHANNEL,
         approvers=[workspace.APPROVER.user_id, workspace.REQUESTER.user_id], database_url=f"sqlite:///{database}",
         api_keys=parse_api_keys(workspace.api_keys()), port=0, signoff_config=str(catalog), metrics_url=f"{slack_url}/sandbox/metric",
-        rollback_check_interval_seconds=DEMO_CHECK_SECONDS, log_level="WARNING",
+        rollback_check_interval_seconds=DEMO_CHECK_SECONDS,
     )
 
 

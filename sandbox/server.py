@@ -30,6 +30,7 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -59,6 +60,10 @@ DEFAULT_METRICS: Final = {
     "campaign_trial_conversion_rate": 0.58,
 }
 SLASH_COMMAND: Final = "/signoff"
+
+
+Action = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]  # what a person did -> what the page is told
+WebHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class BadRequest(Exception):
@@ -155,11 +160,12 @@ class Sandbox:
         app.router.add_get("/sandbox/static/{name}", self._static)
         app.router.add_get("/sandbox/state", self._state)
         app.router.add_get("/sandbox/metric", self._metric)
-        for name, handler in (
-            ("click", self.click), ("submit", self.submit), ("close", self.close), ("command", self.command),
-            ("home", self.open_home), ("propose", self.propose), ("metrics", self.set_metric),
-        ):
-            app.router.add_post(f"/sandbox/{name}", self._json_handler(handler))
+        people = (("click", self.click), ("submit", self.submit), ("close", self.close), ("command", self.command),
+                  ("home", self.open_home))
+        for name, handler in people:
+            app.router.add_post(f"/sandbox/{name}", self._json_handler(handler, as_person=True))
+        for name, handler in (("propose", self.propose), ("metrics", self.set_metric)):
+            app.router.add_post(f"/sandbox/{name}", self._json_handler(handler, as_person=False))
 
     async def _root(self, _request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/sandbox")
@@ -176,7 +182,10 @@ class Sandbox:
         text = resources.files("sandbox").joinpath(f"static/{name}").read_text(encoding="utf-8")
         return web.Response(text=text, content_type=kind, headers={"Cache-Control": "no-store"})
 
-    def _json_handler(self, fn: Any) -> Any:
+    def _json_handler(self, fn: Action, *, as_person: bool) -> WebHandler:
+        """A JSON body in, ``{"ok": true, ...}`` out; a request it cannot act on is a 400 saying
+        why. ``as_person``: the body names who acts (one of the picker's people)."""
+
         async def handle(request: web.Request) -> web.StreamResponse:
             try:
                 raw = await request.content.read(MAX_BODY + 1)
@@ -185,8 +194,7 @@ class Sandbox:
                 body = json.loads(raw or b"{}")
                 if not isinstance(body, dict):
                     raise BadRequest("the request must be a JSON object")
-                user = body.get("user")
-                if fn not in (self.propose, self.set_metric) and workspace.person(str(user)) is None:
+                if as_person and workspace.person(str(body.get("user"))) is None:
                     raise BadRequest("pick a person to act as")
                 answer = await fn(body)
             except (BadRequest, ValueError) as e:
