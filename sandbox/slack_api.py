@@ -324,6 +324,7 @@ class LocalSlack:
         return self.version
 
     async def stop(self) -> None:
+        self.touch()  # whoever waits for a change is answered now, not after the shutdown's grace
         runner, self._runner = self._runner, None
         # Close Socket Mode connections first (a close handshake, as a server going away
         # does), so no websocket handler is left for the runner to cancel.

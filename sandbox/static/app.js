@@ -38,6 +38,10 @@ function personName(id) {
   return p ? p.name : id;
 }
 
+function channelName(id) {
+  return state.data && state.data.channel.id === id ? state.data.channel.name : id;
+}
+
 // ---- mrkdwn -----------------------------------------------------------------------------
 
 function escapeLoose(text) {
@@ -47,7 +51,7 @@ function escapeLoose(text) {
 function special(inner) {
   const [target, label] = inner.split("|", 2);
   if (target.startsWith("@")) return `<span class="mention">@${escapeLoose(personName(target.slice(1)))}</span>`;
-  if (target.startsWith("#")) return `<span class="mention">#${escapeLoose(label || target.slice(1))}</span>`;
+  if (target.startsWith("#")) return `<span class="mention">#${escapeLoose(label || channelName(target.slice(1)))}</span>`;
   if (target.startsWith("!subteam^")) return `<span class="mention">@${escapeLoose(label || "group")}</span>`;
   if (target.startsWith("!date^")) return escapeLoose(label || target);
   if (target.startsWith("!")) return `<span class="mention">@${escapeLoose(target.slice(1))}</span>`;
