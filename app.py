@@ -696,6 +696,7 @@ async def serve(settings: Settings) -> None:
 DEMO_DB = "signoff-demo.db"
 DEMO_SEEDED = "signoff-demo.seeded"  # written once the example actions are all proposed
 DEMO_CHANNEL = "signoff-demo.channel.json"  # the sandbox's channel as Slack would keep it
+DEMO_KEEP_CALLS = 1000  # Web API calls the sandbox's Slack remembers (it may run for days)
 DEMO_CHECK_SECONDS = 5.0  # the sandbox's rollback watch checks often, so a visitor sees it act
 
 
@@ -743,7 +744,7 @@ async def demo(
     for sig in signals:
         loop.add_signal_handler(sig, stopping.set)
     http = aiohttp.ClientSession()
-    slack = LocalSlack(bot_token=workspace.BOT_TOKEN)
+    slack = LocalSlack(bot_token=workspace.BOT_TOKEN, keep_calls=DEMO_KEEP_CALLS)
     sandbox = Sandbox(slack, http)
     sandbox.load(workdir / DEMO_CHANNEL)
     keeping = asyncio.ensure_future(sandbox.keep(workdir / DEMO_CHANNEL))

@@ -89,8 +89,8 @@ class _Modals:
 
 def _user_json(user_id: str) -> dict[str, Any]:
     p = workspace.person(user_id)
-    name = p.name if p is not None else user_id.lower()
-    return {"id": user_id, "username": name.lower(), "name": name.lower(), "team_id": shapes.TEAM_ID}
+    handle = p.email.split("@")[0] if p is not None else user_id.lower()
+    return {"id": user_id, "username": handle, "name": handle, "team_id": shapes.TEAM_ID}
 
 
 class Sandbox:

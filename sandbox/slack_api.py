@@ -221,8 +221,13 @@ Handler = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any]]
 class LocalSlack:
     """A fake Slack Web API server; see the module docstring."""
 
-    def __init__(self, *, bot_token: str = "xoxb-test-token", app_token: str = "xapp-test-token") -> None:
+    def __init__(
+        self, *, bot_token: str = "xoxb-test-token", app_token: str = "xapp-test-token", keep_calls: int | None = None,
+    ) -> None:
+        """``keep_calls``: remember only the newest so many calls and response URL posts (a
+        sandbox that runs for days); None keeps them all, for a test to look at."""
         self.bot_token = bot_token
+        self.keep_calls = keep_calls
         self.app_token = app_token
         auth = slack_shapes.auth_test_answer()
         self.auth_test_response: dict[str, Any] = copy.deepcopy(auth)
@@ -696,6 +701,8 @@ class LocalSlack:
             content_type=request.content_type,
         )
         self.calls.append(call)
+        if self.keep_calls is not None and len(self.calls) > self.keep_calls:
+            del self.calls[: len(self.calls) - self.keep_calls]
 
         try:
             params, form_token = await self._read_params(request, method)
@@ -885,6 +892,8 @@ class LocalSlack:
         except json.JSONDecodeError:
             body = raw
         self.responses.append({"name": name, "body": body, "headers": dict(request.headers)})
+        if self.keep_calls is not None and len(self.responses) > self.keep_calls:
+            del self.responses[: len(self.responses) - self.keep_calls]
 
         failure = self._take_failure("response_url")
         if failure is not None:

@@ -22,17 +22,17 @@ AGENT: Final = "example-agent"
 @dataclass(frozen=True)
 class Person:
     user_id: str
-    name: str  # the display name, as mentions show it
+    name: str  # the display name: mentions and the people picker show it
     real_name: str
     email: str
     part: str  # "approver", "not an approver" or "requester", as the people picker labels them
 
 
-APPROVER: Final = Person("U0SBADA", "Ada", "Ada Lovelace", "ada@example.com", "approver")
-OUTSIDER: Final = Person("U0SBOSCAR", "Oscar", "Oscar Outsider", "oscar@example.com", "not an approver")
+APPROVER: Final = Person("U0SBADA", "Ada Lovelace", "Ada Lovelace", "ada@example.com", "approver")
+OUTSIDER: Final = Person("U0SBOSCAR", "Oscar Outsider", "Oscar Outsider", "oscar@example.com", "not an approver")
 # The requester proposes through the page's form; her API client is named by her Slack user ID,
 # which is how Signoff knows she may not approve what she asked for herself.
-REQUESTER: Final = Person("U0SBRITA", "Rita", "Rita Requester", "rita@example.com", "requester")
+REQUESTER: Final = Person("U0SBRITA", "Rita Requester", "Rita Requester", "rita@example.com", "requester")
 PEOPLE: Final = (APPROVER, OUTSIDER, REQUESTER)
 REQUESTER_KEY: Final = "sandbox-requester-key-0001"
 

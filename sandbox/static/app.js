@@ -384,7 +384,7 @@ function fillPayload() {
 function renderPeople(data) {
   const select = $("person");
   if (select.options.length) return;
-  select.replaceChildren(...data.people.map((p) => el("option", { value: p.id }, `${p.real_name} — ${p.part}`)));
+  select.replaceChildren(...data.people.map((p) => el("option", { value: p.id }, `${p.name} — ${p.part}`)));
   select.value = state.user || data.user;
 }
 

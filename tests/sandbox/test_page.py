@@ -135,7 +135,7 @@ async def test_rich_text_is_drawn_and_an_unknown_block_is_named(page: Any, sandb
     ) as r:
         assert (await r.json())["ok"] is True
     message = page.locator("#messages > li.message", has_text="Heads up")
-    await expect(message).to_contain_text("Heads up @Ada: quarter close")
+    await expect(message).to_contain_text("Heads up @Ada Lovelace: quarter close")
     await expect(message.locator("b")).to_have_text(": quarter close")
     await expect(message).to_contain_text("unsupported block: video")
 
