@@ -158,7 +158,15 @@ async def test_the_app_home(page: Any) -> None:
     await page.get_by_role("button", name="Home").click()
     home = page.locator("#home-view")
     await expect(home).to_contain_text("You're an approver", timeout=10_000)
-    await expect(home.get_by_role("button", name="Approve").first).to_be_visible()
+    await expect(home).to_contain_text("Awaiting your decision · 4")
+    # Decided from the Home: the same modal, and the Home updates in place.
+    await home.get_by_role("button", name="Approve").first.click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_be_visible()
+    await dialog.get_by_role("button", name="Approve").click()
+    await expect(dialog).to_be_hidden()
+    await expect(home).to_contain_text("Awaiting your decision · 3", timeout=10_000)
+    await expect(home).to_contain_text("Your recent decisions")
 
 
 async def test_an_outsider_is_refused(page: Any) -> None:
