@@ -143,9 +143,15 @@ class Sandbox:
                 await asyncio.sleep(every)
                 if self.slack.version != saved:
                     saved = self.slack.version
-                    self.save(path)
+                    self._save_or_warn(path)
         finally:
+            self._save_or_warn(path)
+
+    def _save_or_warn(self, path: Path) -> None:
+        try:
             self.save(path)
+        except OSError as e:  # the page goes on; the next change tries again
+            log.warning("the sandbox's channel could not be saved to %s (%s)", path, e.strerror)
 
     def connect(self, *, events_url: str, api: SignoffClient) -> None:
         """The bot is up: where Slack's requests go, and its Actions API."""
@@ -187,6 +193,10 @@ class Sandbox:
         why. ``as_person``: the body names who acts (one of the picker's people)."""
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            if request.content_type != "application/json":
+                # JSON only: another site's page cannot send that to this one without asking first
+                # (a CORS preflight, which is not answered), so it cannot click for a visitor.
+                return web.json_response({"ok": False, "error": "send JSON (Content-Type: application/json)"}, status=415)
             try:
                 raw = await request.content.read(MAX_BODY + 1)
                 if len(raw) > MAX_BODY:

@@ -3,6 +3,7 @@ the Actions API refuses comes back with the API's reason for the form to show.""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiohttp
@@ -11,9 +12,11 @@ from sandbox import workspace
 from tests.sandbox.conftest import RunningSandbox
 
 
-async def post(http: aiohttp.ClientSession, base: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
-    data = body if isinstance(body, (str, bytes)) else None
-    async with http.post(f"{base}{path}", data=data, json=None if data is not None else body) as r:
+async def post(
+    http: aiohttp.ClientSession, base: str, path: str, body: Any, content_type: str = "application/json",
+) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    async with http.post(f"{base}{path}", data=data, headers={"Content-Type": content_type}) as r:
         return r.status, dict(await r.json())
 
 
@@ -35,8 +38,13 @@ async def test_bad_requests_are_answered_clearly(sandbox: RunningSandbox) -> Non
         assert status == 400 and "not open" in answer["error"]
         status, answer = await post(http, base, "/sandbox/metrics", {"metric": "blended_roas", "value": "lots"})
         assert status == 400 and "number" in answer["error"]
-        status, answer = await post(http, base, "/sandbox/metrics", {"metric": "blended_roas", "value": float("inf")})
+        status, answer = await post(http, base, "/sandbox/metrics", '{"metric": "blended_roas", "value": Infinity}')
         assert status == 400
+        # Only JSON: a form another site's page could post without asking is refused.
+        status, answer = await post(
+            http, base, "/sandbox/click", f"user={workspace.APPROVER.user_id}", content_type="application/x-www-form-urlencoded",
+        )
+        assert status == 415 and answer["ok"] is False
         async with http.get(f"{base}/sandbox/metric", params={"metric": "nothing", "action_id": "1"}) as r:
             assert r.status == 404
         async with http.get(f"{base}/sandbox/static/../../app.py") as r:
