@@ -4,7 +4,9 @@
 web server, and owns their lifecycle: ``Signoff.start()`` and ``Signoff.stop()`` are the one
 place where anything starts or stops. ``python app.py migrate`` applies the pending schema
 migrations and exits; ``python app.py manifest --url URL`` prints the Slack app manifest for
-that address; ``python app.py --help`` lists the commands.
+that address; ``python app.py demo`` runs the same bot against the sandbox (a local Slack-like
+page and Signoff's own Actions API, no settings, no network); ``python app.py --help`` lists the
+commands.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import asyncio
 import contextvars
 import hmac
 import logging
+import os
 import re
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from importlib import resources
 from pathlib import Path
 
 import aiohttp
@@ -34,6 +39,7 @@ from sqlalchemy.engine import make_url
 
 from api import actions as actions_api
 from api import intake
+from api.client import SignoffClient
 from bot import home, jobs, listeners
 from bot.auth import ApproverCheck
 from bot.cards import CardReader
@@ -61,7 +67,10 @@ from core.registry import Registered, SourceRegistry
 from core.reminders import ReminderContext
 from core.watch import WatchContext
 from policy import Policy, PolicyError, Timings, load_policy
-from settings import DatabaseSettings, Settings, describe_errors
+from sandbox import seeds, workspace
+from sandbox.server import Sandbox
+from sandbox.slack_api import LocalSlack
+from settings import CodeSettings, DatabaseSettings, Settings, describe_errors, parse_api_keys
 from sources.base import SourceError
 from sources.fieldkit import FieldkitSource
 from sources.flokit import FloKitSource
@@ -684,6 +693,88 @@ async def serve(settings: Settings) -> None:
         await bot.stop()
 
 
+DEMO_DB = "signoff-demo.db"
+DEMO_SEEDED = "signoff-demo.seeded"  # written once the example actions are all proposed
+DEMO_CHANNEL = "signoff-demo.channel.json"  # the sandbox's channel as Slack would keep it
+DEMO_KEEP_CALLS = 1000  # Web API calls the sandbox's Slack remembers (it may run for days)
+DEMO_CHECK_SECONDS = 5.0  # the sandbox's rollback watch checks often, so a visitor sees it act
+
+
+def demo_settings(*, slack_url: str, database: Path) -> Settings:
+    """The sandbox's bot: built here from code alone (no environment, no .env), pointed at the
+    sandbox's local Slack, its metric values, its catalog, and a SQLite file."""
+    catalog = Path(str(resources.files("sandbox").joinpath("signoff.toml")))
+    return CodeSettings(
+        slack_bot_token=SecretStr(workspace.BOT_TOKEN), slack_signing_secret=SecretStr(workspace.SIGNING_SECRET),
+        slack_api_url=f"{slack_url}/api/", slack_channel=workspace.CHANNEL,
+        approvers=[workspace.APPROVER.user_id, workspace.REQUESTER.user_id], database_url=f"sqlite:///{database}",
+        api_keys=parse_api_keys(workspace.api_keys()), port=0, signoff_config=str(catalog), metrics_url=f"{slack_url}/sandbox/metric",
+        rollback_check_interval_seconds=DEMO_CHECK_SECONDS,
+    )
+
+
+def _demo_store(workdir: Path, *, fresh: bool) -> Path:
+    """The sandbox's SQLite file in ``workdir`` (anew with ``fresh``); StartupError when the
+    directory cannot be written."""
+    database = workdir / DEMO_DB
+    try:
+        if fresh:
+            for name in (DEMO_DB, f"{DEMO_DB}-wal", f"{DEMO_DB}-shm", f"{DEMO_DB}-journal", DEMO_SEEDED, DEMO_CHANNEL):
+                (workdir / name).unlink(missing_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".signoff-demo-"):
+            pass
+        if database.exists() and not os.access(database, os.W_OK):
+            raise PermissionError(13, "Permission denied", str(database))
+    except OSError as e:
+        raise StartupError(f"the sandbox keeps its store in the working directory, which cannot be written ({workdir}: {e.strerror})") from e
+    return database
+
+
+async def demo(
+    *, port: int, fresh: bool, workdir: Path, ready: Callable[[str], None] = print, stopping: asyncio.Event | None = None,
+) -> None:
+    """``python app.py demo``: the sandbox's page and local Slack on ``port`` (0: a free one),
+    the same bot as production on a loopback port behind it, the example actions proposed at
+    first start through its own Actions API; until SIGINT or SIGTERM (or ``stopping`` is set).
+    ``ready`` is told the page's address once it serves."""
+    database = _demo_store(workdir, fresh=fresh)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT) if stopping is None else ()
+    stopping = stopping or asyncio.Event()
+    for sig in signals:
+        loop.add_signal_handler(sig, stopping.set)
+    http = aiohttp.ClientSession()
+    slack = LocalSlack(bot_token=workspace.BOT_TOKEN, keep_calls=DEMO_KEEP_CALLS)
+    sandbox = Sandbox(slack, http)
+    sandbox.load(workdir / DEMO_CHANNEL)
+    keeping = asyncio.ensure_future(sandbox.keep(workdir / DEMO_CHANNEL))
+    bot: Signoff | None = None
+    try:
+        try:
+            url = await slack.start(port=port, routes=sandbox.routes)
+        except OSError as e:
+            raise StartupError(f"cannot serve the sandbox on port {port} ({e.strerror}); set PORT to a free one") from e
+        bot = Signoff(demo_settings(slack_url=url, database=database))
+        await bot.start(host="127.0.0.1")
+        base = f"http://127.0.0.1:{bot.port}"
+        sandbox.connect(events_url=f"{base}/slack/events", api=SignoffClient(base, workspace.REQUESTER_KEY, session=http))
+        if not (workdir / DEMO_SEEDED).exists():
+            await seeds.seed(SignoffClient(base, workspace.AGENT_KEY, session=http))
+            (workdir / DEMO_SEEDED).write_text(f"{seeds.SEED_VERSION}\n", encoding="utf-8")
+        sandbox.types = await SignoffClient(base, workspace.AGENT_KEY, session=http).types()
+        ready(f"Signoff sandbox: {url}/sandbox  (store: {database}; Ctrl-C stops, `demo --fresh` starts anew)")
+        await stopping.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        if bot is not None:
+            await bot.stop()
+        keeping.cancel()
+        await asyncio.gather(keeping, return_exceptions=True)
+        await slack.stop()
+        await http.close()
+
+
 async def migrate(settings: DatabaseSettings | Settings) -> str | None:
     """Apply the pending schema migrations; returns the revision the database is then at."""
     db = Database(settings.database_url)
@@ -721,6 +812,10 @@ commands:
   migrate             apply pending database schema migrations, then exit (needs only DATABASE_URL)
   manifest --url URL  print the Slack app manifest (manifest.yml) with its three request
                       URLs (slash command, interactivity, events) set to URL/slack/events
+  demo [--fresh]      try Signoff in a browser: the sandbox at http://127.0.0.1:PORT/sandbox
+                      (PORT, default 3000), a local Slack-like page and example actions; no
+                      settings, no network; its store is signoff-demo.db in the working
+                      directory (--fresh starts anew)
   help                show this help (also -h, --help)
 
 Settings come from the environment and from a .env file in the working directory:
@@ -761,6 +856,27 @@ def _print_manifest(args: list[str]) -> int:
     return 0
 
 
+def _run_demo(args: list[str]) -> int:
+    if args not in ([], ["--fresh"]):
+        return _usage_error(f"demo takes only --fresh, got {' '.join(args)!r}")
+    port_text = os.environ.get("PORT", "3000").strip() or "3000"  # the one setting the sandbox honours
+    if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        print(f"signoff: PORT must be a port number from 1 to 65535, not {port_text!r}", file=sys.stderr)
+        return 2
+    logs.configure(level="WARNING")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    try:
+        asyncio.run(demo(port=int(port_text), fresh=args == ["--fresh"], workdir=Path.cwd(), ready=_say))
+    except (StartupError, SchemaError) as e:
+        print(f"signoff: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     command = args[0] if args else ""
@@ -769,6 +885,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if command == "manifest":
         return _print_manifest(args[1:])
+    if command == "demo":
+        return _run_demo(args[1:])
     if command not in ("", "migrate"):
         return _usage_error(f"unknown command {command!r}")
     if len(args) > 1:

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.clock import QuietHours
 from core.people import Approvers
@@ -323,6 +323,19 @@ class Settings(LogSettings):
             return None
         start, end = quiet_window(self.quiet_hours)
         return QuietHours(start, end, ZoneInfo(self.quiet_hours_timezone))
+
+
+class CodeSettings(Settings):
+    """Settings from the arguments alone: no environment variable and no ``.env`` file is read
+    (``python app.py demo`` must not pick up a production configuration)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 def quiet_window(text: str) -> tuple[time, time]:

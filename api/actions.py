@@ -65,7 +65,12 @@ _KEY_CHARS = re.compile(r"^[\x21-\x7e]{1,255}$")
 _SUBMIT_FIELDS: Final = {
     "action_type", "schema_version", "target", "scope", "mode", "preconditions", "payload", "correlation_id",
     "causation_id", "title", "rationale", "callback_url", "expires_in_seconds",
+    # What a card shows beyond Fieldkit's fields (FloKit's words), and buttons of the action's own.
+    "expected_impact", "data_signals", "guardrail_checks", "rollback_conditions", "options",
 }
+MAX_SIGNALS: Final = 20
+MAX_CONDITIONS: Final = 10
+MAX_OPTIONS: Final = 10
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -378,6 +383,79 @@ def validate_submit(body: dict[str, Any], catalog: dict[str, ActionTypeDecl], al
     if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or not 1 <= expires <= MAX_EXPIRES_IN):
         raise _invalid("expires_in_seconds", f"must be a whole number of seconds from 1 to {MAX_EXPIRES_IN}")
     out["expires_in_seconds"] = expires
+    out.update(_card_fields(body))
+    return out
+
+
+def _list_of(body: dict[str, Any], name: str, limit: int) -> list[Any]:
+    value = body.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _invalid(name, "must be a list")
+    if len(value) > limit:
+        raise _invalid(name, f"at most {limit} entries")
+    return value
+
+
+def _text(item: Any, name: str, key: str, limit: int, *, required: bool = True) -> str | None:
+    value = item.get(key) if isinstance(item, dict) else None
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()) or len(value) > limit:
+        raise _invalid(f"{name}.{key}", f"must be a non-empty string of at most {limit} characters")
+    return value
+
+
+def _card_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The optional fields a card shows as FloKit's do (impact, signals, guardrails, rollback
+    conditions the watch checks), and ``options``: the action's own buttons, each an approve or
+    a reject under its own label."""
+    out: dict[str, Any] = {}
+    impact = _opt_object(body, "expected_impact")
+    if impact is not None:
+        magnitude = impact.get("magnitude")
+        if magnitude is not None and (
+            isinstance(magnitude, bool) or not isinstance(magnitude, (int, float)) or not math.isfinite(magnitude)
+        ):
+            raise _invalid("expected_impact.magnitude", "must be a number")
+        direction = impact.get("direction")
+        if direction not in ("increase", "decrease"):
+            raise _invalid("expected_impact.direction", "must be increase or decrease")
+        out["expected_impact"] = {
+            "metric": _text(impact, "expected_impact", "metric", 200), "direction": direction, "magnitude": magnitude,
+        }
+    out["data_signals"] = [
+        {"label": _text(item, f"data_signals[{i}]", "label", 200), "value": _text(item, f"data_signals[{i}]", "value", 500)}
+        for i, item in enumerate(_list_of(body, "data_signals", MAX_SIGNALS))
+    ]
+    guardrails = []
+    for i, item in enumerate(_list_of(body, "guardrail_checks", MAX_SIGNALS)):
+        where = f"guardrail_checks[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("passed"), bool):
+            raise _invalid(f"{where}.passed", "must be true or false")
+        guardrails.append({
+            "check": _text(item, where, "check", 200), "passed": item["passed"],
+            "detail": _text(item, where, "detail", 500, required=False) or "",
+        })
+    out["guardrail_checks"] = guardrails
+    conditions = _list_of(body, "rollback_conditions", MAX_CONDITIONS)
+    for i, item in enumerate(conditions):
+        if not isinstance(item, str) or not item.strip() or len(item) > 500:
+            raise _invalid(f"rollback_conditions[{i}]", "must be a non-empty string of at most 500 characters")
+    out["rollback_conditions"] = list(conditions)
+    options: list[dict[str, Any]] = []
+    for i, item in enumerate(_list_of(body, "options", MAX_OPTIONS)):
+        where = f"options[{i}]"
+        if not isinstance(item, dict) or item.get("decision") not in ("APPROVE", "REJECT"):
+            raise _invalid(f"{where}.decision", "must be APPROVE or REJECT")
+        key = _text(item, where, "key", 64)
+        if any(o["key"] == key for o in options):
+            raise _invalid(f"{where}.key", "is used twice")
+        options.append({"key": key, "label": _text(item, where, "label", 75), "decision": item["decision"]})
+    if options and not any(o["decision"] == "APPROVE" for o in options):
+        raise _invalid("options", "needs at least one APPROVE option")
+    out["options"] = options
     return out
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from types import TracebackType
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import aiohttp
 
@@ -31,6 +31,7 @@ class Decision(TypedDict):
     decided_by_name: str | None
     decided_at: str
     reason: str | None
+    option: NotRequired[str]  # the key of the action's own option picked, where it has options
 
 
 class ApiAction(TypedDict, total=False):
@@ -53,6 +54,11 @@ class ApiAction(TypedDict, total=False):
     error: str | None
     created_at: str
     updated_at: str
+    expected_impact: dict[str, Any] | None
+    data_signals: list[dict[str, str]]
+    guardrail_checks: list[dict[str, Any]]
+    rollback_conditions: list[str]
+    options: list[dict[str, str]]
 
 
 class SignoffApiError(Exception):

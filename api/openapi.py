@@ -44,6 +44,39 @@ _IDEMPOTENCY = {
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 255}}
 _SECURITY: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}]
 
+# What a card shows beyond Fieldkit's fields (FloKit's words), and the action's own buttons.
+_IMPACT: dict[str, Any] = {
+    "type": "object", "required": ["metric", "direction"], "additionalProperties": False,
+    "properties": {
+        "metric": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"},
+        "direction": {"type": "string", "enum": ["increase", "decrease"]},
+        "magnitude": {"type": ["number", "null"]},
+    },
+}
+_SIGNAL: dict[str, Any] = {
+    "type": "object", "required": ["label", "value"], "additionalProperties": False,
+    "properties": {
+        "label": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"},
+        "value": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": "\\S"},
+    },
+}
+_GUARDRAIL: dict[str, Any] = {
+    "type": "object", "required": ["check", "passed"], "additionalProperties": False,
+    "properties": {
+        "check": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"},
+        "passed": {"type": "boolean"}, "detail": {"type": ["string", "null"], "maxLength": 500},
+    },
+}
+_OPTION: dict[str, Any] = {
+    "type": "object", "required": ["key", "label", "decision"], "additionalProperties": False,
+    "description": "a button of the action's own: an approve or a reject under its own label",
+    "properties": {
+        "key": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "\\S"},
+        "label": {"type": "string", "minLength": 1, "maxLength": 75, "pattern": "\\S"},
+        "decision": {"type": "string", "enum": ["APPROVE", "REJECT"]},
+    },
+}
+
 _ACTION: dict[str, Any] = {
     "type": "object",
     "required": ["action_id", "action_type", "status", "requires_approval", "created_at", "updated_at", "attempts"],
@@ -87,6 +120,11 @@ _ACTION: dict[str, Any] = {
                 "approved_by": {"type": "array", "items": {"type": "string"}},
             },
         },
+        "expected_impact": {"oneOf": [{"type": "null"}, _IMPACT]},
+        "data_signals": {"type": "array", "items": _SIGNAL},
+        "guardrail_checks": {"type": "array", "items": _GUARDRAIL},
+        "rollback_conditions": {"type": "array", "items": {"type": "string"}},
+        "options": {"type": "array", "items": _OPTION},
     },
 }
 
@@ -111,6 +149,17 @@ def _submit_schema(action_types: list[str] | None) -> dict[str, Any]:
                 "description": "http(s); CALLBACK_ALLOWED_HOSTS may restrict the hosts",
             },
             "expires_in_seconds": {"type": "integer", "minimum": 1, "maximum": 30 * 86400},
+            "expected_impact": _IMPACT,
+            "data_signals": {"type": "array", "maxItems": 20, "items": _SIGNAL},
+            "guardrail_checks": {"type": "array", "maxItems": 20, "items": _GUARDRAIL},
+            "rollback_conditions": {
+                "type": "array", "maxItems": 10, "items": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": "\\S"},
+                "description": "watched once approved, as FloKit's are (see README, Watching rollback conditions)",
+            },
+            "options": {
+                "type": "array", "maxItems": 10, "items": _OPTION,
+                "description": "the card's buttons instead of Approve and Reject; unique keys, at least one APPROVE",
+            },
         },
         "description": "required_fields of the type (GET /api/v1/actions/types) must be given too",
     }
@@ -157,6 +206,7 @@ def document(action_types: list[str] | None = None) -> dict[str, Any]:
                         "decided_by": {"type": "string", "description": "the person's email, else their Slack user id"},
                         "decided_by_name": _NULL_STR, "decided_at": {"type": "string", "format": "date-time"},
                         "reason": _NULL_STR,
+                        "option": {"type": "string", "description": "the key of the action's own option picked, if it has options"},
                     },
                 },
                 "Action": _ACTION,

@@ -30,10 +30,14 @@ from sources.base import (
     ConflictError,
     DecisionRequest,
     Detail,
+    Guardrail,
+    Impact,
     Landed,
     NotFoundError,
     Op,
+    Option,
     PermanentError,
+    Signal,
     Status,
     Submitted,
     UpstreamAction,
@@ -118,7 +122,40 @@ def view(row: ApiAction, catalog: dict[str, ActionTypeDecl]) -> dict[str, Any]:
         "completed_at": _iso(row.completed_at),
         "result": row.result,
         "error": row.error,
+        "expected_impact": req.get("expected_impact"),
+        "data_signals": req.get("data_signals") or [],
+        "guardrail_checks": req.get("guardrail_checks") or [],
+        "rollback_conditions": req.get("rollback_conditions") or [],
+        "options": req.get("options") or [],
     }
+
+
+def _card_facts(req: dict[str, Any]) -> dict[str, Any]:
+    """The impact, signals, guardrails and rollback conditions a client gave (validated by
+    the API), as the card shows FloKit's."""
+    impact = req.get("expected_impact")
+    return {
+        "expected_impact": Impact(str(impact["metric"]), str(impact["direction"]), impact.get("magnitude"))
+        if isinstance(impact, dict) else None,
+        "data_signals": tuple(Signal(str(s["label"]), str(s["value"])) for s in req.get("data_signals") or ()),
+        "guardrail_checks": tuple(
+            Guardrail(str(g["check"]), bool(g["passed"]), str(g.get("detail") or "")) for g in req.get("guardrail_checks") or ()
+        ),
+        "rollback_conditions": tuple(str(c) for c in req.get("rollback_conditions") or ()),
+    }
+
+
+def _options(row: ApiAction) -> tuple[Option, ...] | None:
+    """The action's own buttons while it awaits a decision (None: Approve and Reject)."""
+    req = row.request
+    if not req.get("requires_approval", True) and row.status != "rollback_requested":
+        return ()  # nothing to decide for an action that needed no approval: no card until it does
+    own = req.get("options") or []
+    if not own or row.status != "needs_approval":
+        return None
+    return tuple(
+        Option(Op.APPROVE if o["decision"] == "APPROVE" else Op.REJECT, str(o["label"]), str(o["key"])) for o in own
+    )
 
 
 def upstream_of(row: ApiAction, catalog: dict[str, ActionTypeDecl]) -> UpstreamAction:
@@ -167,9 +204,9 @@ def upstream_of(row: ApiAction, catalog: dict[str, ActionTypeDecl]) -> UpstreamA
         ),
         requested_by=row.client,
         risk=known.risk if known is not None else None,
-        # Nothing to decide for an action that needed no approval: no card until it does.
-        options=() if not req.get("requires_approval", True) and row.status != "rollback_requested" else None,
+        options=_options(row),
         details=tuple(details),
+        **_card_facts(req),
         detailed=True,
         raw=view(row, catalog),
     )
@@ -258,6 +295,8 @@ class SignoffSource:
                     "decision": "APPROVE" if request.op is Op.APPROVE else "REJECT",
                     "decided_by": actor, "decided_by_name": name, "decided_at": _iso(now), "reason": note,
                 }
+                if any(o.get("key") == request.option_key for o in row.request.get("options") or ()):
+                    row.decision["option"] = request.option_key  # which of its own buttons
                 changed(session, row, now, self.catalog)
                 upstream = upstream_of(row, self.catalog)
                 answer: Submitted = Landed(upstream)

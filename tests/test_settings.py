@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -216,3 +217,22 @@ def test_bad_api_keys_are_named_without_the_keys(env: Any, value: str, named: st
     message = describe_errors(caught.value)
     assert "API_KEYS" in message and named in message, message
     assert "0123456789abcdef" not in message
+
+
+def test_code_settings_read_neither_the_environment_nor_a_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What ``python app.py demo`` builds its bot from: its arguments, and nothing else."""
+    from pydantic import SecretStr
+
+    from settings import CodeSettings
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("FLOKIT_API_KEY=from-dotenv\nPOLL_INTERVAL_SECONDS=7\n")
+    monkeypatch.setenv("FLOKIT_API_KEY", "from-env")
+    monkeypatch.setenv("METRICS_URL", "http://metrics.prod.internal/")
+    monkeypatch.setenv("SLACK_CHANNEL", "C0PROD")
+    built = CodeSettings(
+        slack_bot_token=SecretStr("xoxb-code"), slack_signing_secret=SecretStr("s"), slack_channel="C0CODE",
+        approvers=["U0CODE"], api_keys="agent:service:0123456789abcdef",  # type: ignore[arg-type]
+    )
+    assert built.flokit_api_key is None and built.metrics_url is None and built.poll_interval_seconds == 60
+    assert built.slack_channel == "C0CODE" and built.sources_on == ("signoff",)

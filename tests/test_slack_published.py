@@ -1,7 +1,7 @@
 """The in-repository facts about Slack, held against Slack's own published files.
 
 The tests and fakes use only what is in this repository: the request and answer shapes of
-``tests/fakes/slack_shapes.py``, the Web API method table of ``tests/fakes/slack_methods.py``
+``sandbox/slack_shapes.py``, the Web API method table of ``sandbox/slack_methods.py``
 and the manifest rules of ``tests/test_manifest.py``. Here they are compared with the files
 Slack publishes (its SDK's request fixtures, its Web API OpenAPI spec, its manifest JSON
 Schema), read from the shared folder beside the clone. Without that folder every test here

@@ -666,3 +666,48 @@ async def test_a_refused_body_keeps_no_key_and_callback_hosts_can_be_restricted(
     assert status == 422 and answer["field"] == "callback_url" and "not allowed" in answer["message"]
     status, _, _ = await raw(h, base, "POST", path, {"action_type": "warm_cache", "callback_url": "https://hooks.example.com/x"})
     assert status == 201
+
+
+async def test_an_action_brings_its_signals_guardrails_rollback_rules_and_own_buttons(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    base = await start(h, tmp_path)
+    async with SignoffClient(base, SERVICE_KEY, session=h.http) as api:
+        action = await api.submit(
+            "restart_service", payload={"service": "web"}, title="Restart web (leak)",
+            expected_impact={"metric": "p99_latency", "direction": "decrease", "magnitude": 0.4},
+            data_signals=[{"label": "RSS growth", "value": "+3% an hour"}],
+            guardrail_checks=[{"check": "off_peak", "passed": False, "detail": "peak traffic now"}],
+            rollback_conditions=["If error rate exceeds 0.05"],
+            options=[
+                {"key": "go", "label": "Restart now", "decision": "APPROVE"},
+                {"key": "no", "label": "Leave it running", "decision": "REJECT"},
+            ],
+        )
+        x = action["action_id"]
+        assert action["data_signals"] == [{"label": "RSS growth", "value": "+3% an hour"}]
+        assert action["options"][0] == {"key": "go", "label": "Restart now", "decision": "APPROVE"}
+        card = await carded(h, x)
+        text = card_text(card)
+        for shown in ("p99_latency", "RSS growth", "+3% an hour", "off_peak", "peak traffic now", "If error rate exceeds 0.05"):
+            assert shown in text
+        labels = {b["text"]["text"] for b in buttons(card).values()}
+        assert labels == {"Restart now", "Leave it running"}
+        approve = next(a for a, b in buttons(card).items() if b["text"]["text"] == "Restart now")
+        view = await open_modal(h, card, approve, APPROVER)
+        assert (await submit(h, view, APPROVER, None))[0] == 200
+        decided = await api.wait_for_decision(x, timeout=15)
+        assert decided["status"] == "pending"
+        assert decided["decision"] is not None and decided["decision"].get("option") == "go"
+
+    bad = [
+        ({"data_signals": [{"label": "x"}]}, "data_signals[0].value"),
+        ({"guardrail_checks": [{"check": "x", "passed": "yes"}]}, "guardrail_checks[0].passed"),
+        ({"rollback_conditions": ["   "]}, "rollback_conditions[0]"),
+        ({"expected_impact": {"metric": "m", "direction": "sideways"}}, "expected_impact.direction"),
+        ({"options": [{"key": "a", "label": "No", "decision": "REJECT"}]}, "options"),
+        ({"options": [{"key": "a", "label": "A", "decision": "APPROVE"}, {"key": "a", "label": "B", "decision": "REJECT"}]}, "options[1].key"),
+        ({"options": [{"key": "a", "label": "A", "decision": "MAYBE"}]}, "options[0].decision"),
+    ]
+    for extra, field in bad:
+        status, _h, answer = await raw(h, base, "POST", "/api/v1/actions", {"action_type": "restart_service", "payload": {"service": "web"}, **extra})
+        assert status == 422 and answer["field"] == field, (extra, answer)
