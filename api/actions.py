@@ -217,8 +217,11 @@ class Settle:
     the change and the answer a retry replays commit together: killed at any point, the store
     has both or neither (and the key, still being handled, is taken over once its lock ends)."""
 
-    def __init__(self, client: str, key: str) -> None:
+    def __init__(self, client: str, key: str, *, taken_over: bool = False) -> None:
         self.client, self.key, self.done = client, key, False
+        # The key's first request died unanswered and this one took it over: what it finds
+        # done may be that request's own doing.
+        self.taken_over = taken_over
 
     async def __call__(self, session: AsyncSession, answer: web.Response) -> None:
         body = answer.body
@@ -245,6 +248,7 @@ async def idempotent(
         raise ApiError(400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1-255 printable ASCII characters", field="Idempotency-Key")
     digest = hashlib.sha256(request.method.encode() + b" " + request.path.encode() + b"\n" + raw).hexdigest()
     now = ctx.clock()
+    taken_over = False
     for _ in range(3):
         try:
             async with ctx.db.write() as session:
@@ -272,6 +276,7 @@ async def idempotent(
                     row.locked_until = now + IDEMPOTENCY_LOCK  # its first handler died: this one takes over
                     session.add(row)
                     replay = None
+                    taken_over = True
                 else:
                     replay = (row.status, row.body or "")
             break
@@ -283,7 +288,7 @@ async def idempotent(
         return web.Response(
             status=replay[0], text=replay[1], content_type="application/json", headers={"X-Idempotent-Replay": "true"},
         )
-    settle = Settle(client.name, key)
+    settle = Settle(client.name, key, taken_over=taken_over)
     answer: web.Response | None = None
     try:
         try:
@@ -583,8 +588,9 @@ class ActionsApi:
             op = Op.APPROVE if decision == "APPROVE" else Op.REJECT
             outcome = await self._record(
                 row.external_id, op, client.name, (reason or "").strip() or None, confirmation, request_key,
+                counted_is_ours=settle.taken_over,
             )
-            if outcome.result is Result.ENDORSED:
+            if outcome.result in (Result.ENDORSED, Result.ALREADY_ENDORSED):
                 # The route wants more distinct approvers: this one is counted, the action waits.
                 answer = self._view(row)
                 answer["approvals"] = _approvals(outcome)
@@ -617,6 +623,7 @@ class ActionsApi:
 
     async def _record(
         self, external_id: str, op: Op, client: str, note: str | None, confirmation: str | None, request_key: str,
+        *, counted_is_ours: bool = False,
     ) -> Outcome:
         """The decision through the core's decision path, under the route's rules; refusals
         as the API's answers."""
@@ -638,6 +645,10 @@ class ActionsApi:
                     "a guardrail check failed and this action's route asks for a typed confirmation: "
                     f'send "confirmation": "{CONFIRMATION_WORD}" to approve anyway',
                 )
+            case Result.ALREADY_ENDORSED if counted_is_ours:
+                # A retry of a request that died unanswered: the approval counted may be its own,
+                # and either way this key's approval is counted: answered as the first was.
+                return outcome
             case Result.ALREADY_ENDORSED:
                 raise ApiError(
                     409, "ALREADY_APPROVED",

@@ -453,6 +453,34 @@ async def test_admin_decide_follows_the_routes_two_person_rule(harness: Harness,
         assert (await admin.decide(z, "REJECT", "no"))["status"] == "rejected"
 
 
+async def test_a_two_person_approval_whose_answer_was_lost_is_answered_on_retry(harness: Harness, tmp_path: Path) -> None:
+    """Under the two-person rule, the first approval committed but its answer was lost (the
+    handler died: the key unanswered, its hold over). The retry with the same key is answered
+    as the first would have been (202, one approval counted), not 409; another request by the
+    same key is still 409 ALREADY_APPROVED, and one approval is counted either way."""
+    h = harness
+    base = await start(h, tmp_path, policy=TWO_PERSON_POLICY)
+    assert h.bot is not None
+    async with SignoffClient(base, SERVICE_KEY, session=h.http) as api:
+        x = (await api.submit("rotate_keys"))["action_id"]
+        await carded(h, x)
+    path = f"/api/v1/actions/{x}/decide"
+    status, _, first = await raw(h, base, "POST", path, {"decision": "APPROVE"}, key=ADMIN_KEY, idem="two-1")
+    assert status == 202 and first["approvals"]["received"] == 1
+    async with h.bot.db.write() as session:  # the answer never stored, the dead request's hold over
+        await session.exec(sa.update(ApiIdempotencyKey).where(col(ApiIdempotencyKey.key) == "two-1").values(
+            status=None, body=None, locked_until=datetime.now(timezone.utc) - timedelta(seconds=1),
+        ))
+    status, headers, again = await raw(h, base, "POST", path, {"decision": "APPROVE"}, key=ADMIN_KEY, idem="two-1")
+    assert status == 202, again
+    assert again["status"] == "needs_approval"
+    assert again["approvals"] == {"required": 2, "received": 1, "approved_by": ["api:ops"]}
+    status, _, other = await raw(h, base, "POST", path, {"decision": "APPROVE"}, key=ADMIN_KEY, idem="two-2")
+    assert status == 409 and other["code"] == "ALREADY_APPROVED"
+    status, _, replayed = await raw(h, base, "POST", path, {"decision": "APPROVE"}, key=ADMIN_KEY, idem="two-1")
+    assert status == 202 and replayed == again  # now stored: replayed as answered
+
+
 async def test_admin_decide_needs_the_typed_confirmation_and_refuses_self_approval(harness: Harness, tmp_path: Path) -> None:
     h = harness
     base = await start(h, tmp_path, policy=TWO_PERSON_POLICY)
