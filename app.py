@@ -363,6 +363,7 @@ class Signoff:
             ctx, kick_sweeps=lambda: self.kick("cards", "notices"), foreground=self.foreground,
             started=self.deliverer.started,
         )
+        self.deliverer.when_finished(self.card_updater.released)
         self.events.on_decided(self.deliverer.deliver_now)
         self.events.on_changed(self.card_updater.changed)
         reminder_ctx = ReminderContext(

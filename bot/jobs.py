@@ -338,6 +338,14 @@ class CardUpdater:
             )
             self._tasks.spawn(self._run(change.action_id, pending))
 
+    def released(self, action_id: int) -> None:
+        """The action's delivery here ended (``Deliverer.when_finished``): a render held for
+        it is due now. A decision left for a retry later is shown in flight at once."""
+        pending = self._pending.get(action_id)
+        if pending is not None and not pending.urgent:
+            pending.due = min(pending.due, asyncio.get_running_loop().time())
+            pending.wake.set()
+
     async def drain(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         for pending in self._pending.values():  # no waiting for what could follow: now

@@ -186,6 +186,12 @@ class Deliverer:
         # action id -> loop time its upstream call started (QUEUED before): what the card
         # updater asks before showing a decision as in flight (``started``).
         self._under_way: dict[int, float] = {}
+        self._finished: Callable[[int], None] = lambda _action_id: None
+
+    def when_finished(self, callback: Callable[[int], None]) -> None:
+        """Tell ``callback`` the action's id whenever this process stops carrying its decision
+        (landed, failed, or left for a retry later): what waited on it may show it now."""
+        self._finished = callback
 
     def deliver_now(self, entry: Outbox, action: Action) -> None:
         # Its log lines still name the request, and the person, that made it.
@@ -212,6 +218,7 @@ class Deliverer:
                     log.error("delivery of outbox entry %s stopped: store error %s", entry.id, type(e).__name__)
         finally:
             self._under_way.pop(entry.action_id, None)
+            self._finished(entry.action_id)
 
     async def _still_ours(self, entry: Outbox, source: str) -> bool:
         """Whether this process may deliver the entry now: its lease has at least half its

@@ -77,3 +77,21 @@ async def test_a_decision_queued_behind_clicks_is_not_shown_in_flight_when_it_th
     shown = [c for c in h.slack.calls if c.method == "chat.update"][updates_before:]
     assert len(shown) == 1, [c.params.get("text") for c in shown]
     assert "Approved" in card_text(h.slack.messages[(CHANNEL, card.ts)])
+
+
+async def test_a_decision_left_for_a_retry_is_shown_in_flight_at_once(harness: Harness) -> None:
+    """The upstream refused the first attempt (503, to be retried later): the card stops waiting
+    for a quick landing and shows the decision in flight now, whatever patience was left."""
+    h = harness
+    action = h.flokit.add_action()
+    bot = await h.start()
+    await h.poll()
+    card = await card_for(h, action["id"])
+    bot.scheduler.pause()  # the retry never comes: only the live work acts
+    bot.card_updater._patient = 3600.0  # without the release, an hour's wait for a quick landing
+    h.flokit.fail_next("/approve", status=503, times=1)
+    modal = await open_modal(h, card, ids.APPROVE, APPROVER)
+    assert (await submit(h, modal, APPROVER, "go"))[0] == 200
+    await bot.deliverer.drain(10)
+    assert decision_posts(h, action["id"]) == 1
+    await h.wait_for(lambda: "Approving" in card_text(h.slack.messages[(CHANNEL, card.ts)]))
