@@ -288,7 +288,7 @@ class DecisionService:
                 session, action_id=action_id, op=op, allowed_from=transition.allowed_from,
                 in_flight=transition.in_flight, actor=user_id, note=note, option=picked,
                 idempotency_key=request_key or str(uuid.uuid4()), notify_channel=channel, now=now,
-                actor_identifier=identifier, claim=claim,
+                actor_identifier=identifier, claim=claim, seen=action if needed == 1 else None,
             )
             if begun is None:
                 action = await queries.get_action(session, action_id=action_id)

@@ -268,13 +268,12 @@ async def _card_dirty(session: AsyncSession, *, action_id: int, version: int, cl
     if claim is None:
         await session.exec(_CARD_DIRTY, params={"p_action": action_id, "p_version": version})
     else:
-        await session.exec(
-            _CARD_DIRTY_CLAIMED, params={"p_action": action_id, "p_version": version, "p_until": claim.until}
-        )
+        await session.exec(_CARD_DIRTY_CLAIMED, params={"p_action": action_id, "p_version": version, "p_until": claim.until})
 
 
+_CARDS = Card.__table__  # type: ignore[attr-defined]
 _CARD_DIRTY = (
-    sa.update(Card).where(col(Card.action_id) == sa.bindparam("p_action"))
+    sa.update(_CARDS).where(_CARDS.c.action_id == sa.bindparam("p_action"))
     .values(dirty=True, wanted_version=sa.bindparam("p_version"))
 )
 _CARD_DIRTY_CLAIMED = _CARD_DIRTY.values(lease_until=sa.bindparam("p_until", type_=UTCDateTime()))
@@ -298,52 +297,69 @@ async def begin_decision(
     option: Option | None = None,
     actor_identifier: str | None = None,
     claim: Claim | None = None,
+    seen: Action | None = None,
 ) -> Begun | None:
     """Compare-and-set the action from one of ``allowed_from`` into ``in_flight``, append the
     decision and queue its upstream call, all in the caller's transaction. Returns None when
     the action is not in such a state (someone else decided first).
 
-    Under a ``claim`` the outbox entry (and the card) are leased to this process, which
-    delivers it at once; ``actor_identifier``, where already known, is stored with it."""
-    action = await get_action(session, action_id=action_id, lock=True)
-    if action is None or Status(action.status) not in allowed_from:
-        return None
+    ``seen``: the action as the caller read it moments ago. Where it is still at that version
+    (every change of an action bumps it), the compare-and-set needs no read of its own; where
+    it moved on, the row is read again under lock. Under a ``claim`` the outbox entry (and the
+    card) are leased to this process, which delivers it at once; ``actor_identifier``, where
+    already known, is stored with it."""
+    action: Action | None = None
+    if seen is not None and seen.id == action_id and Status(seen.status) in allowed_from:
+        moved = await session.exec(
+            _ACTION_MOVE_SEEN,
+            params={"p_action": action_id, "p_version": seen.version, "p_status": in_flight.value, "p_now": now},
+        )
+        if moved.rowcount == 1:
+            action = seen
+    if action is None:
+        action = await get_action(session, action_id=action_id, lock=True)
+        if action is None or Status(action.status) not in allowed_from:
+            return None
+        moved = await session.exec(
+            _ACTION_MOVE_SEEN,
+            params={"p_action": action_id, "p_version": action.version, "p_status": in_flight.value, "p_now": now},
+        )
+        if moved.rowcount != 1:
+            return None
     before, version = action.status, action.version + 1
-    result = await session.exec(
-        _ACTION_MOVE,
-        params={"p_action": action_id, "p_before": before, "p_status": in_flight.value, "p_version": version, "p_now": now},
-    )
-    if result.rowcount != 1:
-        return None
     await _card_dirty(session, action_id=action_id, version=version, claim=claim)
     decision = await append_audit(
         session, action_id=action_id, event=AuditEvent.REQUESTED, op=op, actor=actor, note=note,
         from_status=before, to_status=in_flight.value, now=now, option=option.label if option else None,
     )
     assert decision.id is not None
-    outbox = Outbox(
-        action_id=action_id, decision_id=decision.id, op=op.value, actor=actor, note=note,
-        idempotency_key=idempotency_key, state=OutboxState.PENDING.value,
-        next_attempt_at=now, notify_channel=notify_channel, created_at=now,
-        option_key=option.key if option else None, option_label=option.label if option else None,
-        actor_identifier=actor_identifier, lease_until=claim.until if claim is not None else None,
-    )
-    session.add(outbox)
-    await session.flush()
-    # The row as the UPDATE left it, without marking the object changed (no second UPDATE).
+    values: dict[str, Any] = {
+        "action_id": action_id, "decision_id": decision.id, "op": op.value, "actor": actor, "note": note,
+        "idempotency_key": idempotency_key, "state": OutboxState.PENDING.value, "attempts": 0,
+        "next_attempt_at": now, "notify_channel": notify_channel, "created_at": now,
+        "option_key": option.key if option else None, "option_label": option.label if option else None,
+        "actor_identifier": actor_identifier, "lease_until": claim.until if claim is not None else None,
+    }
+    outbox_id = (await session.exec(_INSERT_OUTBOX, params=values)).scalar_one()
+    outbox = Outbox(id=outbox_id, **values)
+    # The row as the UPDATE left it (``seen`` included: it is the caller's view of the row),
+    # without marking the object changed (no second UPDATE).
     for key, value in (("status", in_flight.value), ("version", version), ("last_error", None), ("updated_at", now)):
         set_committed_value(action, key, value)
     return Begun(decision, outbox, action)
 
 
-_ACTION_MOVE = (
-    sa.update(Action)
-    .where(col(Action.id) == sa.bindparam("p_action"), col(Action.status) == sa.bindparam("p_before"))
+_ACTIONS = Action.__table__  # type: ignore[attr-defined]
+# Core statements on the table (no ORM session bookkeeping): the decision path's writes.
+_ACTION_MOVE_SEEN = (
+    sa.update(_ACTIONS)
+    .where(_ACTIONS.c.id == sa.bindparam("p_action"), _ACTIONS.c.version == sa.bindparam("p_version"))
     .values(
-        status=sa.bindparam("p_status"), version=sa.bindparam("p_version"), last_error=None,
+        status=sa.bindparam("p_status"), version=_ACTIONS.c.version + 1, last_error=None,
         updated_at=sa.bindparam("p_now", type_=UTCDateTime()),
     )
 )
+_INSERT_OUTBOX = sa.insert(Outbox.__table__).returning(Outbox.__table__.c.id)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -407,13 +423,16 @@ async def append_audit(
     to_status: str | None = None,
     option: str | None = None,
 ) -> Decision:
-    decision = Decision(
-        action_id=action_id, event=event.value, op=op.value if op else None, actor=actor, note=note,
-        from_status=from_status, to_status=to_status, at=now, option=option,
-    )
-    session.add(decision)
-    await session.flush()
-    return decision
+    values: dict[str, Any] = {
+        "action_id": action_id, "event": event.value, "op": op.value if op else None, "actor": actor, "note": note,
+        "from_status": from_status, "to_status": to_status, "at": now, "option": option,
+    }
+    # A Core INSERT: the audit trail is never updated, so the row needs no session tracking.
+    decision_id = (await session.exec(_INSERT_DECISION, params=values)).scalar_one()
+    return Decision(id=decision_id, **values)
+
+
+_INSERT_DECISION = sa.insert(Decision.__table__).returning(Decision.__table__.c.id)  # type: ignore[attr-defined]
 
 
 async def latest_decision(session: AsyncSession, *, action_id: int) -> Decision | None:
