@@ -316,7 +316,7 @@ async def settle(ctx: DeliveryContext, entry: Outbox, upstream: UpstreamAction |
         )
         if action is not None:
             # Approved: watched from now, and shown so on the same card.
-            watch.set_up_now(session, action, now=now, metrics=ctx.metrics_on)
+            await watch.set_up_now(session, action, now=now, metrics=ctx.metrics_on)
         return action
 
     action = await ctx.settles.run(landed)

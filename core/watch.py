@@ -109,14 +109,14 @@ def plan(action: Action, *, started_at: datetime) -> list[queries.NewWatch]:
 NO_PROVIDER = queries.CheckResult(Reading.NO_PROVIDER, "no metrics source is configured (METRICS_URL)")
 
 
-def set_up_now(session: AsyncSession, action: Action, *, now: datetime, metrics: bool) -> bool:
+async def set_up_now(session: AsyncSession, action: Action, *, now: datetime, metrics: bool) -> bool:
     """In the transaction that approved the action (its row locked): set its watch up at once,
     so the card that shows the approval shows what is watched too; with no metrics source
     (``metrics`` False), already as not watched. False if it needs none."""
     if action.watch_started_at is not None or Status(action.status) not in WATCHED:
         return False
     started_at = action.decided_at or now
-    queries.begin_watch(
+    await queries.begin_watch(
         session, action=action, started_at=started_at, watches=plan(action, started_at=started_at), now=now,
         reading=None if metrics else NO_PROVIDER,
     )

@@ -584,8 +584,13 @@ async def next_outbox_due(session: AsyncSession) -> datetime | None:
 
 
 async def get_outbox(session: AsyncSession, *, outbox_id: int) -> Outbox | None:
-    stmt = select(Outbox).where(Outbox.id == outbox_id).with_for_update()
-    return (await session.exec(stmt.execution_options(populate_existing=True))).first()
+    return (await session.exec(_OUTBOX_BY_ID_LOCKED, params={"p_outbox": outbox_id})).first()
+
+
+_OUTBOX_BY_ID_LOCKED = (
+    select(Outbox).where(col(Outbox.id) == sa.bindparam("p_outbox")).with_for_update()
+    .execution_options(populate_existing=True)
+)
 
 
 async def set_outbox_identifier(session: AsyncSession, *, outbox_id: int, identifier: str) -> None:
@@ -878,23 +883,31 @@ async def add_notice(
     would wait for one for ever. Such an action's changes are in the audit trail (and, for
     the API's, in what its client reads)."""
     if channel is None:
-        held = await session.exec(
-            select(Card.id).where(Card.action_id == action_id, Card.state == CardState.HELD.value)
-        )
+        held = await session.exec(_HELD_CARD, params={"p_action": action_id})
         if held.first() is not None:
             return False
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Notice)
-    stmt = insert.values(
-        action_id=action_id, key=key, kind=kind, payload=payload, broadcast=broadcast, channel=channel,
-        state=NoticeState.PENDING.value, attempts=1 if claim is not None else 0, next_attempt_at=now, created_at=now,
-        lease_until=claim.until if claim is not None else None,
-    ).on_conflict_do_nothing(index_elements=["key"])
-    result = await session.exec(stmt.returning(col(Notice.id)))
+    result = await session.exec(
+        _INSERT_NOTICE[session.get_bind().dialect.name == "postgresql"],
+        params={
+            "action_id": action_id, "key": key, "kind": kind, "payload": payload, "broadcast": broadcast,
+            "channel": channel, "state": NoticeState.PENDING.value, "attempts": 1 if claim is not None else 0,
+            "next_attempt_at": now, "created_at": now, "lease_until": claim.until if claim is not None else None,
+        },
+    )
     notice_id = result.scalar_one_or_none()
     if notice_id is not None and claim is not None:
         claim.notices.append(notice_id)
     return notice_id is not None
+
+
+_HELD_CARD = select(Card.id).where(col(Card.action_id) == sa.bindparam("p_action"), col(Card.state) == CardState.HELD.value)
+_NOTICES = Notice.__table__  # type: ignore[attr-defined]
+# Built once per dialect (statement building costs more than running it); [is PostgreSQL].
+_INSERT_NOTICE = {
+    postgres: (postgresql.insert if postgres else sqlite.insert)(_NOTICES)
+    .on_conflict_do_nothing(index_elements=["key"]).returning(_NOTICES.c.id)
+    for postgres in (False, True)
+}
 
 
 async def claim_notices(
@@ -1115,7 +1128,7 @@ async def start_watch(
     return True
 
 
-def begin_watch(
+async def begin_watch(
     session: AsyncSession, *, action: Action, started_at: datetime, watches: Sequence[NewWatch], now: datetime,
     reading: CheckResult | None = None,
 ) -> None:
@@ -1123,17 +1136,33 @@ def begin_watch(
     card already due for re-rendering): the watch rows, and when it started; ``reading``:
     what is already known of every rule (no metrics source at all, say)."""
     assert action.id is not None
-    action.watch_started_at = started_at
-    session.add(action)
-    for w in watches:
-        session.add(
-            Watch(
-                action_id=action.id, position=w.position, condition=w.condition, rule=w.rule, metric=w.metric,
-                active=True, started_at=started_at, ends_at=w.ends_at,
-                reading=(reading.reading if reading else Reading.PENDING).value,
-                reading_detail=reading.detail if reading else None, next_check_at=now,
-            )
+    if action in session.dirty:
+        action.watch_started_at = started_at  # flushed with the rest of the action's change
+    else:
+        await session.exec(_WATCH_STARTED, params={"p_action": action.id, "p_started": started_at})
+        set_committed_value(action, "watch_started_at", started_at)
+    if watches:
+        await session.exec(
+            _INSERT_WATCH,
+            params=[
+                {
+                    "action_id": action.id, "position": w.position, "condition": w.condition, "rule": w.rule,
+                    "metric": w.metric, "active": True, "started_at": started_at, "ends_at": w.ends_at,
+                    "reading": (reading.reading if reading else Reading.PENDING).value,
+                    "reading_detail": reading.detail if reading else None, "next_check_at": now,
+                    "tripped": False, "trips": 0,
+                }
+                for w in watches
+            ],
         )
+
+
+_WATCHES = Watch.__table__  # type: ignore[attr-defined]
+_INSERT_WATCH = sa.insert(_WATCHES)
+_WATCH_STARTED = (
+    sa.update(_ACTIONS).where(_ACTIONS.c.id == sa.bindparam("p_action"))
+    .values(watch_started_at=sa.bindparam("p_started", type_=UTCDateTime()))
+)
 
 
 async def _bump(session: AsyncSession, *, action_id: int) -> None:
