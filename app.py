@@ -163,6 +163,9 @@ class Job:
         # App Home refresh, not one each). The interval runs are unaffected.
         self._min_gap = timedelta(seconds=min_gap)
         self._started: datetime | None = None
+        # The earliest run a kick asked for that has not started yet: a later kick asking for
+        # the same run (or a later one) has nothing to change.
+        self._woken_for: datetime | None = None
 
     async def run(self) -> None:
         if self._running is not None:
@@ -170,6 +173,7 @@ class Job:
             return
         self._running = asyncio.current_task()
         self._started = datetime.now(timezone.utc)
+        self._woken_for = None
         try:
             while True:
                 self._again = False
@@ -189,7 +193,10 @@ class Job:
             self._reschedule(now)
 
     def _reschedule(self, at: datetime) -> None:
+        if self._woken_for is not None and self._woken_for <= at:
+            return  # a run at least as early is already due (a burst of decisions asks once)
         if self._scheduler.running and self._scheduler.get_job(self.name):
+            self._woken_for = at
             # In an empty context: the run it wakes is not the kicking request's work (nor
             # counted in its ack-path tally).
             contextvars.Context().run(self._scheduler.modify_job, self.name, next_run_time=at)
