@@ -622,11 +622,28 @@ async def _settle(
         return None
     action = await get_action(session, action_id=outbox.action_id, lock=True)
     assert action is not None
-    outbox.state = state.value
-    outbox.completed_at = now
-    outbox.lease_until = None
-    outbox.last_error = error
+    # Written by ``_moved``, which every caller goes on to (Core statements, not a flush).
+    for key, value in (("state", state.value), ("completed_at", now), ("lease_until", None), ("last_error", error)):
+        set_committed_value(outbox, key, value)
     return outbox, action
+
+
+def _update_by_id(table: sa.Table, names: Sequence[str]) -> sa.Update:
+    """``UPDATE table SET name = :p_name, ... WHERE id = :p_id``, each parameter typed as its column."""
+    return (
+        sa.update(table).where(table.c.id == sa.bindparam("p_id"))
+        .values({name: sa.bindparam(f"p_{name}", type_=table.c[name].type) for name in names})
+    )
+
+
+_OUTBOX_CLOSED_FIELDS = ("state", "completed_at", "lease_until", "last_error")
+_OUTBOX_CLOSED = _update_by_id(Outbox.__table__, _OUTBOX_CLOSED_FIELDS)  # type: ignore[attr-defined]
+# What a landing (or a failure, or a conflict) may change on the action.
+_ACTION_MOVED_FIELDS = (
+    "status", "last_error", "version", "updated_at", "refresh_at", "refresh_misses",
+    "upstream_status", "decided_at", "decided_by", "options",
+)
+_ACTION_MOVED = _update_by_id(_ACTIONS, _ACTION_MOVED_FIELDS)
 
 
 async def _moved(
@@ -640,7 +657,14 @@ async def _moved(
     action.version += 1
     action.updated_at = now
     action.refresh_at, action.refresh_misses = None, 0  # where it is read again: soon
-    session.add_all([outbox, action])
+    # Both rows as Core UPDATEs, the objects then marked as stored (no flush of their changes).
+    await session.exec(
+        _OUTBOX_CLOSED, params={"p_id": outbox.id, **{f"p_{k}": getattr(outbox, k) for k in _OUTBOX_CLOSED_FIELDS}}
+    )
+    moved = {k: getattr(action, k) for k in _ACTION_MOVED_FIELDS}
+    await session.exec(_ACTION_MOVED, params={"p_id": action.id, **{f"p_{k}": v for k, v in moved.items()}})
+    for key, value in moved.items():
+        set_committed_value(action, key, value)
     await _card_dirty(session, action_id=action.id or 0, version=action.version, claim=claim)
     entry = await append_audit(
         session, action_id=action.id or 0, event=event, op=Op(outbox.op), actor=actor, note=note,
