@@ -831,29 +831,31 @@ async def card_rendered(session: AsyncSession, *, card_id: int, version: int, ke
     ``keep_lease_if_newer`` the lease stays while it is: the caller renders that one too (so
     no sweep renders it meanwhile, twice)."""
     params = {"card_id": card_id, "version": version}
-    await session.exec(_CARD_RENDERED_KEEP if keep_lease_if_newer else _CARD_RENDERED, params=params)
-    wanted = (await session.exec(_CARD_WANTED, params=params)).first()
+    result = await session.exec(_CARD_RENDERED_KEEP if keep_lease_if_newer else _CARD_RENDERED, params=params)
+    wanted = result.scalar_one_or_none()
     return wanted is not None and wanted > version
 
 
 def _card_rendered(*, keep_lease_if_newer: bool) -> Any:
+    # A Core UPDATE on the table (no ORM session bookkeeping), answering the wanted version.
+    c = _CARDS.c
     version = sa.bindparam("version", type_=sa.Integer)
-    newer = col(Card.wanted_version) > version
+    newer = c.wanted_version > version
     return (
-        sa.update(Card)
-        .where(col(Card.id) == sa.bindparam("card_id"))
+        sa.update(_CARDS)
+        .where(c.id == sa.bindparam("card_id"))
         .values(
-            rendered_version=sa.case((col(Card.rendered_version) > version, Card.rendered_version), else_=version),
+            rendered_version=sa.case((c.rendered_version > version, c.rendered_version), else_=version),
             dirty=newer,
-            lease_until=sa.case((newer, Card.lease_until), else_=None) if keep_lease_if_newer else None,
+            lease_until=sa.case((newer, c.lease_until), else_=None) if keep_lease_if_newer else None,
             attempts=0, next_attempt_at=None, last_error=None,
         )
+        .returning(c.wanted_version)
     )
 
 
 _CARD_RENDERED = _card_rendered(keep_lease_if_newer=False)
 _CARD_RENDERED_KEEP = _card_rendered(keep_lease_if_newer=True)
-_CARD_WANTED = select(Card.wanted_version).where(col(Card.id) == sa.bindparam("card_id"))
 
 
 async def card_failed(session: AsyncSession, *, card_id: int, error: str, next_attempt_at: datetime) -> None:
@@ -968,11 +970,13 @@ async def notices_by_id(session: AsyncSession, *, notice_ids: Sequence[int]) -> 
     """The given notices still owed (not posted or given up), oldest first."""
     if not notice_ids:
         return []
-    stmt = select(Notice).where(
-        col(Notice.id).in_(list(notice_ids)),
-        col(Notice.state).in_([NoticeState.PENDING.value, NoticeState.POSTING.value]),
-    ).order_by(col(Notice.id))
-    return list((await session.exec(stmt)).all())
+    return list((await session.exec(_NOTICES_BY_ID, params={"p_ids": list(notice_ids)})).all())
+
+
+_NOTICES_BY_ID = select(Notice).where(
+    col(Notice.id).in_(sa.bindparam("p_ids", expanding=True)),
+    col(Notice.state).in_([NoticeState.PENDING.value, NoticeState.POSTING.value]),
+).order_by(col(Notice.id))
 
 
 async def release_claim(session: AsyncSession, *, card_id: int | None, notice_ids: Sequence[int]) -> None:
@@ -986,11 +990,16 @@ async def release_claim(session: AsyncSession, *, card_id: int | None, notice_id
 
 
 async def notice_posted(session: AsyncSession, *, notice_id: int, ts: str, now: datetime) -> None:
-    await session.exec(
-        sa.update(Notice)
-        .where(col(Notice.id) == notice_id)
-        .values(state=NoticeState.POSTED.value, ts=ts, posted_at=now, lease_until=None, last_error=None)
+    await session.exec(_NOTICE_POSTED, params={"p_id": notice_id, "p_ts": ts, "p_now": now})
+
+
+_NOTICE_POSTED = (
+    sa.update(_NOTICES).where(_NOTICES.c.id == sa.bindparam("p_id"))
+    .values(
+        state=NoticeState.POSTED.value, ts=sa.bindparam("p_ts"), posted_at=sa.bindparam("p_now", type_=UTCDateTime()),
+        lease_until=None, last_error=None,
     )
+)
 
 
 async def notice_retry_later(session: AsyncSession, *, notice_id: int, error: str, next_attempt_at: datetime) -> None:
@@ -1010,11 +1019,13 @@ async def notice_failed(session: AsyncSession, *, notice_id: int, error: str) ->
 
 
 async def posted_notices(session: AsyncSession, *, action_id: int, kinds: Iterable[str]) -> Sequence[Notice]:
-    stmt = select(Notice).where(
-        Notice.action_id == action_id, col(Notice.kind).in_(list(kinds)), Notice.state == NoticeState.POSTED.value,
-        col(Notice.ts).is_not(None),
-    ).order_by(col(Notice.id))
-    return (await session.exec(stmt)).all()
+    return (await session.exec(_POSTED_NOTICES, params={"p_action": action_id, "p_kinds": list(kinds)})).all()
+
+
+_POSTED_NOTICES = select(Notice).where(
+    col(Notice.action_id) == sa.bindparam("p_action"), col(Notice.kind).in_(sa.bindparam("p_kinds", expanding=True)),
+    Notice.state == NoticeState.POSTED.value, col(Notice.ts).is_not(None),
+).order_by(col(Notice.id))
 
 
 async def message_shows(session: AsyncSession, *, channel: str, ts: str, action_id: int) -> bool:
@@ -1228,8 +1239,10 @@ async def get_watch(session: AsyncSession, *, watch_id: int) -> Watch | None:
 
 
 async def watches_for(session: AsyncSession, *, action_id: int) -> Sequence[Watch]:
-    stmt = select(Watch).where(Watch.action_id == action_id).order_by(col(Watch.position))
-    return (await session.exec(stmt)).all()
+    return (await session.exec(_WATCHES_FOR, params={"p_action": action_id})).all()
+
+
+_WATCHES_FOR = select(Watch).where(col(Watch.action_id) == sa.bindparam("p_action")).order_by(col(Watch.position))
 
 
 @dataclass(frozen=True)
