@@ -368,7 +368,7 @@ class Signoff:
         )
         self.card_updater = CardUpdater(
             ctx, kick_sweeps=lambda: self.kick("cards", "notices"), foreground=self.foreground,
-            started=self.deliverer.started,
+            started=self.deliverer.started, patient_seconds=s.card_patience_seconds,
         )
         self.deliverer.when_finished(self.card_updater.released)
         self.events.on_decided(self.deliverer.deliver_now)

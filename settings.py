@@ -157,6 +157,9 @@ class Settings(LogSettings):
     # Flood control: a poll finding more new actions than this posts one digest instead.
     digest_threshold: int = Field(default=10, ge=1)
     slack_post_interval_seconds: float = Field(default=1.0, ge=0)  # per channel, per process
+    # How long a decision's card waits for its upstream call to land (counted from when the call
+    # starts) before it is shown in flight ("Approving…"): a quick landing is rendered once.
+    card_patience_seconds: float = Field(default=1.5, ge=0)
     # Running it as a service: GET /metrics behind this Bearer token when set (open when unset;
     # METRICS_TOKEN is the rollback watch's provider's), and the log's format and level.
     metrics_scrape_token: SecretStr | None = None

@@ -16,16 +16,15 @@ from api.client import SignoffClient
 # Bump when the examples change, so a fresh seed is not taken for a replay of the old one.
 SEED_VERSION: Final = "v1"
 
-EXAMPLES: Final[tuple[tuple[str, dict[str, Any]], ...]] = (
-    ("flokit-budget-shift", {
-        "action_type": "budget_shift",
+# FloKit's two example actions, from its own documentation: what the sandbox proposes here, and
+# what the tests' fake FloKit serves (tests/fakes/flokit.py), one definition for both.
+FLOKIT_ACTIONS: Final[dict[str, dict[str, Any]]] = {
+    "budget_shift": {
         "title": "Shift 20% budget from TikTok Broad to Meta Search",
         "rationale": (
             "Meta Search cohort (Jan) reached payback in 16 days vs. TikTok Broad at 34 days. Reallocating "
             "$4,400/week is projected to improve blended ROAS by 0.3x."
         ),
-        "target": {"type": "campaign", "id": "meta-search"},
-        "payload": {"from_campaign": "TikTok Broad", "to_campaign": "Meta Search", "share": "20%", "weekly_amount": "$4,400"},
         "expected_impact": {"metric": "blended_roas_30d", "direction": "increase", "magnitude": 0.3},
         "data_signals": [
             {"label": "Meta Search 30-day ROAS", "value": "2.31x"},
@@ -42,17 +41,13 @@ EXAMPLES: Final[tuple[tuple[str, dict[str, Any]], ...]] = (
             "If blended ROAS drops >15% within 7 days of execution",
             "If Meta Search trial conversion rate falls below 0.65",
         ],
-        "correlation_id": "sandbox-flokit-act_01hx4j7k9m2n3p5q6r8s",
-    }),
-    ("flokit-creative-pause", {
-        "action_type": "creative_pause",
+    },
+    "creative_pause": {
         "title": "Pause creative TK_VID_042 — fatigue detected",
         "rationale": (
             "Creative TK_VID_042 has served 1.2M impressions in 8 days. CTR has declined 61% from launch. Trial "
             "conversion for this creative is now below the campaign floor (0.48 vs. 0.65 floor)."
         ),
-        "target": {"type": "creative", "id": "TK_VID_042"},
-        "payload": {"creative": "TK_VID_042", "campaign": "TikTok Broad"},
         "expected_impact": {"metric": "campaign_trial_conversion_rate", "direction": "increase", "magnitude": 0.06},
         "data_signals": [
             {"label": "Impressions (8 days)", "value": "1.2M"},
@@ -64,8 +59,40 @@ EXAMPLES: Final[tuple[tuple[str, dict[str, Any]], ...]] = (
             {"check": "replacement_creative_ready", "passed": False, "detail": "No approved replacement in the campaign"},
         ],
         "rollback_conditions": ["If campaign trial conversion rate falls below 0.5 within 3 days of execution"],
-        "correlation_id": "sandbox-flokit-act_01hx4j7k9m2n3p5q6r9t",
-    }),
+    },
+}
+
+
+def _flokit(action_type: str, *, target: dict[str, str], payload: dict[str, str], correlation_id: str) -> dict[str, Any]:
+    """One of FloKit's example actions as a proposal to Signoff's own Actions API."""
+    example = FLOKIT_ACTIONS[action_type]
+    return {
+        "action_type": action_type,
+        "title": example["title"],
+        "rationale": example["rationale"],
+        "target": target,
+        "payload": payload,
+        "expected_impact": example["expected_impact"],
+        "data_signals": example["data_signals"],
+        "guardrail_checks": example["guardrail_checks"],
+        "rollback_conditions": example["rollback_conditions"],
+        "correlation_id": correlation_id,
+    }
+
+
+EXAMPLES: Final[tuple[tuple[str, dict[str, Any]], ...]] = (
+    ("flokit-budget-shift", _flokit(
+        "budget_shift",
+        target={"type": "campaign", "id": "meta-search"},
+        payload={"from_campaign": "TikTok Broad", "to_campaign": "Meta Search", "share": "20%", "weekly_amount": "$4,400"},
+        correlation_id="sandbox-flokit-act_01hx4j7k9m2n3p5q6r8s",
+    )),
+    ("flokit-creative-pause", _flokit(
+        "creative_pause",
+        target={"type": "creative", "id": "TK_VID_042"},
+        payload={"creative": "TK_VID_042", "campaign": "TikTok Broad"},
+        correlation_id="sandbox-flokit-act_01hx4j7k9m2n3p5q6r9t",
+    )),
     ("fieldkit-sales-order", {
         "action_type": "update_sales_order_status",
         "schema_version": 1,

@@ -55,6 +55,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from sandbox import slack_shapes
 from sandbox.slack_methods import EXTRA_REQUIRED, known_required_params
+from sandbox.waiting import describe, eventually
 
 __all__ = ["Call", "LocalSlack", "Message", "SocketConnection", "known_required_params"]
 
@@ -521,34 +522,15 @@ class LocalSlack:
         ``lambda: fake.messages[key]`` works); on timeout an AssertionError says
         what was awaited, the predicate's last error and the latest calls.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        last_error: BaseException | None = None
-        while True:
-            try:
-                value = predicate()
-                if inspect.isawaitable(value):
-                    value = await value
-            except Exception as e:  # noqa: BLE001 - "not yet", reported on timeout
-                last_error = e
-                value = None
-            else:
-                last_error = None
-            if value:
-                return value
-            if loop.time() >= deadline:
-                raise AssertionError(self._timeout_message(predicate, timeout, last_error, message))
-            await asyncio.sleep(interval)
+        return await eventually(
+            predicate, timeout=timeout, interval=interval,
+            what=f"LocalSlack.wait_for: {message or describe(predicate)}", on_timeout=self._calls_report,
+        )
 
-    def _timeout_message(
-        self, predicate: Callable[[], Any], timeout: float, last_error: BaseException | None, message: str | None
-    ) -> str:
-        what = message or _describe(predicate)
-        lines = [f"LocalSlack.wait_for: {what} still not true after {timeout:g}s"]
-        if last_error is not None:
-            lines.append(f"  last error from the predicate: {type(last_error).__name__}: {last_error}")
+    def _calls_report(self) -> str:
+        """What the bot called last, for a wait that timed out."""
         recent = self.calls[-10:]
-        lines.append(f"  Web API calls so far: {len(self.calls)}; last {len(recent)}:")
+        lines = [f"  Web API calls so far: {len(self.calls)}; last {len(recent)}:"]
         for c in recent:
             error = c.response.get("error") if isinstance(c.response, dict) else None
             lines.append(f"    {c.method} -> {c.status}{' ' + error if error else ''}")
@@ -1359,13 +1341,3 @@ def check_metadata(metadata: Any) -> list[str]:
     if not isinstance(metadata.get("event_payload"), dict):
         problems.append("metadata.event_payload: required, an object")
     return problems
-
-
-def _describe(predicate: Callable[[], Any]) -> str:
-    try:
-        source = inspect.getsource(predicate).strip()
-    except (OSError, TypeError):
-        source = ""
-    if source and len(source) < 300:
-        return source
-    return getattr(predicate, "__qualname__", repr(predicate))

@@ -23,13 +23,13 @@ process in the middle of an upstream call wait that long.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import signal
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ from tests.fakes.cards import buttons, card_text
 from tests.fakes.flokit import FakeFloKit, Recorded
 from tests.fakes.paths import REPO_ROOT
 from tests.fakes.slack_api import FakeSlack, Message
+from tests.fakes import waiting
 from tests.fakes.slack_requests import SlackRequester, view_submission_body
 from tests.test_app import clean_env, free_port
 
@@ -79,25 +80,9 @@ postgres_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect
 # ---- waiting -------------------------------------------------------------------------------
 
 
-async def eventually(
-    predicate: Callable[[], Any], *, timeout: float, what: str, on_timeout: Callable[[], str] = str
-) -> Any:
-    """Poll ``predicate`` (sync or async) until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            value = predicate()
-            if inspect.isawaitable(value):
-                value = await value
-        except Exception as e:  # noqa: BLE001 - "not yet"; reported on timeout
-            last_error, value = e, None
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            detail = f"\n  last error: {type(last_error).__name__}: {last_error}" if last_error else ""
-            raise AssertionError(f"still not true after {timeout:g}s: {what}{detail}\n{on_timeout()}")
-        await asyncio.sleep(0.05)
+# The shared helper, polling as this file always did: every 0.05 s (its predicates query the
+# database, the fakes and the processes), an exception from the predicate counting as "not yet".
+eventually = partial(waiting.eventually, interval=0.05)
 
 
 # ---- the bot processes ---------------------------------------------------------------------

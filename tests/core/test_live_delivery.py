@@ -60,17 +60,19 @@ async def test_a_decision_queued_behind_clicks_is_not_shown_in_flight_when_it_th
     that waited its turn here, then landed at once, is rendered once, landed, with no
     "Approving" in between."""
     h = harness
+    patience = 1.0  # well below the clicks' own cap (Foreground: 3 s), well above a landing here
     action = h.flokit.add_action()
-    bot = await h.start()
+    bot = await h.start(card_patience_seconds=patience)
     await h.poll()
     card = await card_for(h, action["id"])
     bot.scheduler.pause()  # only the live work renders it
     modal = await open_modal(h, card, ids.APPROVE, APPROVER)
     updates_before = len([c for c in h.slack.calls if c.method == "chat.update"])
-    with bot.foreground.busy():  # clicks in flight, for longer than the card's 1.5 s of patience
+    with bot.foreground.busy():  # clicks in flight, for longer than the card's patience
         assert (await submit(h, modal, APPROVER, "go"))[0] == 200
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(patience)  # never returns early: the patience counted from the click is over
         assert decision_posts(h, action["id"]) == 0
+    await h.wait_for(lambda: "Approved" in card_text(h.slack.messages[(CHANNEL, card.ts)]))
     await bot.deliverer.drain(10)
     await bot.card_updater.drain(10)
     assert decision_posts(h, action["id"]) == 1
@@ -84,11 +86,10 @@ async def test_a_decision_left_for_a_retry_is_shown_in_flight_at_once(harness: H
     for a quick landing and shows the decision in flight now, whatever patience was left."""
     h = harness
     action = h.flokit.add_action()
-    bot = await h.start()
+    bot = await h.start(card_patience_seconds=3600.0)  # without the release, an hour's wait for a quick landing
     await h.poll()
     card = await card_for(h, action["id"])
     bot.scheduler.pause()  # the retry never comes: only the live work acts
-    bot.card_updater._patient = 3600.0  # without the release, an hour's wait for a quick landing
     h.flokit.fail_next("/approve", status=503, times=1)
     modal = await open_modal(h, card, ids.APPROVE, APPROVER)
     assert (await submit(h, modal, APPROVER, "go"))[0] == 200

@@ -24,6 +24,7 @@ from typing import Any, Final
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from sandbox.seeds import FLOKIT_ACTIONS
 from tests.fakes.server import LoopbackServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -45,47 +46,12 @@ DEFAULT_LIMIT: Final = 20
 MAX_LIMIT: Final = 100
 _EPOCH: Final = datetime(2024, 3, 15, 6, 0, tzinfo=timezone.utc)
 
-# Realistic content, from the document's two examples.
+# Realistic content, from the document's two examples: the sandbox's (sandbox/seeds.py). This
+# fake's creative pause has signals, guardrails (one failed) and rollback conditions of its own.
 _TEMPLATES: Final[dict[str, dict[str, Any]]] = {
-    "budget_shift": {
-        "title": "Shift 20% budget from TikTok Broad to Meta Search",
-        "rationale": (
-            "Meta Search cohort (Jan) reached payback in 16 days vs. TikTok Broad at 34 days. "
-            "Reallocating $4,400/week is projected to improve blended ROAS by 0.3x."
-        ),
-        "expected_impact": {"metric": "blended_roas_30d", "direction": "increase", "magnitude": 0.3},
-        "data_signals": [
-            {"label": "Meta Search 30-day ROAS", "value": "2.31x"},
-            {"label": "TikTok Broad 30-day ROAS", "value": "0.91x"},
-            {"label": "Meta Search payback days", "value": "16"},
-            {"label": "TikTok Broad payback days", "value": "34"},
-        ],
-        "guardrail_checks": [
-            {"check": "minimum_cohort_size", "passed": True, "detail": "Meta Search cohort n=1,989"},
-            {"check": "statistical_confidence", "passed": True, "detail": "95% confidence in ROAS delta"},
-            {
-                "check": "spend_change_within_limit",
-                "passed": True,
-                "detail": "Shift is 20% of campaign budget",
-            },
-        ],
-        "rollback_conditions": [
-            "If blended ROAS drops >15% within 7 days of execution",
-            "If Meta Search trial conversion rate falls below 0.65",
-        ],
-    },
+    "budget_shift": FLOKIT_ACTIONS["budget_shift"],
     "creative_pause": {
-        "title": "Pause creative TK_VID_042 — fatigue detected",
-        "rationale": (
-            "Creative TK_VID_042 has served 1.2M impressions in 8 days. CTR has declined 61% from "
-            "launch. Trial conversion for this creative is now below the campaign floor "
-            "(0.48 vs. 0.65 floor)."
-        ),
-        "expected_impact": {
-            "metric": "campaign_trial_conversion_rate",
-            "direction": "increase",
-            "magnitude": 0.06,
-        },
+        **FLOKIT_ACTIONS["creative_pause"],
         "data_signals": [
             {"label": "TK_VID_042 impressions (8 days)", "value": "1.2M"},
             {"label": "TK_VID_042 CTR change since launch", "value": "-61%"},

@@ -25,6 +25,7 @@ import pytest
 
 import app
 from tests.fakes.paths import REPO_ROOT
+from tests.fakes.waiting import describe, eventually
 from tests.sandbox.conftest import start_sandbox, stop_sandbox
 
 pytestmark = pytest.mark.timeout(120)
@@ -242,14 +243,14 @@ async def test_rollback_rules_are_watched_against_the_values_a_visitor_sets(tmp_
 
 
 async def wait_for(read: Any, check: Any, timeout: float = 20.0) -> Any:
-    import asyncio
+    """``check(await read())`` until it is truthy (the shared helper, polling every 0.2 s)."""
+    last: list[Any] = [None]
 
-    deadline = asyncio.get_running_loop().time() + timeout
-    last = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await read()
-        found = check(last)
-        if found:
-            return found
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s; last state: {json.dumps(last)[:2000]}")
+    async def probe() -> Any:
+        last[0] = await read()
+        return check(last[0])
+
+    return await eventually(
+        probe, timeout=timeout, interval=0.2, what=describe(check),
+        on_timeout=lambda: f"last state: {json.dumps(last[0])[:2000]}",
+    )
