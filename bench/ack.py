@@ -103,17 +103,53 @@ async def role_bot(config: dict[str, Any]) -> None:
 
         app.Database = functools.partial(Database, inline=False)  # type: ignore[misc]
     bot = Signoff(settings, retry=RetryPolicy())
+    statements: collections.Counter[str] = collections.Counter()
+    if config.get("statements"):
+        from sqlalchemy import event as sa_event
+
+        @sa_event.listens_for(bot.db.engine.sync_engine, "before_cursor_execute")
+        def _count_sql(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            statements[" ".join(statement.split())[:100]] += 1
     await bot.start(host="127.0.0.1")
     assert bot.port
+    profiler: list[Any] = []
+
+    def start_profiler() -> None:
+        # py-spy samples this process from outside (raw collapsed stacks, one line per stack).
+        import shutil
+        import subprocess
+
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        profiler.append(subprocess.Popen(
+            [spy, "record", "--pid", str(os.getpid()), "--format", "raw", "--rate", "250", "-o", config["profile"]],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+
+    async def stop() -> None:
+        await bot.stop()
+        for spy in profiler:
+            import signal
+
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
+
+    stats_asked = [0]
+    # From which stats request on py-spy samples: 1, the measured clicks and all that follows
+    # (not the set-up); 2, the measured decisions and all that follows; 3, what follows the
+    # decisions' acks (delivery, settles, card renders, notices).
+    profile_from = {"all": 1, "decisions": 2, "after-acks": 3}[config.get("profile_phase") or "all"]
 
     def stats() -> dict[str, Any]:
+        stats_asked[0] += 1
+        if config.get("profile") and not profiler and stats_asked[0] == profile_from:
+            start_profiler()
         paths = bot.ack_paths
         return {
-            "reads": bot.db.transactions.reads, "writes": bot.db.transactions.writes,
+            "statements": dict(statements), "reads": bot.db.transactions.reads, "writes": bot.db.transactions.writes,
             "ack": {k: [paths.requests[k], paths.transactions[k], paths.most.get(k, 0)] for k in paths.requests},
         }
 
-    await _serve_until_told(bot.port, bot.stop, stats)
+    await _serve_until_told(bot.port, stop, stats)
 
 
 async def role_bare(config: dict[str, Any]) -> None:
@@ -364,7 +400,10 @@ async def orchestrate(args: argparse.Namespace, database_url: str, workdir: Path
         }
         bot_log = workdir / "bot.log"
         t0 = time.perf_counter()
-        bot = await Server.start("bot", {"settings": settings, "plain_aiosqlite": args.plain_aiosqlite}, bot_log)
+        bot = await Server.start("bot", {
+            "settings": settings, "plain_aiosqlite": args.plain_aiosqlite, "statements": args.statements,
+            "profile": str(Path(args.profile).resolve()) if args.profile else None, "profile_phase": args.profile_phase,
+        }, bot_log)
         servers.append(bot)
 
         async def all_posted() -> bool:
@@ -447,6 +486,7 @@ async def orchestrate(args: argparse.Namespace, database_url: str, workdir: Path
         flokit_before, slack_before = len(flokit.requests), len(slack.calls)
         bot_run = await run_load(bot.url, [("measure", measured_bodies)], conc, load_timeout)
         ack_cpu = bot.cpu_seconds() - cpu0
+        stats_acked = await bot.stats()
         started = bot_run["measure"]["started"]
         await wait_until("every measured decision landed in FloKit",
                          lambda: all(e in flokit.landed for e in measured_ext), args.timeout, step=WAIT_STEP_S)
@@ -466,6 +506,9 @@ async def orchestrate(args: argparse.Namespace, database_url: str, workdir: Path
         settled_cpu = bot.cpu_seconds() - cpu0
         await asyncio.sleep(2.5)  # the notices, the App Home refresh and the watch that follow, too
         stats2 = await bot.stats()
+        if args.statements:
+            _print_statements("during the decisions' acks", stats1, stats_acked, clicks)
+            _print_statements("after the acks, until the cards and notices showed it", stats_acked, stats2, clicks)
         approvals_by_approver = sum(1 for a in flokit.audit if a["event"] == "approved" and a["by"] == APPROVER_EMAIL)
         upstream_calls = len(flokit.requests) - flokit_before
         slack_calls = collections.Counter(c.method for c in slack.calls[slack_before:])
@@ -555,6 +598,15 @@ async def orchestrate(args: argparse.Namespace, database_url: str, workdir: Path
     )
 
 
+def _print_statements(phase: str, before: dict[str, Any], after: dict[str, Any], decisions: int) -> None:
+    was, now = before.get("statements") or {}, after.get("statements") or {}
+    counts = sorted(((n - was.get(text, 0), text) for text, n in now.items()), reverse=True)
+    print(f"  SQL statements per decision, {phase}: {sum(n for n, _ in counts) / decisions:.1f}")
+    for n, text in counts:
+        if n:
+            print(f"    {n / decisions:5.2f}  {text}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
@@ -566,6 +618,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="upper bound for each wait, seconds")
     parser.add_argument("--plain-aiosqlite", action="store_true",
                         help="SQLite through plain aiosqlite instead of store.inline_sqlite (to compare)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="sample the bot with py-spy (pip install py-spy) into FILE, collapsed stacks")
+    parser.add_argument("--profile-phase", choices=("all", "decisions", "after-acks"), default="all",
+                        help="with --profile: from the measured clicks on (all), from the decisions on, "
+                             "or from the end of the decisions' acks on")
+    parser.add_argument("--statements", action="store_true",
+                        help="count the bot's SQL statements by text, per decision, during and after the acks")
     parser.add_argument("--role", choices=("orchestrate", "bot", "bare", "load"), default="orchestrate",
                         help=argparse.SUPPRESS)
     parser.add_argument("--config", default="{}", help=argparse.SUPPRESS)

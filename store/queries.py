@@ -657,14 +657,15 @@ async def _moved(
     action.version += 1
     action.updated_at = now
     action.refresh_at, action.refresh_misses = None, 0  # where it is read again: soon
-    # Both rows as Core UPDATEs, the objects then marked as stored (no flush of their changes).
+    # Both rows as Core UPDATEs, the objects first marked as stored, so that no flush (an
+    # autoflush before the statements included) writes these changes a second time.
+    moved = {k: getattr(action, k) for k in _ACTION_MOVED_FIELDS}
+    for key, value in moved.items():
+        set_committed_value(action, key, value)
     await session.exec(
         _OUTBOX_CLOSED, params={"p_id": outbox.id, **{f"p_{k}": getattr(outbox, k) for k in _OUTBOX_CLOSED_FIELDS}}
     )
-    moved = {k: getattr(action, k) for k in _ACTION_MOVED_FIELDS}
     await session.exec(_ACTION_MOVED, params={"p_id": action.id, **{f"p_{k}": v for k, v in moved.items()}})
-    for key, value in moved.items():
-        set_committed_value(action, key, value)
     await _card_dirty(session, action_id=action.id or 0, version=action.version, claim=claim)
     entry = await append_audit(
         session, action_id=action.id or 0, event=event, op=Op(outbox.op), actor=actor, note=note,
@@ -1171,7 +1172,7 @@ async def begin_watch(
     card already due for re-rendering): the watch rows, and when it started; ``reading``:
     what is already known of every rule (no metrics source at all, say)."""
     assert action.id is not None
-    if action in session.dirty:
+    if session.is_modified(action):
         action.watch_started_at = started_at  # flushed with the rest of the action's change
     else:
         await session.exec(_WATCH_STARTED, params={"p_action": action.id, "p_started": started_at})
