@@ -274,9 +274,6 @@ async def _find_notice(ctx: JobContext, channel: str, thread_ts: str | None, not
 # ---- live updates -------------------------------------------------------------------------
 
 
-_RECHECK_SECONDS = 0.25  # how often a decision queued for delivery here is looked at again
-
-
 @dataclass
 class _Pending:
     """Changes to one card waiting for their pass."""
@@ -338,6 +335,14 @@ class CardUpdater:
             )
             self._tasks.spawn(self._run(change.action_id, pending))
 
+    def carrying(self, action_id: int) -> None:
+        """The action's delivery here started (``Deliverer.when_started``): a render held
+        while it waited its turn is due again ``patient_seconds`` from now."""
+        pending = self._pending.get(action_id)
+        if pending is not None and not pending.urgent:
+            pending.due = min(pending.due, asyncio.get_running_loop().time())
+            pending.wake.set()
+
     def released(self, action_id: int) -> None:
         """The action's delivery here ended (``Deliverer.when_finished``): a render held for
         it is due now. A decision left for a retry later is shown in flight at once."""
@@ -396,7 +401,8 @@ class CardUpdater:
         now = asyncio.get_running_loop().time()
         if started is None or now >= since + self._hold:
             return None
-        until = min(since + self._hold, now + _RECHECK_SECONDS if started == QUEUED else started + self._patient)
+        # Queued: until its delivery starts (``carrying`` wakes it) or the hold ends.
+        until = since + self._hold if started == QUEUED else min(since + self._hold, started + self._patient)
         return until if until > now else None
 
     async def _update(self, action_id: int, notice_ids: list[int]) -> None:

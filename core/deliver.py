@@ -187,11 +187,17 @@ class Deliverer:
         # updater asks before showing a decision as in flight (``started``).
         self._under_way: dict[int, float] = {}
         self._finished: Callable[[int], None] = lambda _action_id: None
+        self._started: Callable[[int], None] = lambda _action_id: None
 
     def when_finished(self, callback: Callable[[int], None]) -> None:
         """Tell ``callback`` the action's id whenever this process stops carrying its decision
         (landed, failed, or left for a retry later): what waited on it may show it now."""
         self._finished = callback
+
+    def when_started(self, callback: Callable[[int], None]) -> None:
+        """Tell ``callback`` the action's id when this process starts carrying its decision
+        upstream (it waited its turn until then): what waits on it may count from now."""
+        self._started = callback
 
     def deliver_now(self, entry: Outbox, action: Action) -> None:
         # Its log lines still name the request, and the person, that made it.
@@ -208,6 +214,7 @@ class Deliverer:
             await self._foreground.idle()  # the clicks people wait on first
             async with self._limit:
                 self._under_way[entry.action_id] = asyncio.get_running_loop().time()
+                self._started(entry.action_id)
                 try:
                     if not await self._still_ours(entry, action.source):
                         return  # waited so long that another worker took it over: it delivers

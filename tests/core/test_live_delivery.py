@@ -96,3 +96,29 @@ async def test_a_decision_left_for_a_retry_is_shown_in_flight_at_once(harness: H
     await bot.deliverer.drain(10)
     assert decision_posts(h, action["id"]) == 1
     await h.wait_for(lambda: "Approving" in card_text(h.slack.messages[(CHANNEL, card.ts)]))
+
+
+async def test_a_queued_decision_whose_upstream_is_slow_is_shown_in_flight_after_the_patience(
+    harness: Harness,
+) -> None:
+    """A decision that waited its turn here (clicks in flight) and then meets a slow upstream is
+    shown in flight once the card's patience has passed since its upstream call started: the
+    delivery tells the card updater when it starts, so the card does not wait out the whole
+    hold (10 s) that bounds a queued decision."""
+    h = harness
+    patience = 0.5
+    action = h.flokit.add_action()
+    bot = await h.start(card_patience_seconds=patience)
+    await h.poll()
+    card = await card_for(h, action["id"])
+    bot.scheduler.pause()  # only the live work renders it
+    modal = await open_modal(h, card, ids.APPROVE, APPROVER)
+    h.flokit.set_delay(6.0)  # the upstream answers long after the patience, well within the hold
+    with bot.foreground.busy():  # clicks in flight: the delivery waits its turn
+        assert (await submit(h, modal, APPROVER, "go"))[0] == 200
+        await asyncio.sleep(patience)
+    # Well before the hold would end it (10 s from the click), and while the call is under way.
+    await h.wait_for(lambda: "Approving" in card_text(h.slack.messages[(CHANNEL, card.ts)]), timeout=5.0)
+    assert decision_posts(h, action["id"]) == 1  # shown while its upstream call was under way
+    h.flokit.set_delay(0.0)
+    await bot.deliverer.drain(10)
