@@ -398,7 +398,17 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         immediate = conn.get_execution_options().get(_WRITE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Straight on the driver's cursor: through ``exec_driver_sql`` this one statement cost
+        # as much as a query (every transaction runs it). A driver error is raised as
+        # SQLAlchemy's, as it would have been (``_immediate`` retries "database is locked").
+        dbapi = conn.dialect.loaded_dbapi
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        except dbapi.Error as e:
+            raise sa.exc.DBAPIError.instance("BEGIN", None, e, dbapi.Error) from e
+        finally:
+            cursor.close()
 
 
 def _use_wal(cursor: Any) -> None:

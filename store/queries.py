@@ -1235,8 +1235,13 @@ async def claim_watches(
 
 
 async def get_watch(session: AsyncSession, *, watch_id: int) -> Watch | None:
-    stmt = select(Watch).where(Watch.id == watch_id).with_for_update()
-    return (await session.exec(stmt.execution_options(populate_existing=True))).first()
+    return (await session.exec(_WATCH_BY_ID_LOCKED, params={"p_watch": watch_id})).first()
+
+
+_WATCH_BY_ID_LOCKED = (
+    select(Watch).where(col(Watch.id) == sa.bindparam("p_watch")).with_for_update()
+    .execution_options(populate_existing=True)
+)
 
 
 async def watches_for(session: AsyncSession, *, action_id: int) -> Sequence[Watch]:
