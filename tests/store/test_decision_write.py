@@ -4,10 +4,8 @@ Core inserts. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 
-import pytest
 from sqlmodel import select
 
 from core.lifecycle import TRANSITIONS
@@ -18,14 +16,6 @@ from store.models import Action, Card, Decision, Outbox
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 APPROVE = TRANSITIONS[Op.APPROVE]
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 async def _action(db: Database, external_id: str = "a1") -> Action:

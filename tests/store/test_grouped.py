@@ -5,7 +5,6 @@ On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
 import pytest
@@ -16,14 +15,6 @@ from store.db import Database, Grouped
 from store.models import Action
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 def _add(external_id: str):  # type: ignore[no-untyped-def]
