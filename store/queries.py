@@ -308,24 +308,20 @@ async def begin_decision(
     it moved on, the row is read again under lock. Under a ``claim`` the outbox entry (and the
     card) are leased to this process, which delivers it at once; ``actor_identifier``, where
     already known, is stored with it."""
-    action: Action | None = None
-    if seen is not None and seen.id == action_id and Status(seen.status) in allowed_from:
+
+    async def move(row: Action) -> bool:
         moved = await session.exec(
             _ACTION_MOVE_SEEN,
-            params={"p_action": action_id, "p_version": seen.version, "p_status": in_flight.value, "p_now": now},
+            params={"p_action": action_id, "p_version": row.version, "p_status": in_flight.value, "p_now": now},
         )
-        if moved.rowcount == 1:
-            action = seen
-    if action is None:
+        return bool(moved.rowcount == 1)
+
+    action: Action | None = seen
+    if seen is None or seen.id != action_id or Status(seen.status) not in allowed_from or not await move(seen):
         action = await get_action(session, action_id=action_id, lock=True)
-        if action is None or Status(action.status) not in allowed_from:
+        if action is None or Status(action.status) not in allowed_from or not await move(action):
             return None
-        moved = await session.exec(
-            _ACTION_MOVE_SEEN,
-            params={"p_action": action_id, "p_version": action.version, "p_status": in_flight.value, "p_now": now},
-        )
-        if moved.rowcount != 1:
-            return None
+    assert action is not None
     before, version = action.status, action.version + 1
     await _card_dirty(session, action_id=action_id, version=version, claim=claim)
     decision = await append_audit(
@@ -1172,11 +1168,8 @@ async def begin_watch(
     card already due for re-rendering): the watch rows, and when it started; ``reading``:
     what is already known of every rule (no metrics source at all, say)."""
     assert action.id is not None
-    if session.is_modified(action):
-        action.watch_started_at = started_at  # flushed with the rest of the action's change
-    else:
-        await session.exec(_WATCH_STARTED, params={"p_action": action.id, "p_started": started_at})
-        set_committed_value(action, "watch_started_at", started_at)
+    await session.exec(_WATCH_STARTED, params={"p_action": action.id, "p_started": started_at})
+    set_committed_value(action, "watch_started_at", started_at)
     if watches:
         await session.exec(
             _INSERT_WATCH,

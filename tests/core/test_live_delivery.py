@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
+from app import Signoff
 from bot import ids
 from tests.conftest import APPROVER, CHANNEL, Harness
 from tests.fakes.cards import card_for, card_text, open_modal, submit
 from tests.fakes.clock import FakeClock
+from tests.fakes.slack_api import Message
 
 
 def decision_posts(h: Harness, external_id: str) -> int:
@@ -52,6 +55,17 @@ async def test_a_decision_is_delivered_at_once_without_the_sweep(harness: Harnes
     assert h.flokit.actions[action["id"]]["status"] == "approved"
 
 
+async def _approve_modal_open(h: Harness, patience: float) -> tuple[dict[str, Any], Signoff, Message, dict[str, Any]]:
+    """One action carded by a bot with this card patience, its approve modal open; no sweep
+    runs from here on (only the live work renders the card)."""
+    action = h.flokit.add_action()
+    bot = await h.start(card_patience_seconds=patience)
+    await h.poll()
+    card = await card_for(h, action["id"])
+    bot.scheduler.pause()
+    return action, bot, card, await open_modal(h, card, ids.APPROVE, APPROVER)
+
+
 async def test_a_decision_queued_behind_clicks_is_not_shown_in_flight_when_it_then_lands_at_once(
     harness: Harness,
 ) -> None:
@@ -61,12 +75,7 @@ async def test_a_decision_queued_behind_clicks_is_not_shown_in_flight_when_it_th
     "Approving" in between."""
     h = harness
     patience = 1.0  # well below the clicks' own cap (Foreground: 3 s), well above a landing here
-    action = h.flokit.add_action()
-    bot = await h.start(card_patience_seconds=patience)
-    await h.poll()
-    card = await card_for(h, action["id"])
-    bot.scheduler.pause()  # only the live work renders it
-    modal = await open_modal(h, card, ids.APPROVE, APPROVER)
+    action, bot, card, modal = await _approve_modal_open(h, patience)
     updates_before = len([c for c in h.slack.calls if c.method == "chat.update"])
     with bot.foreground.busy():  # clicks in flight, for longer than the card's patience
         assert (await submit(h, modal, APPROVER, "go"))[0] == 200
@@ -107,12 +116,7 @@ async def test_a_queued_decision_whose_upstream_is_slow_is_shown_in_flight_after
     hold (10 s) that bounds a queued decision."""
     h = harness
     patience = 0.5
-    action = h.flokit.add_action()
-    bot = await h.start(card_patience_seconds=patience)
-    await h.poll()
-    card = await card_for(h, action["id"])
-    bot.scheduler.pause()  # only the live work renders it
-    modal = await open_modal(h, card, ids.APPROVE, APPROVER)
+    action, bot, card, modal = await _approve_modal_open(h, patience)
     h.flokit.set_delay(6.0)  # the upstream answers long after the patience, well within the hold
     with bot.foreground.busy():  # clicks in flight: the delivery waits its turn
         assert (await submit(h, modal, APPROVER, "go"))[0] == 200
