@@ -14,7 +14,8 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -27,6 +28,7 @@ from policy import Policy
 from sources.base import Capabilities, Op, Option, Status
 from store import queries
 from store.db import Database
+from store.hot import Lost
 from store.models import Action, Decision
 
 __all__ = ["Clock", "utc_now", "DecisionService", "Outcome", "Result"]
@@ -156,12 +158,7 @@ class DecisionService:
     ) -> Outcome:
         # One read for everything the answer needs (the card check included), then no database
         # connection held across Slack's group lookup.
-        async with self._db.read() as session:
-            action = await queries.get_action(session, action_id=action_id)
-            shown = (
-                await queries.message_shows(session, channel=channel, ts=ts, action_id=action_id)
-                if action is not None and channel is not None and ts is not None else True
-            )
+        action, shown = await self._db.hot.click_check(action_id=action_id, channel=channel, ts=ts)
         # Once, against the action's route (no action: APPROVERS say whether to tell them so).
         refused = await self.authorize(user_id, action)
         if refused is not None:
@@ -234,8 +231,7 @@ class DecisionService:
         self, *, action_id: int, op: Op, user_id: str, note: str | None, channel: str | None,
         confirmation: str | None, option_key: str | None, client: str | None = None, request_key: str | None = None,
     ) -> Outcome:
-        async with self._db.read() as session:
-            action = await queries.get_action(session, action_id=action_id)
+        action = await self._db.hot.action(action_id=action_id)
         if action is not None and self._pick(action, op, option_key) is Result.UNSUPPORTED:
             return Outcome(Result.UNSUPPORTED)
         if client is None:
@@ -267,6 +263,16 @@ class DecisionService:
             ):
                 return Outcome(Result.CONFIRMATION_REQUIRED, action)
             needed = self._policy.required_approvals(action.type, action.risk, source=action.source)
+        if needed == 1:
+            # The common case, on the store's fast path: one write transaction, nothing else.
+            now = self._clock()
+            written = await self._db.hot.begin_decision(**self._begin_args(
+                action, op, user_id=user_id, note=note, picked=picked, request_key=request_key, channel=channel,
+                identifier=identifier, now=now,
+            ))
+            if isinstance(written, Lost):
+                return Outcome(Result.NOT_POSSIBLE, written.action, written.latest)
+            return self._recorded(written, approvals=approvals, needed=needed)
         async with self._db.write(urgent=True) as session:
             if needed > 1:
                 endorsed = await queries.endorse(
@@ -281,23 +287,37 @@ class DecisionService:
                     approvals = endorsed.approvers
                     others = ", ".join(f"<@{a}>" if a[:1] in ("U", "W") else a for a in endorsed.approvers[:-1])
                     note = f"{note + ' — ' if note else ''}also approved by {others}"
-            transition = TRANSITIONS[op]
             now = self._clock()
-            claim = queries.Claim(now + self._lease(action.source)) if self._events is not None else None
-            begun = await queries.begin_decision(
-                session, action_id=action_id, op=op, allowed_from=transition.allowed_from,
-                in_flight=transition.in_flight, actor=user_id, note=note, option=picked,
-                idempotency_key=request_key or str(uuid.uuid4()), notify_channel=channel, now=now,
-                actor_identifier=identifier, claim=claim, seen=action if needed == 1 else None,
-            )
+            begun = await queries.begin_decision(session, **self._begin_args(
+                action, op, user_id=user_id, note=note, picked=picked, request_key=request_key, channel=channel,
+                identifier=identifier, now=now, seen=False,
+            ))
             if begun is None:
                 action = await queries.get_action(session, action_id=action_id)
                 latest = await queries.latest_decision(session, action_id=action_id)
                 return Outcome(Result.NOT_POSSIBLE, action, latest)
+        return self._recorded(begun, approvals=approvals, needed=needed)
+
+    def _begin_args(
+        self, action: Action, op: Op, *, user_id: str, note: str | None, picked: Option, request_key: str | None,
+        channel: str | None, identifier: str | None, now: datetime, seen: bool = True,
+    ) -> dict[str, Any]:
+        """The decision's write (``begin_decision``): from the version just read where
+        ``seen`` (nothing else was written since), under a claim for this process's delivery."""
+        transition = TRANSITIONS[op]
+        claim = queries.Claim(now + self._lease(action.source)) if self._events is not None else None
+        return {
+            "action_id": action.id, "op": op, "allowed_from": transition.allowed_from,
+            "in_flight": transition.in_flight, "actor": user_id, "note": note, "option": picked,
+            "idempotency_key": request_key or str(uuid.uuid4()), "notify_channel": channel, "now": now,
+            "actor_identifier": identifier, "claim": claim, "seen": action if seen else None,
+        }
+
+    def _recorded(self, begun: queries.Begun, *, approvals: tuple[str, ...], needed: int) -> Outcome:
+        """A decision committed: deliver it now, and show it in flight, in this process."""
         if self._events is None:
             self._on_change()
         else:
-            # Committed: deliver it now, and show it in flight, in this process.
             self._on_recorded()
             assert begun.action.id is not None
             self._events.decided(begun.outbox, begun.action)

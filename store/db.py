@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from store import (
+    hot,
     inline_sqlite,
     models,  # noqa: F401  (registers the tables on SQLModel.metadata)
 )
@@ -105,14 +106,15 @@ class Database:
         self.url = async_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
+        database = self.url.database or ":memory:"
+        uri = str(self.url.query.get("uri", "")).lower() in ("1", "true")
+        connect_args: dict[str, Any] = {}
         if self.is_sqlite and inline:
-            database = self.url.database or ":memory:"
-            uri = str(self.url.query.get("uri", "")).lower() in ("1", "true")
             kwargs["async_creator"] = functools.partial(inline_sqlite.connect, database, uri=uri)
-        else:
+        elif not self.is_sqlite:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
             if "timeout" in self.url.query:  # asyncpg wants a number, a URL holds strings
-                kwargs["connect_args"] = {"timeout": float(str(self.url.query["timeout"]))}
+                connect_args = kwargs["connect_args"] = {"timeout": float(str(self.url.query["timeout"]))}
                 self.url = self.url.difference_update_query(["timeout"])
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
@@ -123,6 +125,26 @@ class Database:
         self._writer = async_sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), class_=AsyncSession, expire_on_commit=False
         )
+        # The ack path (a click's check, a decision's write) on the driver's own connection.
+        self.hot: hot.HotPath
+        in_memory = database == ":memory:" or "mode=memory" in database
+        if self.is_sqlite and inline and not in_memory:
+            self.hot = hot.SQLiteHotPath(
+                dialect=self.engine.dialect, writers=self._sqlite_writers, count=self._count,
+                open_connection=functools.partial(_hot_sqlite_connection, database, uri=uri),
+                busy_timeout_s=SQLITE_BUSY_TIMEOUT_MS / 1000,
+            )
+        elif not self.is_sqlite:
+            args, params = self.engine.dialect.create_connect_args(self.url)
+            self.hot = hot.PostgresHotPath(
+                dialect=self.engine.dialect, connect_args=(args, {**params, **connect_args}), count=self._count,
+                size=10,
+            )
+        else:
+            self.hot = hot.SessionHotPath(read=self.read, write=functools.partial(self.write, urgent=True))
+
+    def _count(self, write: bool) -> None:
+        _count(self.transactions, write=write)
 
     async def migrate(self) -> None:
         """Apply the pending migrations, if any. Replicas doing this at once take turns: the
@@ -228,6 +250,7 @@ class Database:
         return session
 
     async def dispose(self) -> None:
+        await self.hot.close()
         await self.engine.dispose()
 
 
@@ -385,15 +408,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let us issue BEGIN ourselves (pysqlite's own would be a deferred BEGIN).
-        if dbapi_connection.isolation_level is not None:
-            dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={int(inline_sqlite.INLINE_BUSY_TIMEOUT_S * 1000)}")
-        _use_wal(cursor)
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+        _sqlite_settings(dbapi_connection)
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
@@ -409,6 +424,27 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             raise sa.exc.DBAPIError.instance("BEGIN", None, e, dbapi.Error) from e
         finally:
             cursor.close()
+
+
+def _sqlite_settings(dbapi_connection: Any) -> None:
+    """Every connection's settings (the engine's, and the ack path's own)."""
+    # Let us issue BEGIN ourselves (pysqlite's own would be a deferred BEGIN).
+    if dbapi_connection.isolation_level is not None:
+        dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={int(inline_sqlite.INLINE_BUSY_TIMEOUT_S * 1000)}")
+    _use_wal(cursor)
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _hot_sqlite_connection(database: str, *, uri: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        database, uri=uri, timeout=inline_sqlite.INLINE_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    _sqlite_settings(conn)
+    return conn
 
 
 def _use_wal(cursor: Any) -> None:

@@ -1,0 +1,477 @@
+"""The ack path's store work on the driver's own connection: a click's check and a decision's
+write, the two things a person waits on before Slack is answered.
+
+Through SQLAlchemy's session and connection layers each of these statements cost ten to twenty
+times what the database takes to run it (bench/README.md: about half of a decision's ack).
+Here the same statements (built with SQLAlchemy's Core in ``store.queries``, compiled once per
+dialect, with SQLAlchemy's own type conversions) run on the driver: ``sqlite3`` on SQLite, on
+one connection of this path's own that a transaction never yields with (so one suffices), and
+``asyncpg`` on PostgreSQL, from a small pool of this path's own. Rows come back as the same
+detached model objects a session would have returned.
+
+Durability and races are as through the session: a decision's compare-and-set, its audit
+entry, its outbox entry and its card's mark commit in one transaction (SQLite: ``BEGIN
+IMMEDIATE`` behind this process's writer queue, retried while another process holds the lock;
+PostgreSQL: the row lock of the locked re-read), and a driver error is raised as SQLAlchemy's
+``DBAPIError``, which the callers already answer as "store unavailable".
+
+Where SQLite runs through plain aiosqlite or in memory (a second connection would see another
+database), ``SessionHotPath`` does the same through sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import asyncpg  # type: ignore[import-untyped]
+import sqlalchemy as sa
+from sqlalchemy.orm import configure_mappers, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlmodel import SQLModel
+
+from sources.base import Op, Option, Status
+from store import queries
+from store.models import Action, AuditEvent, Decision, Outbox, OutboxState
+
+__all__ = ["HotPath", "Lost", "SessionHotPath", "SQLiteHotPath", "PostgresHotPath"]
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A decision not begun: the action is not (or no longer) where it can be made. The action
+    as it now is (None: gone) and its latest decision, read in the same transaction."""
+
+    action: Action | None
+    latest: Decision | None
+
+
+class HotPath(Protocol):
+    async def click_check(self, *, action_id: int, channel: str | None, ts: str | None) -> tuple[Action | None, bool]:
+        """The action, and whether the message at ``channel``/``ts`` shows it (True where no
+        message is given), in one read."""
+
+    async def action(self, *, action_id: int) -> Action | None:
+        """The action, read on its own."""
+
+    async def begin_decision(
+        self, *, action_id: int, op: Op, allowed_from: frozenset[Status], in_flight: Status, actor: str,
+        note: str | None, idempotency_key: str, notify_channel: str | None, now: datetime,
+        option: Option | None = None, actor_identifier: str | None = None, claim: queries.Claim | None = None,
+        seen: Action | None = None,
+    ) -> queries.Begun | Lost:
+        """``queries.begin_decision`` in a write transaction of its own; where the decision
+        cannot be made, what the action is now (``Lost``), from that same transaction."""
+
+    async def close(self) -> None: ...
+
+
+# ---- statements, compiled once per dialect ---------------------------------------------------
+
+
+class _Compiled:
+    """One Core statement compiled for a driver: its SQL, its parameters in order with
+    SQLAlchemy's conversions for them, and its result columns' conversions."""
+
+    __slots__ = ("sql", "_names", "_binds", "_defaults", "keys", "_results")
+
+    def __init__(self, stmt: sa.sql.ClauseElement, dialect: sa.Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = str(compiled)
+        self._names: tuple[str, ...] = tuple(compiled.positiontup or ())
+        self._binds = tuple(
+            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self._names
+        )
+        # The values the statement binds itself (its literals), by name.
+        self._defaults = {
+            name: compiled.binds[name].effective_value for name in self._names if not compiled.binds[name].required
+        }
+        columns = getattr(stmt, "selected_columns", None) or getattr(stmt, "_returning", None) or ()
+        self.keys: tuple[str, ...] = tuple(c.key for c in columns)
+        self._results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        out = []
+        for name, process in zip(self._names, self._binds, strict=True):
+            value = params[name] if name in params else self._defaults[name]
+            out.append(process(value) if process is not None and value is not None else value)
+        return out
+
+    def row(self, raw: Sequence[Any]) -> dict[str, Any]:
+        return {
+            key: (process(value) if process is not None else value)
+            for key, process, value in zip(self.keys, self._results, raw, strict=True)
+        }
+
+
+def _insert(table: sa.Table, keys: Sequence[str]) -> sa.Insert:
+    """An INSERT of exactly ``keys`` (bound by those names), returning the new id."""
+    return sa.insert(table).values({k: sa.bindparam(k, type_=table.c[k].type) for k in keys}).returning(table.c.id)
+
+
+_DECISION_KEYS = ("action_id", "event", "op", "actor", "note", "from_status", "to_status", "at", "option")
+_OUTBOX_KEYS = (
+    "action_id", "decision_id", "op", "actor", "note", "idempotency_key", "state", "attempts", "next_attempt_at",
+    "notify_channel", "created_at", "option_key", "option_label", "actor_identifier", "lease_until",
+)
+
+
+class _Statements:
+    def __init__(self, dialect: sa.Dialect) -> None:
+        def c(stmt: sa.sql.ClauseElement) -> _Compiled:
+            return _Compiled(stmt, dialect)
+
+        self.action = c(queries._ACTION_BY_ID)
+        self.action_locked = c(queries._ACTION_BY_ID_LOCKED)
+        self.card_message = c(queries._CARD_MESSAGE_ACTION)
+        self.notice_message = c(queries._NOTICE_MESSAGE_ACTION)
+        self.digest_lists = c(queries._DIGEST_LISTS)
+        self.move = c(queries._ACTION_MOVE_SEEN)
+        self.card_dirty = c(queries._CARD_DIRTY)
+        self.card_dirty_claimed = c(queries._CARD_DIRTY_CLAIMED)
+        self.latest_decision = c(queries._LATEST_DECISION)
+        self.insert_decision = c(_insert(Decision.__table__, _DECISION_KEYS))  # type: ignore[attr-defined]
+        self.insert_outbox = c(_insert(Outbox.__table__, _OUTBOX_KEYS))  # type: ignore[attr-defined]
+
+
+def _detached(model: type[SQLModel], values: dict[str, Any]) -> Any:
+    """The model object a session would have loaded for ``values`` (a row), detached: built
+    without the model's validation (the row is what was stored), as the ORM builds it."""
+    fields = model.model_fields
+    for name in fields.keys() - values.keys():
+        values[name] = fields[name].get_default(call_default_factory=True)
+    obj = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]
+    obj.__dict__.update(values)
+    make_transient_to_detached(obj)
+    return obj
+
+
+# ---- one connection's statements, whatever the driver ----------------------------------------
+
+
+class _Conn(Protocol):
+    async def one(self, q: _Compiled, params: dict[str, Any]) -> dict[str, Any] | None: ...
+
+    async def scalar(self, q: _Compiled, params: dict[str, Any]) -> Any: ...
+
+    async def rowcount(self, q: _Compiled, params: dict[str, Any]) -> int: ...
+
+
+class _Operations:
+    """The ack path's reads and its write, on any ``_Conn`` (the drivers below)."""
+
+    def __init__(self, statements: _Statements) -> None:
+        self._q = statements
+
+    async def click_check(self, c: _Conn, *, action_id: int, channel: str | None, ts: str | None) -> tuple[Action | None, bool]:
+        q = self._q
+        row = await c.one(q.action, {"action_id": action_id})
+        if row is None:
+            return None, True
+        action: Action = _detached(Action, row)
+        if channel is None or ts is None:
+            return action, True
+        params: dict[str, Any] = {"channel": channel, "ts": ts}
+        found = await c.one(q.card_message, params)
+        if found is None:
+            found = await c.one(q.notice_message, params)
+        if found is not None and found["action_id"] == action_id:
+            return action, True
+        params["action_id"] = action_id
+        return action, await c.one(q.digest_lists, params) is not None
+
+    async def action(self, c: _Conn, *, action_id: int) -> Action | None:
+        row = await c.one(self._q.action, {"action_id": action_id})
+        return _detached(Action, row) if row is not None else None
+
+    async def begin_decision(
+        self, c: _Conn, *, action_id: int, op: Op, allowed_from: frozenset[Status], in_flight: Status, actor: str,
+        note: str | None, idempotency_key: str, notify_channel: str | None, now: datetime,
+        option: Option | None = None, actor_identifier: str | None = None, claim: queries.Claim | None = None,
+        seen: Action | None = None,
+    ) -> queries.Begun | Lost:
+        q = self._q
+
+        async def move(row: Action) -> bool:
+            params = {"p_action": action_id, "p_version": row.version, "p_status": in_flight.value, "p_now": now}
+            return await c.rowcount(q.move, params) == 1
+
+        action: Action | None = seen
+        if seen is None or seen.id != action_id or Status(seen.status) not in allowed_from or not await move(seen):
+            row = await c.one(q.action_locked, {"action_id": action_id})
+            action = _detached(Action, row) if row is not None else None
+            if action is None or Status(action.status) not in allowed_from or not await move(action):
+                latest = await c.one(q.latest_decision, {"action_id": action_id})
+                return Lost(action, _detached(Decision, latest) if latest is not None else None)
+        assert action is not None
+        before, version = action.status, action.version + 1
+        if claim is None:
+            await c.rowcount(q.card_dirty, {"p_action": action_id, "p_version": version})
+        else:
+            await c.rowcount(q.card_dirty_claimed, {"p_action": action_id, "p_version": version, "p_until": claim.until})
+        audit: dict[str, Any] = {
+            "action_id": action_id, "event": AuditEvent.REQUESTED.value, "op": op.value, "actor": actor, "note": note,
+            "from_status": before, "to_status": in_flight.value, "at": now, "option": option.label if option else None,
+        }
+        audit["id"] = await c.scalar(q.insert_decision, audit)
+        values: dict[str, Any] = {
+            "action_id": action_id, "decision_id": audit["id"], "op": op.value, "actor": actor, "note": note,
+            "idempotency_key": idempotency_key, "state": OutboxState.PENDING.value, "attempts": 0,
+            "next_attempt_at": now, "notify_channel": notify_channel, "created_at": now,
+            "option_key": option.key if option else None, "option_label": option.label if option else None,
+            "actor_identifier": actor_identifier, "lease_until": claim.until if claim is not None else None,
+        }
+        values["id"] = await c.scalar(q.insert_outbox, values)
+        # The row as the UPDATE left it, without marking the object changed.
+        for key, value in (("status", in_flight.value), ("version", version), ("last_error", None), ("updated_at", now)):
+            set_committed_value(action, key, value)
+        return queries.Begun(_detached(Decision, audit), _detached(Outbox, values), action)
+
+
+def _error(sql: str, e: BaseException) -> sa.exc.DBAPIError:
+    """A driver's error as SQLAlchemy's (what the store's callers catch)."""
+    return sa.exc.OperationalError(sql, None, e)
+
+
+# ---- SQLite: one sqlite3 connection, used without yielding inside a transaction ---------------
+
+
+class _SQLiteConn:
+    __slots__ = ("_db",)
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    async def one(self, q: _Compiled, params: dict[str, Any]) -> dict[str, Any] | None:
+        raw = self._run(q, params).fetchone()
+        return q.row(raw) if raw is not None else None
+
+    async def scalar(self, q: _Compiled, params: dict[str, Any]) -> Any:
+        raw = self._run(q, params).fetchone()
+        return raw[0] if raw is not None else None
+
+    async def rowcount(self, q: _Compiled, params: dict[str, Any]) -> int:
+        return self._run(q, params).rowcount
+
+    def _run(self, q: _Compiled, params: dict[str, Any]) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(q.sql, q.args(params))
+        except sqlite3.Error as e:
+            raise _error(q.sql, e) from e
+
+
+class SQLiteHotPath:
+    """``open_connection`` opens a configured sqlite3 connection (autocommit: BEGIN is ours);
+    ``writers`` is the process's writer queue; ``count(write)`` tallies a transaction."""
+
+    def __init__(
+        self, *, dialect: sa.Dialect, open_connection: Callable[[], sqlite3.Connection],
+        writers: Any, count: Callable[[bool], None], busy_timeout_s: float,
+    ) -> None:
+        configure_mappers()
+        self._ops = _Operations(_Statements(dialect))
+        self._open = open_connection
+        self._db: sqlite3.Connection | None = None
+        self._writers = writers
+        self._count = count
+        self._busy_timeout_s = busy_timeout_s
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = self._open()
+        return self._db
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[_Conn]:
+        self._count(False)
+        db = self._conn()
+        self._exec(db, "BEGIN")
+        try:
+            yield _SQLiteConn(db)
+        finally:
+            self._exec(db, "ROLLBACK")  # nothing was written; ends the read's snapshot
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[_Conn]:
+        self._count(True)
+        async with self._writers.hold(urgent=True):
+            db = self._conn()
+            await self._begin_immediate(db)
+            try:
+                yield _SQLiteConn(db)
+            except BaseException:
+                self._exec(db, "ROLLBACK")
+                raise
+            self._exec(db, "COMMIT")
+
+    async def _begin_immediate(self, db: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, retried with sleeps (never blocking the loop) while another
+        process holds the write lock, for up to the busy timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._busy_timeout_s
+        delay = 0.002
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or loop.time() >= deadline:
+                    raise _error("BEGIN IMMEDIATE", e) from e
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    @staticmethod
+    def _exec(db: sqlite3.Connection, sql: str) -> None:
+        try:
+            db.execute(sql)
+        except sqlite3.Error as e:
+            raise _error(sql, e) from e
+
+    async def click_check(self, *, action_id: int, channel: str | None, ts: str | None) -> tuple[Action | None, bool]:
+        async with self._read() as c:
+            return await self._ops.click_check(c, action_id=action_id, channel=channel, ts=ts)
+
+    async def action(self, *, action_id: int) -> Action | None:
+        async with self._read() as c:
+            return await self._ops.action(c, action_id=action_id)
+
+    async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost:
+        async with self._write() as c:
+            return await self._ops.begin_decision(c, **kwargs)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+# ---- PostgreSQL: asyncpg, from a pool of this path's own ---------------------------------------
+
+
+class _PgConn:
+    __slots__ = ("_db",)
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    async def one(self, q: _Compiled, params: dict[str, Any]) -> dict[str, Any] | None:
+        raw = await self._db.fetchrow(q.sql, *q.args(params))
+        return q.row(tuple(raw)) if raw is not None else None
+
+    async def scalar(self, q: _Compiled, params: dict[str, Any]) -> Any:
+        return await self._db.fetchval(q.sql, *q.args(params))
+
+    async def rowcount(self, q: _Compiled, params: dict[str, Any]) -> int:
+        status: str = await self._db.execute(q.sql, *q.args(params))  # "UPDATE 1"
+        return int(status.rsplit(" ", 1)[-1])
+
+
+async def _pg_codecs(conn: Any) -> None:
+    # JSON columns as SQLAlchemy's asyncpg dialect has them: its bind conversion writes the
+    # text, its result conversion expects the value decoded.
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(kind, encoder=lambda v: v, decoder=json.loads, schema="pg_catalog", format="text")
+
+
+class PostgresHotPath:
+    """``connect_args``: asyncpg's arguments for the database (from SQLAlchemy's dialect)."""
+
+    def __init__(
+        self, *, dialect: sa.Dialect, connect_args: tuple[Sequence[Any], dict[str, Any]],
+        count: Callable[[bool], None], size: int,
+    ) -> None:
+        configure_mappers()
+        self._ops = _Operations(_Statements(dialect))
+        self._connect_args = connect_args
+        self._count = count
+        self._size = size
+        self._pool: Any = None
+        self._opening: asyncio.Lock | None = None
+
+    async def _get_pool(self) -> Any:
+        if self._pool is None:
+            self._opening = self._opening or asyncio.Lock()
+            async with self._opening:
+                if self._pool is None:
+                    args, kwargs = self._connect_args
+                    try:
+                        self._pool = await asyncpg.create_pool(
+                            *args, **kwargs, min_size=1, max_size=self._size, init=_pg_codecs,
+                        )
+                    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                        raise _error("connect", e) from e
+        return self._pool
+
+    @asynccontextmanager
+    async def _connection(self, *, write: bool) -> AsyncIterator[_Conn]:
+        self._count(write)
+        pool = await self._get_pool()
+        try:
+            async with pool.acquire() as db, db.transaction(readonly=not write):
+                yield _PgConn(db)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise _error("asyncpg", e) from e
+
+    async def click_check(self, *, action_id: int, channel: str | None, ts: str | None) -> tuple[Action | None, bool]:
+        async with self._connection(write=False) as c:
+            return await self._ops.click_check(c, action_id=action_id, channel=channel, ts=ts)
+
+    async def action(self, *, action_id: int) -> Action | None:
+        async with self._connection(write=False) as c:
+            return await self._ops.action(c, action_id=action_id)
+
+    async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost:
+        async with self._connection(write=True) as c:
+            return await self._ops.begin_decision(c, **kwargs)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+
+# ---- through sessions (plain aiosqlite, SQLite in memory) --------------------------------------
+
+
+class SessionHotPath:
+    """The same operations through the store's sessions, where the driver's own connection
+    cannot be used. ``read``/``write``: ``Database.read`` and ``Database.write``."""
+
+    def __init__(self, *, read: Callable[[], Any], write: Callable[[], Any]) -> None:
+        self._read = read
+        self._write = write
+
+    async def click_check(self, *, action_id: int, channel: str | None, ts: str | None) -> tuple[Action | None, bool]:
+        async with self._read() as session:
+            action = await queries.get_action(session, action_id=action_id)
+            shown = (
+                await queries.message_shows(session, channel=channel, ts=ts, action_id=action_id)
+                if action is not None and channel is not None and ts is not None else True
+            )
+        return action, shown
+
+    async def action(self, *, action_id: int) -> Action | None:
+        async with self._read() as session:
+            return await queries.get_action(session, action_id=action_id)
+
+    async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost:
+        async with self._write() as session:
+            begun = await queries.begin_decision(session, **kwargs)
+            if begun is not None:
+                return begun
+            action_id = kwargs["action_id"]
+            return Lost(
+                await queries.get_action(session, action_id=action_id),
+                await queries.latest_decision(session, action_id=action_id),
+            )
+
+    async def close(self) -> None:
+        return None
