@@ -24,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
@@ -40,6 +40,8 @@ from sqlmodel import SQLModel
 from sources.base import Op, Option, Status
 from store import queries
 from store.models import Action, AuditEvent, Decision, Outbox, OutboxState
+
+_R = TypeVar("_R")
 
 __all__ = ["HotPath", "Lost", "SessionHotPath", "SQLiteHotPath", "PostgresHotPath"]
 
@@ -286,7 +288,10 @@ class SQLiteHotPath:
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            self._db = self._open()
+            try:
+                self._db = self._open()
+            except sqlite3.Error as e:
+                raise _error("connect", e) from e
         return self._db
 
     @asynccontextmanager
@@ -381,6 +386,19 @@ async def _pg_codecs(conn: Any) -> None:
         await conn.set_type_codec(kind, encoder=lambda v: v, decoder=json.loads, schema="pg_catalog", format="text")
 
 
+# A connection the server dropped (the work is run again on a new one), and any other error.
+_PG_DROPPED = (
+    asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, asyncpg.InterfaceError, ConnectionError,
+)
+_PG_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+async def _pg_keep(_conn: Any) -> None:
+    """A connection goes back to the pool as it is: this path changes no session state (no
+    SET, LISTEN or advisory lock), and asyncpg still rolls back a transaction left open.
+    (asyncpg's default reset is a round trip to the server at every release.)"""
+
+
 class PostgresHotPath:
     """``connect_args``: asyncpg's arguments for the database (from SQLAlchemy's dialect)."""
 
@@ -404,33 +422,46 @@ class PostgresHotPath:
                     args, kwargs = self._connect_args
                     try:
                         self._pool = await asyncpg.create_pool(
-                            *args, **kwargs, min_size=1, max_size=self._size, init=_pg_codecs,
+                            *args, **kwargs, min_size=1, max_size=self._size, init=_pg_codecs, reset=_pg_keep,
                         )
-                    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                    except _PG_ERRORS as e:
                         raise _error("connect", e) from e
         return self._pool
 
-    @asynccontextmanager
-    async def _connection(self, *, write: bool) -> AsyncIterator[_Conn]:
-        self._count(write)
-        pool = await self._get_pool()
-        try:
-            async with pool.acquire() as db, db.transaction(readonly=not write):
-                yield _PgConn(db)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            raise _error("asyncpg", e) from e
+    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool) -> _R:
+        """``work`` on a pooled connection (in a transaction where it writes). A connection
+        the server dropped while it sat in the pool (a restart, a failover, an administrator)
+        is replaced and the work run again, once: safe for a write too, as a decision's
+        compare-and-set cannot apply twice (a retry of a write that did commit loses, and
+        says that this decision won)."""
+        for attempt in (1, 2):
+            self._count(write)
+            pool = await self._get_pool()
+            try:
+                async with pool.acquire() as db:
+                    if not write:
+                        # Read committed: each statement sees what was committed when it
+                        # began, so a read needs no BEGIN and COMMIT of its own.
+                        return await work(_PgConn(db))
+                    async with db.transaction():
+                        return await work(_PgConn(db))
+            except _PG_DROPPED as e:
+                if attempt == 2:
+                    raise _error("asyncpg", e) from e
+            except _PG_ERRORS as e:
+                raise _error("asyncpg", e) from e
+        raise AssertionError("unreachable")
 
     async def click_check(self, *, action_id: int, channel: str | None, ts: str | None) -> tuple[Action | None, bool]:
-        async with self._connection(write=False) as c:
-            return await self._ops.click_check(c, action_id=action_id, channel=channel, ts=ts)
+        return await self._run(
+            lambda c: self._ops.click_check(c, action_id=action_id, channel=channel, ts=ts), write=False
+        )
 
     async def action(self, *, action_id: int) -> Action | None:
-        async with self._connection(write=False) as c:
-            return await self._ops.action(c, action_id=action_id)
+        return await self._run(lambda c: self._ops.action(c, action_id=action_id), write=False)
 
     async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost:
-        async with self._connection(write=True) as c:
-            return await self._ops.begin_decision(c, **kwargs)
+        return await self._run(lambda c: self._ops.begin_decision(c, **kwargs), write=True)
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -80,16 +80,16 @@ async def test_store_failure_records_nothing_and_says_so(harness: Harness, monke
     bot = await h.start()
     card = await card_for(h, action["id"])
     view = await open_modal(h, card, ids.APPROVE, APPROVER)
-    real_write = bot.db.write
+    real_write = bot.db.hot.begin_decision  # the decision's write, on the store's ack path
     failures = []
 
-    def failing_write(**kwargs):  # type: ignore[no-untyped-def]
+    async def failing_write(**kwargs):  # type: ignore[no-untyped-def]
         if not failures:
             failures.append(1)
             raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
-        return real_write(**kwargs)
+        return await real_write(**kwargs)
 
-    monkeypatch.setattr(bot.db, "write", failing_write)
+    monkeypatch.setattr(bot.db.hot, "begin_decision", failing_write)
     status, answer = await submit(h, view, APPROVER, None)
     assert status == 200
     assert "couldn't record" in next(iter(json.loads(answer)["errors"].values()))

@@ -1,0 +1,229 @@
+"""The ack path on the driver's connection (``store.hot``): what it reads is what a session
+reads, what it writes is what ``queries.begin_decision`` writes, a lost race says what won, and
+a driver's error is SQLAlchemy's. On SQLite and PostgreSQL, and through sessions where the
+driver's connection is not used (plain aiosqlite)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import object_session
+from sqlmodel import select
+
+from core.lifecycle import TRANSITIONS
+from sources.base import Op, Option, Status
+from store import hot, queries
+from store.db import Database
+from store.models import Action, Card, Decision, Digest, Notice, Outbox
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
+APPROVE = TRANSITIONS[Op.APPROVE]
+
+
+async def _action(db: Database, external_id: str = "a1", **fields: Any) -> Action:
+    async with db.write() as session:
+        action = Action(
+            source="flokit", external_id=external_id, type="budget_shift", title="Shift budget",
+            status=Status.READY.value, raw={"nested": {"k": [1, 2.5, "x"]}, "ünï": "çødé"}, updated_at=NOW,
+            first_seen_at=NOW, data_signals=[{"name": "ctr", "value": 0.031}], guardrail_checks=[{"passed": False}],
+            risk="high", requested_by="agent@example.com", upstream_created_at=NOW - timedelta(days=1), **fields,
+        )
+        session.add(action)
+        await session.flush()
+        assert action.id is not None
+        session.add(Card(action_id=action.id, channel="C1", state="posted", ts=f"{action.id}.0"))
+    async with db.read() as session:
+        read = await queries.get_action(session, action_id=action.id)
+    assert read is not None
+    return read
+
+
+def _begin_args(action: Action, *, key: str, seen: Action | None, **more: Any) -> dict[str, Any]:
+    return {
+        "action_id": action.id, "op": Op.APPROVE, "allowed_from": APPROVE.allowed_from,
+        "in_flight": APPROVE.in_flight, "actor": "U1", "note": "ok", "idempotency_key": key,
+        "notify_channel": "C1", "now": NOW + timedelta(seconds=1), "seen": seen, **more,
+    }
+
+
+@pytest.fixture(params=["driver", "sessions"])
+def path(request: pytest.FixtureRequest, db: Database) -> hot.HotPath:
+    """The database's own ack path, and the session-based one (what plain aiosqlite uses)."""
+    if request.param == "sessions":
+        return hot.SessionHotPath(read=db.read, write=db.write)
+    return db.hot
+
+
+async def test_the_database_uses_the_drivers_connection(db: Database) -> None:
+    assert isinstance(db.hot, hot.SQLiteHotPath if db.is_sqlite else hot.PostgresHotPath)
+
+
+async def test_an_action_reads_as_a_session_reads_it(db: Database, path: hot.HotPath) -> None:
+    stored = await _action(db)
+    read = await path.action(action_id=stored.id or 0)
+    assert read is not None
+    assert read.model_dump() == stored.model_dump()  # JSON, datetimes (aware, UTC), every column
+    assert read.upstream_created_at == NOW - timedelta(days=1) and read.updated_at.tzinfo is not None  # type: ignore[union-attr]
+    assert object_session(read) is None
+    assert await path.action(action_id=(stored.id or 0) + 1000) is None
+
+
+async def test_a_clicks_check_finds_the_message_showing_the_action(db: Database, path: hot.HotPath) -> None:
+    action = await _action(db)
+    other = await _action(db, external_id="a2")
+    aid = action.id or 0
+    async with db.write() as session:
+        session.add(Notice(action_id=aid, key="n1", kind="status", payload={}, ts="77.0", created_at=NOW, next_attempt_at=NOW))
+        session.add(Notice(action_id=aid, key="n2", kind="escalation", payload={}, ts="88.0", channel="C9", created_at=NOW, next_attempt_at=NOW))
+        digest = Digest(channel="C5", ts="99.0", state="posted", created_at=NOW)
+        session.add(digest)
+        await session.flush()
+        card = (await session.exec(select(Card).where(Card.action_id == aid))).one()
+        card.digest_id = digest.id
+        session.add(card)
+
+    async def shown(channel: str | None, ts: str | None, action_id: int = aid) -> bool:
+        found, ok = await path.click_check(action_id=action_id, channel=channel, ts=ts)
+        assert found is not None and found.id == action_id
+        return ok
+
+    assert await shown("C1", f"{aid}.0")  # its card
+    assert await shown("C1", "77.0")  # a notice in the card's thread
+    assert await shown("C9", "88.0")  # an escalation posted elsewhere
+    assert await shown("C5", "99.0")  # a digest listing it
+    assert await shown(None, None)  # no message given (a command, the App Home)
+    assert not await shown("C1", f"{other.id}.0")  # another action's card
+    assert not await shown("C2", f"{aid}.0")  # right ts, wrong channel
+    assert not await shown("C1", "88.0")  # the escalation is not in the card's channel
+    assert await path.click_check(action_id=aid + 1000, channel="C1", ts=f"{aid}.0") == (None, True)
+
+
+async def test_a_decision_is_written_as_begin_decision_writes_it(db: Database, path: hot.HotPath) -> None:
+    seen = await _action(db)
+    option = Option(kind=Op.APPROVE, label="Ship it", key="opt-1")
+    begun = await path.begin_decision(**_begin_args(
+        seen, key="k1", seen=seen, option=option, actor_identifier="ann@example.com",
+        claim=queries.Claim(NOW + timedelta(seconds=30)),
+    ))
+    assert isinstance(begun, queries.Begun)
+    async with db.read() as session:
+        action = await queries.get_action(session, action_id=seen.id or 0)
+        decisions = list((await session.exec(select(Decision).where(Decision.action_id == seen.id))).all())
+        outbox = list((await session.exec(select(Outbox).where(Outbox.action_id == seen.id))).all())
+        card = (await session.exec(select(Card).where(Card.action_id == seen.id))).one()
+    assert action is not None
+    # What was returned is what was stored, field by field.
+    assert begun.action.model_dump() == action.model_dump()
+    assert [d.model_dump() for d in decisions] == [begun.decision.model_dump()]
+    assert [o.model_dump() for o in outbox] == [begun.outbox.model_dump()]
+    assert action.status == APPROVE.in_flight.value and action.version == 2 and action.updated_at == NOW + timedelta(seconds=1)
+    d = decisions[0]
+    assert (d.event, d.op, d.actor, d.note, d.from_status, d.to_status, d.option) == (
+        "requested", "approve", "U1", "ok", "ready", APPROVE.in_flight.value, "Ship it"
+    )
+    o = outbox[0]
+    assert (o.decision_id, o.idempotency_key, o.state, o.attempts, o.option_key, o.option_label, o.actor_identifier) == (
+        d.id, "k1", "pending", 0, "opt-1", "Ship it", "ann@example.com"
+    )
+    assert o.lease_until == NOW + timedelta(seconds=30) and o.reference is None and o.request_body is None
+    assert card.dirty and card.wanted_version == 2 and card.lease_until == NOW + timedelta(seconds=30)
+    # The objects are as a session leaves them: detached, nothing pending.
+    assert object_session(begun.outbox) is None and begun.outbox.id == o.id
+
+
+async def test_a_second_decision_from_the_same_read_loses_and_says_what_won(db: Database, path: hot.HotPath) -> None:
+    seen = await _action(db)
+    stale = seen.model_copy()
+    first = await path.begin_decision(**_begin_args(seen, key="k1", seen=seen))
+    assert isinstance(first, queries.Begun)
+    lost = await path.begin_decision(**_begin_args(stale, key="k2", seen=stale))
+    assert isinstance(lost, hot.Lost)
+    assert lost.action is not None and lost.action.status == APPROVE.in_flight.value
+    assert lost.latest is not None and lost.latest.id == first.decision.id
+    async with db.read() as session:
+        outbox = list((await session.exec(select(Outbox).where(Outbox.action_id == seen.id))).all())
+        decisions = list((await session.exec(select(Decision).where(Decision.action_id == seen.id))).all())
+    assert [o.idempotency_key for o in outbox] == ["k1"] and len(decisions) == 1
+
+
+async def test_an_action_changed_since_the_read_is_decided_as_it_is_now(db: Database, path: hot.HotPath) -> None:
+    seen = await _action(db)
+    async with db.write() as session:
+        fresh = await queries.get_action(session, action_id=seen.id or 0, lock=True)
+        assert fresh is not None
+        fresh.title, fresh.version = "renamed", fresh.version + 1
+        session.add(fresh)
+    begun = await path.begin_decision(**_begin_args(seen, key="k1", seen=seen))
+    assert isinstance(begun, queries.Begun)
+    assert begun.action.title == "renamed" and begun.action.version == 3
+
+
+async def test_racing_decisions_one_wins(db: Database) -> None:
+    seen = await _action(db)
+    results = await asyncio.gather(*(
+        db.hot.begin_decision(**_begin_args(seen, key=f"k{i}", seen=seen.model_copy())) for i in range(8)
+    ))
+    assert sum(isinstance(r, queries.Begun) for r in results) == 1
+    async with db.read() as session:
+        outbox = list((await session.exec(select(Outbox).where(Outbox.action_id == seen.id))).all())
+    assert len(outbox) == 1
+
+
+async def test_the_ack_path_counts_its_transactions(db: Database) -> None:
+    seen = await _action(db)
+    before = (db.transactions.reads, db.transactions.writes)
+    await db.hot.click_check(action_id=seen.id or 0, channel="C1", ts="1.0")
+    await db.hot.action(action_id=seen.id or 0)
+    await db.hot.begin_decision(**_begin_args(seen, key="k1", seen=seen))
+    assert (db.transactions.reads, db.transactions.writes) == (before[0] + 2, before[1] + 1)
+
+
+async def test_sqlite_waits_for_another_process_holding_the_write_lock(tmp_path: Any) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    await db.migrate()
+    try:
+        seen = await _action(db)
+        other = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process's writer
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, other.execute, "COMMIT")
+        begun = await db.hot.begin_decision(**_begin_args(seen, key="k1", seen=seen))
+        assert isinstance(begun, queries.Begun)  # waited, without blocking the loop, then wrote
+        other.close()
+    finally:
+        await db.dispose()
+
+
+async def test_a_store_that_does_not_answer_is_sqlalchemys_error(database_url: str, tmp_path: Any) -> None:
+    if database_url.startswith("sqlite"):
+        db = Database(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")  # a directory that does not exist
+    else:
+        db = Database("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2")  # nothing listens
+    try:
+        with pytest.raises(DBAPIError):
+            await db.hot.action(action_id=1)
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_postgres_connections_the_server_dropped_are_replaced(db: Database, database_url: str) -> None:
+    import psycopg
+
+    seen = await _action(db)
+    assert await db.hot.action(action_id=seen.id or 0) is not None  # the path's pool is open
+    name = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+    begun = await db.hot.begin_decision(**_begin_args(seen, key="k1", seen=seen))
+    assert isinstance(begun, queries.Begun)
+    assert await db.hot.action(action_id=seen.id or 0) is not None
