@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from store.models import Action, AuditEvent, Decision, Outbox, OutboxState
 
 _R = TypeVar("_R")
 
-__all__ = ["HotPath", "Lost", "SessionHotPath", "SQLiteHotPath", "PostgresHotPath"]
+__all__ = ["HotPath", "Lost", "Moved", "SessionHotPath", "SQLiteHotPath", "PostgresHotPath"]
 
 
 @dataclass(frozen=True)
@@ -55,22 +56,36 @@ class Lost:
     latest: Decision | None
 
 
+@dataclass(frozen=True)
+class Moved:
+    """A decision not begun because the action is no longer at the version it was decided
+    from (``strict``): nothing was written; decide again from the action as it is now."""
+
+
+# How many actions' rows the path keeps from a click's check for the decision that follows.
+RECENT_ROWS = 1024
+
+
 class HotPath(Protocol):
     async def click_check(self, *, action_id: int, channel: str | None, ts: str | None) -> tuple[Action | None, bool]:
         """The action, and whether the message at ``channel``/``ts`` shows it (True where no
         message is given), in one read."""
 
-    async def action(self, *, action_id: int) -> Action | None:
-        """The action, read on its own."""
+    async def action(self, *, action_id: int, recent: bool = False) -> Action | None:
+        """The action, read on its own; or, where ``recent`` and a click's check read it
+        lately in this process, as that check read it (once: the row is then forgotten). A
+        row kept may be stale: decide from it only with ``begin_decision(strict=True)``."""
 
     async def begin_decision(
         self, *, action_id: int, op: Op, allowed_from: frozenset[Status], in_flight: Status, actor: str,
         note: str | None, idempotency_key: str, notify_channel: str | None, now: datetime,
         option: Option | None = None, actor_identifier: str | None = None, claim: queries.Claim | None = None,
-        seen: Action | None = None,
-    ) -> queries.Begun | Lost:
+        seen: Action | None = None, strict: bool = False,
+    ) -> queries.Begun | Lost | Moved:
         """``queries.begin_decision`` in a write transaction of its own; where the decision
-        cannot be made, what the action is now (``Lost``), from that same transaction."""
+        cannot be made, what the action is now (``Lost``), from that same transaction.
+        ``strict``: where the action is no longer at ``seen``'s version, write nothing and
+        say so (``Moved``) instead of deciding from the row as it now is."""
 
     async def close(self) -> None: ...
 
@@ -160,6 +175,8 @@ def _detached(model: type[SQLModel], values: dict[str, Any]) -> Any:
 
 
 class _Conn(Protocol):
+    async def raw(self, q: _Compiled, params: dict[str, Any]) -> Sequence[Any] | None: ...
+
     async def one(self, q: _Compiled, params: dict[str, Any]) -> dict[str, Any] | None: ...
 
     async def scalar(self, q: _Compiled, params: dict[str, Any]) -> Any: ...
@@ -172,13 +189,24 @@ class _Operations:
 
     def __init__(self, statements: _Statements) -> None:
         self._q = statements
+        # Rows of actions a click's check read, as the driver returned them, newest last.
+        self._recent: OrderedDict[int, Sequence[Any]] = OrderedDict()
+
+    def recent(self, action_id: int) -> Action | None:
+        raw = self._recent.pop(action_id, None)
+        return _detached(Action, self._q.action.row(raw)) if raw is not None else None
 
     async def click_check(self, c: _Conn, *, action_id: int, channel: str | None, ts: str | None) -> tuple[Action | None, bool]:
         q = self._q
-        row = await c.one(q.action, {"action_id": action_id})
-        if row is None:
+        raw = await c.raw(q.action, {"action_id": action_id})
+        if raw is None:
+            self._recent.pop(action_id, None)
             return None, True
-        action: Action = _detached(Action, row)
+        self._recent[action_id] = raw
+        self._recent.move_to_end(action_id)
+        if len(self._recent) > RECENT_ROWS:
+            self._recent.popitem(last=False)
+        action: Action = _detached(Action, q.action.row(raw))
         if channel is None or ts is None:
             return action, True
         params: dict[str, Any] = {"channel": channel, "ts": ts}
@@ -191,6 +219,7 @@ class _Operations:
         return action, await c.one(q.digest_lists, params) is not None
 
     async def action(self, c: _Conn, *, action_id: int) -> Action | None:
+        self._recent.pop(action_id, None)
         row = await c.one(self._q.action, {"action_id": action_id})
         return _detached(Action, row) if row is not None else None
 
@@ -198,8 +227,8 @@ class _Operations:
         self, c: _Conn, *, action_id: int, op: Op, allowed_from: frozenset[Status], in_flight: Status, actor: str,
         note: str | None, idempotency_key: str, notify_channel: str | None, now: datetime,
         option: Option | None = None, actor_identifier: str | None = None, claim: queries.Claim | None = None,
-        seen: Action | None = None,
-    ) -> queries.Begun | Lost:
+        seen: Action | None = None, strict: bool = False,
+    ) -> queries.Begun | Lost | Moved:
         q = self._q
 
         async def move(row: Action) -> bool:
@@ -208,6 +237,8 @@ class _Operations:
 
         action: Action | None = seen
         if seen is None or seen.id != action_id or Status(seen.status) not in allowed_from or not await move(seen):
+            if strict and seen is not None:
+                return Moved()
             row = await c.one(q.action_locked, {"action_id": action_id})
             action = _detached(Action, row) if row is not None else None
             if action is None or Status(action.status) not in allowed_from or not await move(action):
@@ -251,6 +282,10 @@ class _SQLiteConn:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+
+    async def raw(self, q: _Compiled, params: dict[str, Any]) -> Sequence[Any] | None:
+        found: Sequence[Any] | None = self._run(q, params).fetchone()
+        return found
 
     async def one(self, q: _Compiled, params: dict[str, Any]) -> dict[str, Any] | None:
         raw = self._run(q, params).fetchone()
@@ -344,11 +379,14 @@ class SQLiteHotPath:
         async with self._read() as c:
             return await self._ops.click_check(c, action_id=action_id, channel=channel, ts=ts)
 
-    async def action(self, *, action_id: int) -> Action | None:
+    async def action(self, *, action_id: int, recent: bool = False) -> Action | None:
+        kept = self._ops.recent(action_id) if recent else None
+        if kept is not None:
+            return kept
         async with self._read() as c:
             return await self._ops.action(c, action_id=action_id)
 
-    async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost:
+    async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost | Moved:
         async with self._write() as c:
             return await self._ops.begin_decision(c, **kwargs)
 
@@ -367,9 +405,13 @@ class _PgConn:
     def __init__(self, db: Any) -> None:
         self._db = db
 
+    async def raw(self, q: _Compiled, params: dict[str, Any]) -> Sequence[Any] | None:
+        found = await self._db.fetchrow(q.sql, *q.args(params))
+        return tuple(found) if found is not None else None
+
     async def one(self, q: _Compiled, params: dict[str, Any]) -> dict[str, Any] | None:
-        raw = await self._db.fetchrow(q.sql, *q.args(params))
-        return q.row(tuple(raw)) if raw is not None else None
+        raw = await self.raw(q, params)
+        return q.row(raw) if raw is not None else None
 
     async def scalar(self, q: _Compiled, params: dict[str, Any]) -> Any:
         return await self._db.fetchval(q.sql, *q.args(params))
@@ -457,10 +499,13 @@ class PostgresHotPath:
             lambda c: self._ops.click_check(c, action_id=action_id, channel=channel, ts=ts), write=False
         )
 
-    async def action(self, *, action_id: int) -> Action | None:
+    async def action(self, *, action_id: int, recent: bool = False) -> Action | None:
+        kept = self._ops.recent(action_id) if recent else None
+        if kept is not None:
+            return kept
         return await self._run(lambda c: self._ops.action(c, action_id=action_id), write=False)
 
-    async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost:
+    async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost | Moved:
         return await self._run(lambda c: self._ops.begin_decision(c, **kwargs), write=True)
 
     async def close(self) -> None:
@@ -489,12 +534,18 @@ class SessionHotPath:
             )
         return action, shown
 
-    async def action(self, *, action_id: int) -> Action | None:
+    async def action(self, *, action_id: int, recent: bool = False) -> Action | None:
+        # Always read (nothing is kept from a click's check here).
         async with self._read() as session:
             return await queries.get_action(session, action_id=action_id)
 
-    async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost:
+    async def begin_decision(self, *, strict: bool = False, **kwargs: Any) -> queries.Begun | Lost | Moved:
         async with self._write() as session:
+            seen = kwargs.get("seen")
+            if strict and seen is not None:
+                now = await queries.get_action(session, action_id=kwargs["action_id"], lock=True)
+                if now is None or now.version != seen.version or now.status != seen.status:
+                    return Moved()
             begun = await queries.begin_decision(session, **kwargs)
             if begun is not None:
                 return begun

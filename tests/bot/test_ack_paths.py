@@ -3,12 +3,15 @@ before Slack gets its answer (the ack path), counted, not timed."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from bot import ids
+from store import queries
 from tests.conftest import APPROVER, OUTSIDER, Harness
-from tests.fakes.cards import card_for, click, open_modal, submit
+from tests.fakes.cards import audit, card_for, card_row, click, ephemerals_for, open_modal, submit
 
 
-async def test_a_click_is_answered_after_one_read_and_a_decision_after_a_read_and_a_write(harness: Harness) -> None:
+async def test_a_click_is_answered_after_one_read_and_its_decision_after_one_write(harness: Harness) -> None:
     h = harness
     action = h.flokit.add_action()
     bot = await h.start()
@@ -25,8 +28,52 @@ async def test_a_click_is_answered_after_one_read_and_a_decision_after_a_read_an
     status, _ = await submit(h, modal, APPROVER, "fine")
     assert status == 200
     assert paths.requests["view_submission"] == 1
-    assert paths.most["view_submission"] == 2  # the action read, then the decision's one write
+    # The decision's one write, from the action as the click's check read it (unchanged since).
+    assert paths.most["view_submission"] == 1
     await h.wait_for(lambda: h.flokit.actions[action["id"]]["status"] == "approved")
+
+
+async def test_a_decision_without_a_click_here_reads_the_action_first(harness: Harness) -> None:
+    # The modal was opened through another replica, or before a restart: nothing kept here.
+    h = harness
+    action = h.flokit.add_action()
+    bot = await h.start()
+    await h.poll()
+    card = await card_for(h, action["id"])
+    modal = await open_modal(h, card, ids.APPROVE, APPROVER)
+    row = await card_row(h, action["id"])
+    assert row is not None
+    assert await bot.db.hot.action(action_id=row.action_id) is not None  # forgets what the click kept
+    status, _ = await submit(h, modal, APPROVER, "fine")
+    assert status == 200
+    assert bot.ack_paths.most["view_submission"] == 2  # the action read, then the decision's write
+    await h.wait_for(lambda: h.flokit.actions[action["id"]]["status"] == "approved")
+
+
+async def test_an_action_changed_after_the_click_is_decided_as_it_now_is(harness: Harness, tmp_path: Any) -> None:
+    # After the click, the action's risk became high, where two approvers are needed: the
+    # decision counts one approval of two, as the stored action says, not the click's read.
+    h = harness
+    config = tmp_path / "signoff.toml"
+    config.write_text('[[routes]]\nrisk = ["high"]\nrequired_approvals = 2\n')
+    action = h.flokit.add_action()
+    bot = await h.start(signoff_config=str(config))
+    await h.poll()
+    card = await card_for(h, action["id"])
+    modal = await open_modal(h, card, ids.APPROVE, APPROVER)
+    row = await card_row(h, action["id"])
+    assert row is not None
+    async with bot.db.write() as session:
+        stored = await queries.get_action(session, action_id=row.action_id, lock=True)
+        assert stored is not None and stored.risk != "high"
+        stored.risk, stored.version = "high", stored.version + 1  # as a refresh from upstream does
+        session.add(stored)
+    status, answer = await submit(h, modal, APPROVER, "fine")
+    assert status == 200 and answer in ("", "{}")
+    await h.wait_for(lambda: any("1 of 2" in e for e in ephemerals_for(h, APPROVER)))
+    await h.run_job("outbox")  # a queued approval would be sent now
+    assert not h.flokit.calls("POST", "/approve")
+    assert [d.event for d in await audit(h, action["id"])][-1] != "requested"
 
 
 async def test_a_refused_click_opens_no_more_than_a_granted_one(harness: Harness) -> None:

@@ -81,20 +81,3 @@ async def test_a_second_decision_from_the_same_read_loses(db: Database) -> None:
     assert await _begin(db, stale, seen=stale, key="k2") is None
     _action_row, decisions, outbox, _card = await _rows(db, seen.id or 0)
     assert len(decisions) == 1 and [o.idempotency_key for o in outbox] == ["k1"]
-
-
-async def test_an_action_changed_since_the_read_is_read_again(db: Database) -> None:
-    seen = await _action(db)
-    # The upstream changed the title meanwhile (a new version, still ready): the decision is
-    # still possible, taken from the row as it is now.
-    async with db.write() as session:
-        fresh = await queries.get_action(session, action_id=seen.id or 0, lock=True)
-        assert fresh is not None
-        fresh.title, fresh.version = "renamed", fresh.version + 1
-        session.add(fresh)
-    begun = await _begin(db, seen, seen=seen, key="k1")
-    assert begun is not None
-    assert begun.action.title == "renamed" and begun.action.version == 3
-    action, decisions, _outbox, card = await _rows(db, seen.id or 0)
-    assert action.version == 3 and action.status == APPROVE.in_flight.value and len(decisions) == 1
-    assert card.wanted_version == 3

@@ -152,6 +152,8 @@ async def test_a_second_decision_from_the_same_read_loses_and_says_what_won(db: 
 
 
 async def test_an_action_changed_since_the_read_is_decided_as_it_is_now(db: Database, path: hot.HotPath) -> None:
+    # The upstream changed the title meanwhile (a new version, still ready): the decision is
+    # still possible, taken from the row as it is now (a locked re-read).
     seen = await _action(db)
     async with db.write() as session:
         fresh = await queries.get_action(session, action_id=seen.id or 0, lock=True)
@@ -161,6 +163,11 @@ async def test_an_action_changed_since_the_read_is_decided_as_it_is_now(db: Data
     begun = await path.begin_decision(**_begin_args(seen, key="k1", seen=seen))
     assert isinstance(begun, queries.Begun)
     assert begun.action.title == "renamed" and begun.action.version == 3
+    async with db.read() as session:
+        action = await queries.get_action(session, action_id=seen.id or 0)
+        card = (await session.exec(select(Card).where(Card.action_id == seen.id))).one()
+    assert action is not None and action.version == 3 and action.status == APPROVE.in_flight.value
+    assert card.wanted_version == 3
 
 
 async def test_racing_decisions_one_wins(db: Database) -> None:
@@ -227,3 +234,32 @@ async def test_postgres_connections_the_server_dropped_are_replaced(db: Database
     begun = await db.hot.begin_decision(**_begin_args(seen, key="k1", seen=seen))
     assert isinstance(begun, queries.Begun)
     assert await db.hot.action(action_id=seen.id or 0) is not None
+
+
+async def test_a_clicks_read_is_kept_once_for_its_decision(db: Database) -> None:
+    stored = await _action(db)
+    aid = stored.id or 0
+    await db.hot.click_check(action_id=aid, channel="C1", ts=f"{aid}.0")
+    reads = db.transactions.reads
+    kept = await db.hot.action(action_id=aid, recent=True)
+    assert kept is not None and kept.model_dump() == stored.model_dump()
+    assert db.transactions.reads == reads  # no read: the click's row
+    assert await db.hot.action(action_id=aid, recent=True) is not None
+    assert db.transactions.reads == reads + 1  # kept once: now read
+
+
+async def test_a_strict_decision_from_a_version_no_longer_stored_writes_nothing(db: Database, path: hot.HotPath) -> None:
+    seen = await _action(db)
+    async with db.write() as session:
+        fresh = await queries.get_action(session, action_id=seen.id or 0, lock=True)
+        assert fresh is not None
+        fresh.risk, fresh.version = "low", fresh.version + 1
+        session.add(fresh)
+    moved = await path.begin_decision(**_begin_args(seen, key="k1", seen=seen), strict=True)
+    assert isinstance(moved, hot.Moved)
+    async with db.read() as session:
+        outbox = list((await session.exec(select(Outbox).where(Outbox.action_id == seen.id))).all())
+        action = await queries.get_action(session, action_id=seen.id or 0)
+    assert outbox == [] and action is not None and action.status == Status.READY.value and action.version == 2
+    current = await path.action(action_id=seen.id or 0)
+    assert isinstance(await path.begin_decision(**_begin_args(seen, key="k1", seen=current), strict=True), queries.Begun)
