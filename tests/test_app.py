@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import BOT_TOKEN, CHANNEL, FLOKIT_KEY, SIGNING_SECRET
+from tests.conftest import BOT_TOKEN, CHANNEL, FLOKIT_KEY, SIGNING_SECRET, Harness
 from tests.fakes.flokit import FakeFloKit
 from tests.fakes.paths import REPO_ROOT
 from tests.fakes.slack_api import FakeSlack
@@ -152,3 +152,15 @@ async def test_a_refused_flokit_key_stops_the_start_naming_it(tmp_path: Any, flo
     assert "signoff: FLOKIT_API_KEY was refused by FloKit (HTTP 401)\n" in text
     assert len(flokit.calls("GET", "/v1/actions")) == 1  # one read, not a poll loop
     assert "fk-wrong-key" not in text
+
+
+async def test_start_up_objects_are_kept_out_of_full_collections_while_running(harness: Harness) -> None:
+    # The collector's full passes scanned everything start-up made, pausing the loop for
+    # 100-170 ms under load (bench/ack.py); frozen while the bot runs, collectable after.
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    await harness.start()
+    assert gc.get_freeze_count() > 10_000
+    await harness.stop()
+    assert gc.get_freeze_count() == 0
