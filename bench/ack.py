@@ -630,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --profile: from the measured clicks on (all), from the decisions on, the "
                              "decisions' burst alone (decision-acks), or from the end of the decisions' acks on")
     parser.add_argument("--statements", action="store_true",
-                        help="count the bot's SQL statements by text, per decision, during and after the acks")
+                        help="count the bot's SQL statements through SQLAlchemy by text, per decision, during and after "
+                             "the acks (the ack path's own, on the driver's connection, store/hot.py, are not among them)")
     parser.add_argument("--role", choices=("orchestrate", "bot", "bare", "load"), default="orchestrate",
                         help=argparse.SUPPRESS)
     parser.add_argument("--config", default="{}", help=argparse.SUPPRESS)

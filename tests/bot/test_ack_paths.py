@@ -5,25 +5,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from app import Signoff
 from bot import ids
-from store import queries
 from tests.conftest import APPROVER, OUTSIDER, Harness
-from tests.fakes.cards import audit, card_for, card_row, click, ephemerals_for, open_modal, submit
+from tests.fakes.cards import audit, card_for, card_row, change_action, click, ephemerals_for, open_modal, submit
+
+
+async def _clicked(h: Harness, **start: Any) -> tuple[Signoff, dict[str, Any], dict[str, Any]]:
+    """A bot with one card, clicked: the bot, the upstream action, the approve modal opened."""
+    action = h.flokit.add_action()
+    bot = await h.start(**start)
+    await h.poll()
+    card = await card_for(h, action["id"])
+    before = bot.db.transactions.writes
+    modal = await open_modal(h, card, ids.APPROVE, APPROVER)
+    assert bot.db.transactions.writes == before  # a click writes nothing
+    return bot, action, modal
 
 
 async def test_a_click_is_answered_after_one_read_and_its_decision_after_one_write(harness: Harness) -> None:
     h = harness
-    action = h.flokit.add_action()
-    bot = await h.start()
-    await h.poll()
-    card = await card_for(h, action["id"])
-    before = bot.db.transactions.writes
-
-    modal = await open_modal(h, card, ids.APPROVE, APPROVER)
+    bot, action, modal = await _clicked(h)
     paths = bot.ack_paths
     assert paths.requests["block_actions"] == 1
     assert paths.most["block_actions"] == 1  # the check (and the modal's content) from one read
-    assert bot.db.transactions.writes == before  # a click writes nothing
 
     status, _ = await submit(h, modal, APPROVER, "fine")
     assert status == 200
@@ -36,11 +41,7 @@ async def test_a_click_is_answered_after_one_read_and_its_decision_after_one_wri
 async def test_a_decision_without_a_click_here_reads_the_action_first(harness: Harness) -> None:
     # The modal was opened through another replica, or before a restart: nothing kept here.
     h = harness
-    action = h.flokit.add_action()
-    bot = await h.start()
-    await h.poll()
-    card = await card_for(h, action["id"])
-    modal = await open_modal(h, card, ids.APPROVE, APPROVER)
+    bot, action, modal = await _clicked(h)
     row = await card_row(h, action["id"])
     assert row is not None
     assert await bot.db.hot.action(action_id=row.action_id) is not None  # forgets what the click kept
@@ -56,18 +57,10 @@ async def test_an_action_changed_after_the_click_is_decided_as_it_now_is(harness
     h = harness
     config = tmp_path / "signoff.toml"
     config.write_text('[[routes]]\nrisk = ["high"]\nrequired_approvals = 2\n')
-    action = h.flokit.add_action()
-    bot = await h.start(signoff_config=str(config))
-    await h.poll()
-    card = await card_for(h, action["id"])
-    modal = await open_modal(h, card, ids.APPROVE, APPROVER)
+    bot, action, modal = await _clicked(h, signoff_config=str(config))
     row = await card_row(h, action["id"])
     assert row is not None
-    async with bot.db.write() as session:
-        stored = await queries.get_action(session, action_id=row.action_id, lock=True)
-        assert stored is not None and stored.risk != "high"
-        stored.risk, stored.version = "high", stored.version + 1  # as a refresh from upstream does
-        session.add(stored)
+    await change_action(bot.db, row.action_id, risk="high")
     status, answer = await submit(h, modal, APPROVER, "fine")
     assert status == 200 and answer in ("", "{}")
     await h.wait_for(lambda: any("1 of 2" in e for e in ephemerals_for(h, APPROVER)))

@@ -13,6 +13,7 @@ from tests.fakes.slack_api import Message
 from tests.fakes.slack_requests import block_action_body, view_submission_body
 
 if TYPE_CHECKING:
+    from store.db import Database
     from tests.conftest import Harness
 
 
@@ -110,3 +111,14 @@ async def open_modal(h: Harness, message: Message, action_id: str, user: str) ->
     assert status == 200
     await h.wait_for(lambda: len(h.slack.views) > before)
     return h.slack.views[-1]["view"]
+
+
+async def change_action(db: Database, action_id: int, **fields: Any) -> None:
+    """Change a stored action as a refresh from its upstream does: new values, a new version."""
+    async with db.write() as session:
+        stored = await queries.get_action(session, action_id=action_id, lock=True)
+        assert stored is not None
+        for key, value in fields.items():
+            setattr(stored, key, value)
+        stored.version += 1
+        session.add(stored)

@@ -20,6 +20,7 @@ from sources.base import Op, Option, Status
 from store import hot, queries
 from store.db import Database
 from store.models import Action, Card, Decision, Digest, Notice, Outbox
+from tests.fakes.cards import change_action
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
 APPROVE = TRANSITIONS[Op.APPROVE]
@@ -155,11 +156,7 @@ async def test_an_action_changed_since_the_read_is_decided_as_it_is_now(db: Data
     # The upstream changed the title meanwhile (a new version, still ready): the decision is
     # still possible, taken from the row as it is now (a locked re-read).
     seen = await _action(db)
-    async with db.write() as session:
-        fresh = await queries.get_action(session, action_id=seen.id or 0, lock=True)
-        assert fresh is not None
-        fresh.title, fresh.version = "renamed", fresh.version + 1
-        session.add(fresh)
+    await change_action(db, seen.id or 0, title="renamed")
     begun = await path.begin_decision(**_begin_args(seen, key="k1", seen=seen))
     assert isinstance(begun, queries.Begun)
     assert begun.action.title == "renamed" and begun.action.version == 3
@@ -250,11 +247,7 @@ async def test_a_clicks_read_is_kept_once_for_its_decision(db: Database) -> None
 
 async def test_a_strict_decision_from_a_version_no_longer_stored_writes_nothing(db: Database, path: hot.HotPath) -> None:
     seen = await _action(db)
-    async with db.write() as session:
-        fresh = await queries.get_action(session, action_id=seen.id or 0, lock=True)
-        assert fresh is not None
-        fresh.risk, fresh.version = "low", fresh.version + 1
-        session.add(fresh)
+    await change_action(db, seen.id or 0, risk="low")
     moved = await path.begin_decision(**_begin_args(seen, key="k1", seen=seen), strict=True)
     assert isinstance(moved, hot.Moved)
     async with db.read() as session:
