@@ -137,15 +137,17 @@ async def role_bot(config: dict[str, Any]) -> None:
     # From which stats request on py-spy samples: 1, the measured clicks and all that follows
     # (not the set-up); 2, the measured decisions and all that follows; 3, what follows the
     # decisions' acks (delivery, settles, card renders, notices).
-    # "decision-acks": the measured decisions' burst alone, until their last ack.
+    # "click-acks" and "decision-acks": one burst alone, until its last ack.
     phase = config.get("profile_phase") or "all"
-    profile_from = {"all": 1, "decisions": 2, "decision-acks": 2, "after-acks": 3}[phase]
+    profile_from, profile_until = {
+        "all": (1, None), "click-acks": (1, 2), "decisions": (2, None), "decision-acks": (2, 3), "after-acks": (3, None),
+    }[phase]
 
     def stats() -> dict[str, Any]:
         stats_asked[0] += 1
         if config.get("profile") and not profiler and stats_asked[0] == profile_from:
             start_profiler()
-        elif phase == "decision-acks" and profiler and stats_asked[0] == 3:
+        elif profiler and stats_asked[0] == profile_until:
             import signal
 
             profiler[0].send_signal(signal.SIGINT)
@@ -626,9 +628,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="SQLite through plain aiosqlite instead of store.inline_sqlite (to compare)")
     parser.add_argument("--profile", metavar="FILE",
                         help="sample the bot with py-spy (pip install py-spy) into FILE, collapsed stacks")
-    parser.add_argument("--profile-phase", choices=("all", "decisions", "decision-acks", "after-acks"), default="all",
-                        help="with --profile: from the measured clicks on (all), from the decisions on, the "
-                             "decisions' burst alone (decision-acks), or from the end of the decisions' acks on")
+    parser.add_argument("--profile-phase", choices=("all", "click-acks", "decisions", "decision-acks", "after-acks"), default="all",
+                        help="with --profile: from the measured clicks on (all), the clicks' burst alone "
+                             "(click-acks), from the decisions on, the decisions' burst alone (decision-acks), or from "
+                             "the end of the decisions' acks on")
     parser.add_argument("--statements", action="store_true",
                         help="count the bot's SQL statements through SQLAlchemy by text, per decision, during and after "
                              "the acks (the ack path's own, on the driver's connection, store/hot.py, are not among them)")

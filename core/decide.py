@@ -227,34 +227,28 @@ class DecisionService:
             log.error("store unavailable while recording a decision: %s", type(e).__name__)
             return Outcome(Result.STORE_UNAVAILABLE)
 
-    async def _decide(self, **request: Any) -> Outcome:
-        """Decide from the action as the click's check in this process read it, where it kept
-        it; that can only record a decision from the version it shows (a strict
+    async def _decide(self, *, action_id: int, **request: Any) -> Outcome:
+        """Decide from the action as a click's check in this process read it moments ago,
+        where it kept it: that can only record a decision from the version it shows (a strict
         compare-and-set). Anything else (a refusal, a multi-approver count, an action that
-        moved on) is worked out again from the action as stored."""
-        outcome = await self._decide_from(recent=True, **request)
-        if outcome is None:
-            outcome = await self._decide_from(recent=False, **request)
-        assert outcome is not None  # from the stored row, always an answer
-        return outcome
-
-    async def _decide_from(
-        self, *, recent: bool, action_id: int, op: Op, user_id: str, note: str | None, channel: str | None,
-        confirmation: str | None, option_key: str | None, client: str | None = None, request_key: str | None = None,
-    ) -> Outcome | None:
-        outcome = await self._decide_once(
-            recent=recent, action_id=action_id, op=op, user_id=user_id, note=note, channel=channel,
-            confirmation=confirmation, option_key=option_key, client=client, request_key=request_key,
-        )
-        if recent and (outcome is None or outcome.result is not Result.RECORDED):
-            return None  # not from a row that may be stale
+        moved on since) is worked out again from the action as stored."""
+        kept = self._db.hot.kept(action_id=action_id)
+        if kept is not None:
+            outcome = await self._decide_once(kept, strict=True, action_id=action_id, **request)
+            if outcome is not None and outcome.result is Result.RECORDED:
+                return outcome
+        action = await self._db.hot.action(action_id=action_id)
+        outcome = await self._decide_once(action, strict=False, action_id=action_id, **request)
+        assert outcome is not None  # not strict: always an answer
         return outcome
 
     async def _decide_once(
-        self, *, recent: bool, action_id: int, op: Op, user_id: str, note: str | None, channel: str | None,
-        confirmation: str | None, option_key: str | None, client: str | None = None, request_key: str | None = None,
+        self, action: Action | None, *, strict: bool, action_id: int, op: Op, user_id: str, note: str | None,
+        channel: str | None, confirmation: str | None, option_key: str | None, client: str | None = None,
+        request_key: str | None = None,
     ) -> Outcome | None:
-        action = await self._db.hot.action(action_id=action_id, recent=recent)
+        """One decision from ``action`` as read; ``strict``: None, writing nothing, where it
+        is no longer the stored version or needs more than the single-approver write."""
         if action is not None and self._pick(action, op, option_key) is Result.UNSUPPORTED:
             return Outcome(Result.UNSUPPORTED)
         if client is None:
@@ -292,13 +286,13 @@ class DecisionService:
             written = await self._db.hot.begin_decision(**self._begin_args(
                 action, op, user_id=user_id, note=note, picked=picked, request_key=request_key, channel=channel,
                 identifier=identifier, now=now,
-            ), strict=recent)
+            ), strict=strict)
             if isinstance(written, Moved):
                 return None
             if isinstance(written, Lost):
                 return Outcome(Result.NOT_POSSIBLE, written.action, written.latest)
             return self._recorded(written, approvals=approvals, needed=needed)
-        if recent:
+        if strict:
             return None  # the count of approvers needed is worked out from the stored row
         async with self._db.write(urgent=True) as session:
             if needed > 1:

@@ -71,10 +71,13 @@ class HotPath(Protocol):
         """The action, and whether the message at ``channel``/``ts`` shows it (True where no
         message is given), in one read."""
 
-    async def action(self, *, action_id: int, recent: bool = False) -> Action | None:
-        """The action, read on its own; or, where ``recent`` and a click's check read it
-        lately in this process, as that check read it (once: the row is then forgotten). A
-        row kept may be stale: decide from it only with ``begin_decision(strict=True)``."""
+    def kept(self, *, action_id: int) -> Action | None:
+        """The action as a click's check in this process read it lately, if it kept it (once:
+        the row is then forgotten). It may be stale: decide from it only with
+        ``begin_decision(strict=True)``."""
+
+    async def action(self, *, action_id: int) -> Action | None:
+        """The action, read on its own."""
 
     async def begin_decision(
         self, *, action_id: int, op: Op, allowed_from: frozenset[Status], in_flight: Status, actor: str,
@@ -192,7 +195,7 @@ class _Operations:
         # Rows of actions a click's check read, as the driver returned them, newest last.
         self._recent: OrderedDict[int, Sequence[Any]] = OrderedDict()
 
-    def recent(self, action_id: int) -> Action | None:
+    def kept(self, action_id: int) -> Action | None:
         raw = self._recent.pop(action_id, None)
         return _detached(Action, self._q.action.row(raw)) if raw is not None else None
 
@@ -379,10 +382,10 @@ class SQLiteHotPath:
         async with self._read() as c:
             return await self._ops.click_check(c, action_id=action_id, channel=channel, ts=ts)
 
-    async def action(self, *, action_id: int, recent: bool = False) -> Action | None:
-        kept = self._ops.recent(action_id) if recent else None
-        if kept is not None:
-            return kept
+    def kept(self, *, action_id: int) -> Action | None:
+        return self._ops.kept(action_id)
+
+    async def action(self, *, action_id: int) -> Action | None:
         async with self._read() as c:
             return await self._ops.action(c, action_id=action_id)
 
@@ -499,10 +502,10 @@ class PostgresHotPath:
             lambda c: self._ops.click_check(c, action_id=action_id, channel=channel, ts=ts), write=False
         )
 
-    async def action(self, *, action_id: int, recent: bool = False) -> Action | None:
-        kept = self._ops.recent(action_id) if recent else None
-        if kept is not None:
-            return kept
+    def kept(self, *, action_id: int) -> Action | None:
+        return self._ops.kept(action_id)
+
+    async def action(self, *, action_id: int) -> Action | None:
         return await self._run(lambda c: self._ops.action(c, action_id=action_id), write=False)
 
     async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost | Moved:
@@ -534,8 +537,10 @@ class SessionHotPath:
             )
         return action, shown
 
-    async def action(self, *, action_id: int, recent: bool = False) -> Action | None:
-        # Always read (nothing is kept from a click's check here).
+    def kept(self, *, action_id: int) -> Action | None:
+        return None  # nothing is kept from a click's check here: a decision reads first
+
+    async def action(self, *, action_id: int) -> Action | None:
         async with self._read() as session:
             return await queries.get_action(session, action_id=action_id)
 

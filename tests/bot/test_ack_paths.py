@@ -44,7 +44,7 @@ async def test_a_decision_without_a_click_here_reads_the_action_first(harness: H
     bot, action, modal = await _clicked(h)
     row = await card_row(h, action["id"])
     assert row is not None
-    assert await bot.db.hot.action(action_id=row.action_id) is not None  # forgets what the click kept
+    assert bot.db.hot.kept(action_id=row.action_id) is not None  # forgets what the click kept
     status, _ = await submit(h, modal, APPROVER, "fine")
     assert status == 200
     assert bot.ack_paths.most["view_submission"] == 2  # the action read, then the decision's write

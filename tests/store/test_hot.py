@@ -238,11 +238,13 @@ async def test_a_clicks_read_is_kept_once_for_its_decision(db: Database) -> None
     aid = stored.id or 0
     await db.hot.click_check(action_id=aid, channel="C1", ts=f"{aid}.0")
     reads = db.transactions.reads
-    kept = await db.hot.action(action_id=aid, recent=True)
+    kept = db.hot.kept(action_id=aid)
     assert kept is not None and kept.model_dump() == stored.model_dump()
+    assert db.hot.kept(action_id=aid) is None  # kept once
     assert db.transactions.reads == reads  # no read: the click's row
-    assert await db.hot.action(action_id=aid, recent=True) is not None
-    assert db.transactions.reads == reads + 1  # kept once: now read
+    await db.hot.click_check(action_id=aid, channel=None, ts=None)
+    assert await db.hot.action(action_id=aid) is not None  # a read of its own forgets it too
+    assert db.hot.kept(action_id=aid) is None
 
 
 async def test_a_strict_decision_from_a_version_no_longer_stored_writes_nothing(db: Database, path: hot.HotPath) -> None:
