@@ -62,6 +62,9 @@ class Moved:
     from (``strict``): nothing was written; decide again from the action as it is now."""
 
 
+# How long closing waits for a PostgreSQL connection still in use before cutting it.
+CLOSE_TIMEOUT_S = 5.0
+
 # How many actions' rows the path keeps from a click's check for the decision that follows.
 RECENT_ROWS = 1024
 
@@ -514,7 +517,10 @@ class PostgresHotPath:
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)  # lets a statement under way finish
+            except TimeoutError:
+                pool.terminate()
 
 
 # ---- through sessions (plain aiosqlite, SQLite in memory) --------------------------------------
