@@ -72,10 +72,12 @@ class AckPaths:
     requests: Counter[str] = field(default_factory=Counter)
     transactions: Counter[str] = field(default_factory=Counter)
     most: dict[str, int] = field(default_factory=dict)
+    writes: Counter[str] = field(default_factory=Counter)  # of those transactions, the writes
 
-    def add(self, kind: str, transactions: int) -> None:
+    def add(self, kind: str, transactions: int, writes: int = 0) -> None:
         self.requests[kind] += 1
         self.transactions[kind] += transactions
+        self.writes[kind] += writes
         self.most[kind] = max(self.most.get(kind, 0), transactions)
 
     def describe(self) -> str:
@@ -130,7 +132,7 @@ def slack_events(
             TALLY.reset(token)
         kind = _kind(bolt_request.body)
         if ack_paths is not None:
-            ack_paths.add(kind, tally.total)  # as of the answer: the ack path
+            ack_paths.add(kind, tally.total, tally.writes)  # as of the answer: the ack path
         answered = await to_aiohttp_response(response)
         if metrics is not None:
             metrics.ack(kind, time.monotonic() - started)
