@@ -130,9 +130,8 @@ class Database:
         in_memory = database == ":memory:" or "mode=memory" in database
         if self.is_sqlite and inline and not in_memory:
             self.hot = hot.SQLiteHotPath(
-                dialect=self.engine.dialect, writers=self._sqlite_writers, count=self._count,
+                dialect=self.engine.dialect, writers=self._sqlite_writers, immediate=_immediate, count=self._count,
                 open_connection=functools.partial(_hot_sqlite_connection, database, uri=uri),
-                busy_timeout_s=SQLITE_BUSY_TIMEOUT_MS / 1000,
             )
         elif not self.is_sqlite:
             args, params = self.engine.dialect.create_connect_args(self.url)

@@ -25,8 +25,8 @@ import asyncio
 import json
 import sqlite3
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -280,6 +280,33 @@ def _error(sql: str, e: BaseException) -> sa.exc.DBAPIError:
     return sa.exc.OperationalError(sql, None, e)
 
 
+# ---- on the driver's own connection -----------------------------------------------------------
+
+
+class _DriverPath:
+    """The four operations, each run by ``_run`` on a connection of the path's own, in a
+    write transaction where ``write``."""
+
+    _ops: _Operations
+
+    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool) -> _R:
+        raise NotImplementedError
+
+    async def click_check(self, *, action_id: int, channel: str | None, ts: str | None) -> tuple[Action | None, bool]:
+        return await self._run(
+            lambda c: self._ops.click_check(c, action_id=action_id, channel=channel, ts=ts), write=False
+        )
+
+    def kept(self, *, action_id: int) -> Action | None:
+        return self._ops.kept(action_id)
+
+    async def action(self, *, action_id: int) -> Action | None:
+        return await self._run(lambda c: self._ops.action(c, action_id=action_id), write=False)
+
+    async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost | Moved:
+        return await self._run(lambda c: self._ops.begin_decision(c, **kwargs), write=True)
+
+
 # ---- SQLite: one sqlite3 connection, used without yielding inside a transaction ---------------
 
 
@@ -294,11 +321,11 @@ class _SQLiteConn:
         return found
 
     async def one(self, q: _Compiled, params: dict[str, Any]) -> dict[str, Any] | None:
-        raw = self._run(q, params).fetchone()
+        raw = await self.raw(q, params)
         return q.row(raw) if raw is not None else None
 
     async def scalar(self, q: _Compiled, params: dict[str, Any]) -> Any:
-        raw = self._run(q, params).fetchone()
+        raw = await self.raw(q, params)
         return raw[0] if raw is not None else None
 
     async def rowcount(self, q: _Compiled, params: dict[str, Any]) -> int:
@@ -311,21 +338,27 @@ class _SQLiteConn:
             raise _error(q.sql, e) from e
 
 
-class SQLiteHotPath:
+# ``store.db._immediate``: opens a write transaction with the opener given, retrying (with
+# sleeps, never blocking the loop) while another process holds SQLite's write lock.
+Immediate = Callable[[Callable[[Any], Awaitable[Any]]], AbstractAsyncContextManager[Any]]
+
+
+class SQLiteHotPath(_DriverPath):
     """``open_connection`` opens a configured sqlite3 connection (autocommit: BEGIN is ours);
-    ``writers`` is the process's writer queue; ``count(write)`` tallies a transaction."""
+    ``writers`` is the process's writer queue; ``immediate`` is how the store opens a write
+    transaction; ``count(write)`` tallies a transaction."""
 
     def __init__(
         self, *, dialect: sa.Dialect, open_connection: Callable[[], sqlite3.Connection],
-        writers: Any, count: Callable[[bool], None], busy_timeout_s: float,
+        writers: Any, immediate: Immediate, count: Callable[[bool], None],
     ) -> None:
         configure_mappers()
         self._ops = _Operations(_Statements(dialect))
         self._open = open_connection
         self._db: sqlite3.Connection | None = None
         self._writers = writers
+        self._immediate = immediate
         self._count = count
-        self._busy_timeout_s = busy_timeout_s
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -335,44 +368,28 @@ class SQLiteHotPath:
                 raise _error("connect", e) from e
         return self._db
 
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[_Conn]:
-        self._count(False)
-        db = self._conn()
-        self._exec(db, "BEGIN")
-        try:
-            yield _SQLiteConn(db)
-        finally:
-            self._exec(db, "ROLLBACK")  # nothing was written; ends the read's snapshot
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[_Conn]:
-        self._count(True)
-        async with self._writers.hold(urgent=True):
+    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool) -> _R:
+        self._count(write)
+        if not write:
             db = self._conn()
-            await self._begin_immediate(db)
+            self._exec(db, "BEGIN")
             try:
-                yield _SQLiteConn(db)
+                return await work(_SQLiteConn(db))
+            finally:
+                self._exec(db, "ROLLBACK")  # nothing was written; ends the read's snapshot
+        async with self._writers.hold(urgent=True), self._immediate(self._begin_immediate) as db:
+            try:
+                done = await work(_SQLiteConn(db))
             except BaseException:
                 self._exec(db, "ROLLBACK")
                 raise
             self._exec(db, "COMMIT")
+            return done
 
-    async def _begin_immediate(self, db: sqlite3.Connection) -> None:
-        """BEGIN IMMEDIATE, retried with sleeps (never blocking the loop) while another
-        process holds the write lock, for up to the busy timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._busy_timeout_s
-        delay = 0.002
-        while True:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) or loop.time() >= deadline:
-                    raise _error("BEGIN IMMEDIATE", e) from e
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+    async def _begin_immediate(self, _stack: Any) -> sqlite3.Connection:
+        db = self._conn()
+        self._exec(db, "BEGIN IMMEDIATE")
+        return db
 
     @staticmethod
     def _exec(db: sqlite3.Connection, sql: str) -> None:
@@ -380,21 +397,6 @@ class SQLiteHotPath:
             db.execute(sql)
         except sqlite3.Error as e:
             raise _error(sql, e) from e
-
-    async def click_check(self, *, action_id: int, channel: str | None, ts: str | None) -> tuple[Action | None, bool]:
-        async with self._read() as c:
-            return await self._ops.click_check(c, action_id=action_id, channel=channel, ts=ts)
-
-    def kept(self, *, action_id: int) -> Action | None:
-        return self._ops.kept(action_id)
-
-    async def action(self, *, action_id: int) -> Action | None:
-        async with self._read() as c:
-            return await self._ops.action(c, action_id=action_id)
-
-    async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost | Moved:
-        async with self._write() as c:
-            return await self._ops.begin_decision(c, **kwargs)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -447,7 +449,7 @@ async def _pg_keep(_conn: Any) -> None:
     (asyncpg's default reset is a round trip to the server at every release.)"""
 
 
-class PostgresHotPath:
+class PostgresHotPath(_DriverPath):
     """``connect_args``: asyncpg's arguments for the database (from SQLAlchemy's dialect)."""
 
     def __init__(
@@ -499,20 +501,6 @@ class PostgresHotPath:
             except _PG_ERRORS as e:
                 raise _error("asyncpg", e) from e
         raise AssertionError("unreachable")
-
-    async def click_check(self, *, action_id: int, channel: str | None, ts: str | None) -> tuple[Action | None, bool]:
-        return await self._run(
-            lambda c: self._ops.click_check(c, action_id=action_id, channel=channel, ts=ts), write=False
-        )
-
-    def kept(self, *, action_id: int) -> Action | None:
-        return self._ops.kept(action_id)
-
-    async def action(self, *, action_id: int) -> Action | None:
-        return await self._run(lambda c: self._ops.action(c, action_id=action_id), write=False)
-
-    async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost | Moved:
-        return await self._run(lambda c: self._ops.begin_decision(c, **kwargs), write=True)
 
     async def close(self) -> None:
         if self._pool is not None:
