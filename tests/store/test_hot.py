@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -223,13 +224,21 @@ async def test_postgres_connections_the_server_dropped_are_replaced(db: Database
     seen = await _action(db)
     assert await db.hot.action(action_id=seen.id or 0) is not None  # the path's pool is open
     name = database_url.rsplit("/", 1)[1]
+    # Blocking calls on purpose: the loop does not run until the decision's write, so the
+    # pool cannot have noticed the drop, and hands the dead connection out.
     with psycopg.connect(database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
+        others = "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+        admin.execute(f"SELECT pg_terminate_backend(pid) {others}", (name,))
+        for _ in range(500):
+            if admin.execute(f"SELECT count(*) {others}", (name,)).fetchone() == (0,):
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the server did not drop the connections")
+    writes = db.transactions.writes
     begun = await db.hot.begin_decision(**_begin_args(seen, key="k1", seen=seen))
     assert isinstance(begun, queries.Begun)
+    assert db.transactions.writes == writes + 2  # the first try met the dropped connection
     assert await db.hot.action(action_id=seen.id or 0) is not None
 
 
