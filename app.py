@@ -212,7 +212,11 @@ class Signoff:
     """The running bot: everything built from one ``Settings``."""
 
     def __init__(
-        self, settings: Settings, *, retry: RetryPolicy | None = None, clock: Clock = utc_now,
+        self,
+        settings: Settings,
+        *,
+        retry: RetryPolicy | None = None,
+        clock: Clock = utc_now,
         extra_sources: Callable[[aiohttp.ClientSession], Iterable[Registered]] | None = None,
     ) -> None:
         """``extra_sources`` registers sources beyond those the settings turn on, each built
@@ -276,7 +280,9 @@ class Signoff:
         entries = []
         if s.flokit_api_key is not None:
             flokit = FloKitSource(
-                self.http, base_url=s.flokit_api_url, api_key=s.flokit_api_key.get_secret_value(),
+                self.http,
+                base_url=s.flokit_api_url,
+                api_key=s.flokit_api_key.get_secret_value(),
                 timeout=s.flokit_timeout_seconds,
             )
             # One delivery: the email lookup and up to two FloKit calls, each bounded by a timeout.
@@ -285,20 +291,29 @@ class Signoff:
         if s.flowdash_api_key is not None:
             assert s.flowdash_intake_token is not None  # the settings require it with the key
             flowdash = FlowdashSource(
-                self.http, base_url=s.flowdash_api_url, api_key=s.flowdash_api_key.get_secret_value(),
+                self.http,
+                base_url=s.flowdash_api_url,
+                api_key=s.flowdash_api_key.get_secret_value(),
                 timeout=s.flowdash_timeout_seconds,
             )
             # One delivery: the email lookup, a read of the task's actions, the execution, and
             # (when it ends at once) a second read, each bounded by a timeout.
             lease = timedelta(seconds=SLACK_TIMEOUT_SECONDS + 3 * s.flowdash_timeout_seconds + 5)
-            entries.append(Registered(
-                flowdash, outbox_lease=lease, intake_token=s.flowdash_intake_token.get_secret_value(),
-                credential="FLOWDASH_API_KEY", display_name="Flowdash",
-            ))
+            entries.append(
+                Registered(
+                    flowdash,
+                    outbox_lease=lease,
+                    intake_token=s.flowdash_intake_token.get_secret_value(),
+                    credential="FLOWDASH_API_KEY",
+                    display_name="Flowdash",
+                )
+            )
         if s.fieldkit_api_key is not None:
             assert s.fieldkit_api_url is not None and s.fieldkit_intake_token is not None  # settings check both
             fieldkit = FieldkitSource(
-                self.http, base_url=s.fieldkit_api_url, api_key=s.fieldkit_api_key.get_secret_value(),
+                self.http,
+                base_url=s.fieldkit_api_url,
+                api_key=s.fieldkit_api_key.get_secret_value(),
                 timeout=s.fieldkit_timeout_seconds,
             )
             # One delivery: the name and email lookup, the decide, and a read (a 409, or an answer
@@ -306,23 +321,36 @@ class Signoff:
             lease = timedelta(seconds=SLACK_TIMEOUT_SECONDS + 3 * s.fieldkit_timeout_seconds + 5)
             entries.append(
                 Registered(
-                    fieldkit, outbox_lease=lease, intake_token=s.fieldkit_intake_token.get_secret_value(),
-                    credential="FIELDKIT_API_KEY", display_name="Fieldkit",
+                    fieldkit,
+                    outbox_lease=lease,
+                    intake_token=s.fieldkit_intake_token.get_secret_value(),
+                    credential="FIELDKIT_API_KEY",
+                    display_name="Fieldkit",
                 )
             )
         if s.api_keys:
             # Signoff's own Actions API: its "upstream" is this store (a decision lands at once).
             self.signoff_source = SignoffSource(
-                self.db, self.catalog, clock=self._clock, on_callback=lambda: self.kick("callbacks"),
+                self.db,
+                self.catalog,
+                clock=self._clock,
+                on_callback=lambda: self.kick("callbacks"),
             )
             entries.append(Registered(self.signoff_source, credential="API_KEYS", display_name="Signoff API"))
         if self._extra_sources is not None:
             entries.extend(self._extra_sources(self.http))
         # Each source tells the health of its credential (/healthz) with every answer.
         return SourceRegistry(
-            replace(e, source=TrackedSource(
-                e.source, self.health, credential=e.credential, display_name=e.display_name, metrics=self.metrics,
-            ))
+            replace(
+                e,
+                source=TrackedSource(
+                    e.source,
+                    self.health,
+                    credential=e.credential,
+                    display_name=e.display_name,
+                    metrics=self.metrics,
+                ),
+            )
             for e in entries
         )
 
@@ -348,8 +376,14 @@ class Signoff:
         # A changed action also may owe thread notices, or need its rollback watch set up.
         changed = lambda: self.kick("cards", "notices", "watch", "homes")  # noqa: E731
         self.ingest = IngestContext(
-            db=self.db, sources=self.sources, channel=s.slack_channel, policy=self.policy, on_change=changed,
-            clock=self._clock, digest_threshold=s.digest_threshold, metrics=self.metrics,
+            db=self.db,
+            sources=self.sources,
+            channel=s.slack_channel,
+            policy=self.policy,
+            on_change=changed,
+            clock=self._clock,
+            digest_threshold=s.digest_threshold,
+            metrics=self.metrics,
         )
         # In-process events: a decision recorded here is delivered here at once, and the card
         # of an action changed by a decision is re-rendered here at once (leases in the store
@@ -357,50 +391,86 @@ class Signoff:
         self.events = Events()
         self.foreground = Foreground()  # Slack requests in flight: live work gives way to them
         delivery = DeliveryContext(
-            db=self.db, sources=self.sources, people=approvers, notifier=SlackNotifier(self.slack),
-            on_change=lambda: self.kick("watch", "homes"), clock=self._clock, retry=self._retry, events=self.events,
+            db=self.db,
+            sources=self.sources,
+            people=approvers,
+            notifier=SlackNotifier(self.slack),
+            on_change=lambda: self.kick("watch", "homes"),
+            clock=self._clock,
+            retry=self._retry,
+            events=self.events,
             metrics_on=s.metrics_url is not None,
             metrics=self.metrics,
         )
         self.deliverer = Deliverer(delivery, foreground=self.foreground)
         ctx = JobContext(
-            db=self.db, sources=self.sources, slack=self.slack,
-            kick_cards=lambda: self.kick("cards", "notices"), clock=self._clock, retry=self._retry,
-            policy=self.policy, pacer=jobs.Pacer(s.slack_post_interval_seconds),
+            db=self.db,
+            sources=self.sources,
+            slack=self.slack,
+            kick_cards=lambda: self.kick("cards", "notices"),
+            clock=self._clock,
+            retry=self._retry,
+            policy=self.policy,
+            pacer=jobs.Pacer(s.slack_post_interval_seconds),
         )
         self.card_updater = CardUpdater(
-            ctx, kick_sweeps=lambda: self.kick("cards", "notices"), foreground=self.foreground,
-            started=self.deliverer.started, patient_seconds=s.card_patience_seconds,
+            ctx,
+            kick_sweeps=lambda: self.kick("cards", "notices"),
+            foreground=self.foreground,
+            started=self.deliverer.started,
+            patient_seconds=s.card_patience_seconds,
         )
         self.deliverer.when_finished(self.card_updater.released)
         self.deliverer.when_started(self.card_updater.carrying)
         self.events.on_decided(self.deliverer.deliver_now)
         self.events.on_changed(self.card_updater.changed)
         reminder_ctx = ReminderContext(
-            db=self.db, policy=self.policy, approvers_for=self.approvers_for, quiet=s.quiet, clock=self._clock,
-            kick_notices=lambda: self.kick("notices"), kick_cards=lambda: self.kick("cards"),
+            db=self.db,
+            policy=self.policy,
+            approvers_for=self.approvers_for,
+            quiet=s.quiet,
+            clock=self._clock,
+            kick_notices=lambda: self.kick("notices"),
+            kick_cards=lambda: self.kick("cards"),
         )
         self.refresh = refresh.RefreshContext(
-            db=self.db, sources=self.sources, on_change=changed, clock=self._clock,
+            db=self.db,
+            sources=self.sources,
+            on_change=changed,
+            clock=self._clock,
             lease=self.sources.outbox_lease,
         )
         metrics: MetricsProvider | None = None
         if s.metrics_url:
             metrics = HttpMetrics(
-                self.http, url=s.metrics_url, timeout=s.metrics_timeout_seconds, clock=self._clock,
+                self.http,
+                url=s.metrics_url,
+                timeout=s.metrics_timeout_seconds,
+                clock=self._clock,
                 token=s.metrics_token.get_secret_value() if s.metrics_token else None,
             )
         watch_tick = min(s.rollback_check_interval_seconds, WATCH_TICK_SECONDS)
         watch_ctx = WatchContext(
-            db=self.db, metrics=metrics, policy=self.policy, clock=self._clock,
-            interval=timedelta(seconds=s.rollback_check_interval_seconds), tick=timedelta(seconds=watch_tick),
-            max_age=timedelta(seconds=s.metrics_max_age_seconds), capabilities=self.sources.capabilities,
-            kick_outbox=lambda: self.kick("outbox"), kick_cards=lambda: self.kick("cards", "notices", "homes"),
+            db=self.db,
+            metrics=metrics,
+            policy=self.policy,
+            clock=self._clock,
+            interval=timedelta(seconds=s.rollback_check_interval_seconds),
+            tick=timedelta(seconds=watch_tick),
+            max_age=timedelta(seconds=s.metrics_max_age_seconds),
+            capabilities=self.sources.capabilities,
+            kick_outbox=lambda: self.kick("outbox"),
+            kick_cards=lambda: self.kick("cards", "notices", "homes"),
             lease=timedelta(seconds=2 * s.metrics_timeout_seconds + 30),
         )
         self.home = home.HomeService(
-            db=self.db, slack=self.slack, approvers=approvers, capabilities=self.sources.capabilities,
-            channel=s.slack_channel, clock=self._clock, approvers_for=self.approvers_for,
+            db=self.db,
+            slack=self.slack,
+            approvers=approvers,
+            capabilities=self.sources.capabilities,
+            channel=s.slack_channel,
+            clock=self._clock,
+            approvers_for=self.approvers_for,
         )
         specs: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
             ("poll", lambda: ingest.poll(self.ingest), s.poll_interval_seconds),
@@ -427,12 +497,21 @@ class Signoff:
         )
         if s.api_keys:
             self.api = actions_api.ApiContext(
-                db=self.db, ingest=self.ingest, keys=list(s.api_keys), catalog=self.catalog, decisions=self.service,
-                per_minute=s.api_rate_limit, allowed_hosts=tuple(s.callback_allowed_hosts), clock=self._clock,
-                kick_callbacks=lambda: self.kick("callbacks"), metrics=self.metrics,
+                db=self.db,
+                ingest=self.ingest,
+                keys=list(s.api_keys),
+                catalog=self.catalog,
+                decisions=self.service,
+                per_minute=s.api_rate_limit,
+                allowed_hosts=tuple(s.callback_allowed_hosts),
+                clock=self._clock,
+                kick_callbacks=lambda: self.kick("callbacks"),
+                metrics=self.metrics,
             )
             api_ctx, http = self.api, self.http
-            specs.append(("callbacks", lambda: actions_api.deliver_callbacks(api_ctx, http), CALLBACKS_INTERVAL_SECONDS))
+            specs.append(
+                ("callbacks", lambda: actions_api.deliver_callbacks(api_ctx, http), CALLBACKS_INTERVAL_SECONDS)
+            )
             specs.append(("api_expiry", lambda: actions_api.expire(api_ctx), API_EXPIRY_INTERVAL_SECONDS))
         if refresh.unlisted(self.sources):
             # Open actions of sources that push them (and nothing after), read until they end.
@@ -442,10 +521,17 @@ class Signoff:
             job = Job(self.scheduler, name, fn, min_gap=KICK_GAP_SECONDS.get(name, 0.0))
             self.jobs[name] = job
             self.scheduler.add_job(
-                job.run, "interval", seconds=interval, id=name, name=name, next_run_time=now,
+                job.run,
+                "interval",
+                seconds=interval,
+                id=name,
+                name=name,
+                next_run_time=now,
                 # Job.run itself never overlaps: a tick while it runs just asks for one more
                 # pass, so APScheduler need not skip (and warn about) concurrent ticks.
-                max_instances=3, coalesce=True, misfire_grace_time=None,
+                max_instances=3,
+                coalesce=True,
+                misfire_grace_time=None,
             )
 
         self.bolt = AsyncApp(
@@ -455,7 +541,9 @@ class Signoff:
             logger=_bolt_logger(),
         )
         cards = CardReader(db=self.db, capabilities=self.sources.capabilities, policy=self.policy)
-        commands = CommandService(db=self.db, decisions=self.service, cards=cards, clock=self._clock, ingest=self.ingest)
+        commands = CommandService(
+            db=self.db, decisions=self.service, cards=cards, clock=self._clock, ingest=self.ingest
+        )
         listeners.register(self.bolt, self.service, cards=cards, home=self.home, commands=commands)
 
     def kick(self, *names: str) -> None:
@@ -483,7 +571,9 @@ class Signoff:
             # Imported only here: the MCP SDK takes most of a second to import, for bots without the API too.
             from signoff_mcp.http import McpEndpoint, loopback_url
 
-            McpEndpoint(self.api.keys, lambda: loopback_url(self._host, self.port or self.settings.port)).add_routes(app)
+            McpEndpoint(self.api.keys, lambda: loopback_url(self._host, self.port or self.settings.port)).add_routes(
+                app
+            )
         return app
 
     async def _metrics(self, request: web.Request) -> web.Response:
@@ -491,8 +581,12 @@ class Signoff:
         token = self.settings.metrics_scrape_token
         if token is not None:
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
-                return web.json_response({"error": "missing or wrong scrape token (Authorization: Bearer <token>)"}, status=401)
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), token.get_secret_value().encode()
+            ):
+                return web.json_response(
+                    {"error": "missing or wrong scrape token (Authorization: Bearer <token>)"}, status=401
+                )
         try:
             await self._observe_store()
         except Exception as e:  # noqa: BLE001 - the counters are still worth serving; /readyz says the store is down
@@ -603,7 +697,9 @@ class Signoff:
         self._frozen = True
         log.info(
             "signoff started: %s mode, port %s, channel %s, store %s",
-            "socket" if self.settings.socket_mode else "http", self.port, self.settings.slack_channel,
+            "socket" if self.settings.socket_mode else "http",
+            self.port,
+            self.settings.slack_channel,
             self.db.url.render_as_string(hide_password=True),
         )
 
@@ -632,7 +728,9 @@ class Signoff:
                     raise StartupError(
                         f"{entry.credential} was refused by {entry.display_name or name} (HTTP {e.status})"
                     ) from e
-                log.warning("%s unreachable at start (%s); starting anyway, the jobs retry", entry.display_name or name, e)
+                log.warning(
+                    "%s unreachable at start (%s); starting anyway, the jobs retry", entry.display_name or name, e
+                )
 
     async def _connect_socket(self) -> None:
         assert self.settings.slack_app_token is not None
@@ -675,7 +773,9 @@ class Signoff:
             if running:
                 _done, pending = await asyncio.wait(running, timeout=STOP_GRACE_SECONDS)
                 if pending:
-                    log.warning("stopping with %d job(s) still running; their work resumes on the next start", len(pending))
+                    log.warning(
+                        "stopping with %d job(s) still running; their work resumes on the next start", len(pending)
+                    )
                 for task in pending:
                     task.cancel()
             self.scheduler.shutdown(wait=False)
@@ -724,10 +824,16 @@ def demo_settings(*, slack_url: str, database: Path) -> Settings:
     sandbox's local Slack, its metric values, its catalog, and a SQLite file."""
     catalog = Path(str(resources.files("sandbox").joinpath("signoff.toml")))
     return CodeSettings(
-        slack_bot_token=SecretStr(workspace.BOT_TOKEN), slack_signing_secret=SecretStr(workspace.SIGNING_SECRET),
-        slack_api_url=f"{slack_url}/api/", slack_channel=workspace.CHANNEL,
-        approvers=[workspace.APPROVER.user_id, workspace.REQUESTER.user_id], database_url=f"sqlite:///{database}",
-        api_keys=parse_api_keys(workspace.api_keys()), port=0, signoff_config=str(catalog), metrics_url=f"{slack_url}/sandbox/metric",
+        slack_bot_token=SecretStr(workspace.BOT_TOKEN),
+        slack_signing_secret=SecretStr(workspace.SIGNING_SECRET),
+        slack_api_url=f"{slack_url}/api/",
+        slack_channel=workspace.CHANNEL,
+        approvers=[workspace.APPROVER.user_id, workspace.REQUESTER.user_id],
+        database_url=f"sqlite:///{database}",
+        api_keys=parse_api_keys(workspace.api_keys()),
+        port=0,
+        signoff_config=str(catalog),
+        metrics_url=f"{slack_url}/sandbox/metric",
         rollback_check_interval_seconds=DEMO_CHECK_SECONDS,
     )
 
@@ -745,12 +851,19 @@ def _demo_store(workdir: Path, *, fresh: bool) -> Path:
         if database.exists() and not os.access(database, os.W_OK):
             raise PermissionError(13, "Permission denied", str(database))
     except OSError as e:
-        raise StartupError(f"the sandbox keeps its store in the working directory, which cannot be written ({workdir}: {e.strerror})") from e
+        raise StartupError(
+            f"the sandbox keeps its store in the working directory, which cannot be written ({workdir}: {e.strerror})"
+        ) from e
     return database
 
 
 async def demo(
-    *, port: int, fresh: bool, workdir: Path, ready: Callable[[str], None] = print, stopping: asyncio.Event | None = None,
+    *,
+    port: int,
+    fresh: bool,
+    workdir: Path,
+    ready: Callable[[str], None] = print,
+    stopping: asyncio.Event | None = None,
 ) -> None:
     """``python app.py demo``: the sandbox's page and local Slack on ``port`` (0: a free one),
     the same bot as production on a loopback port behind it, the example actions proposed at
@@ -776,7 +889,9 @@ async def demo(
         bot = Signoff(demo_settings(slack_url=url, database=database))
         await bot.start(host="127.0.0.1")
         base = f"http://127.0.0.1:{bot.port}"
-        sandbox.connect(events_url=f"{base}/slack/events", api=SignoffClient(base, workspace.REQUESTER_KEY, session=http))
+        sandbox.connect(
+            events_url=f"{base}/slack/events", api=SignoffClient(base, workspace.REQUESTER_KEY, session=http)
+        )
         if not (workdir / DEMO_SEEDED).exists():
             await seeds.seed(SignoffClient(base, workspace.AGENT_KEY, session=http))
             (workdir / DEMO_SEEDED).write_text(f"{seeds.SEED_VERSION}\n", encoding="utf-8")
@@ -817,7 +932,9 @@ def manifest_for(base_url: str, text: str) -> str:
     """
     base = base_url.strip().rstrip("/").removesuffix("/slack/events")
     if not re.fullmatch(r"https://[^/\s?#]+(/[^\s?#]*)?", base):
-        raise ValueError(f"--url must be the public https:// address of Signoff, such as https://signoff.example.com, not {base_url!r}")
+        raise ValueError(
+            f"--url must be the public https:// address of Signoff, such as https://signoff.example.com, not {base_url!r}"
+        )
     return _REQUEST_URL_LINE.sub(lambda m: f"{m.group(1)}{base}/slack/events", text)
 
 

@@ -100,7 +100,9 @@ class Route(BaseModel):
             return None
         bad = [e for e in v if not _APPROVER.match(e)]
         if bad or not v:
-            raise ValueError(f"must list Slack user IDs (U…/W…), user-group IDs (S…) or *; not {', '.join(bad) or 'empty'}")
+            raise ValueError(
+                f"must list Slack user IDs (U…/W…), user-group IDs (S…) or *; not {', '.join(bad) or 'empty'}"
+            )
         return v
 
 
@@ -129,9 +131,12 @@ class ActionTypeDecl(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "action_type": self.action_type, "summary": self.summary, "risk": self.risk,
+            "action_type": self.action_type,
+            "summary": self.summary,
+            "risk": self.risk,
             "approval_required_by_default": self.approval_required_by_default,
-            "required_fields": list(self.required_fields), "example_payload": self.example_payload,
+            "required_fields": list(self.required_fields),
+            "example_payload": self.example_payload,
         }
 
 
@@ -177,7 +182,9 @@ class Policy:
         route = self.route_for(action_type, risk, source=source)
         return route.required_approvals if route is not None else 1
 
-    def confirm_failed_guardrails(self, action_type: str, risk: str | None = None, *, source: str | None = None) -> bool:
+    def confirm_failed_guardrails(
+        self, action_type: str, risk: str | None = None, *, source: str | None = None
+    ) -> bool:
         route = self.route_for(action_type, risk, source=source)
         return route is not None and route.confirm_failed_guardrails
 
@@ -213,7 +220,9 @@ def load_policy(path: str | None, *, auto_rollback: bool, defaults: Timings | No
     except ValidationError as e:
         raise PolicyError(f"{file} is invalid:\n{_describe(e)}") from e
     return Policy(
-        auto_rollback=auto_rollback, routes=parsed.routes, defaults=defaults or Policy.defaults,
+        auto_rollback=auto_rollback,
+        routes=parsed.routes,
+        defaults=defaults or Policy.defaults,
         action_types=parsed.action_types,
     )
 

@@ -189,9 +189,22 @@ class Settings(LogSettings):
         return v
 
     @field_validator(
-        "flokit_api_key", "flowdash_api_key", "flowdash_intake_token", "fieldkit_api_url", "fieldkit_api_key",
-        "fieldkit_intake_token", "metrics_url", "metrics_token", "metrics_scrape_token", "signoff_config", "escalation_channel", "quiet_hours",
-        "remind_after_seconds", "escalate_after_seconds", "expire_after_seconds", mode="before",
+        "flokit_api_key",
+        "flowdash_api_key",
+        "flowdash_intake_token",
+        "fieldkit_api_url",
+        "fieldkit_api_key",
+        "fieldkit_intake_token",
+        "metrics_url",
+        "metrics_token",
+        "metrics_scrape_token",
+        "signoff_config",
+        "escalation_channel",
+        "quiet_hours",
+        "remind_after_seconds",
+        "escalate_after_seconds",
+        "expire_after_seconds",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
@@ -282,7 +295,9 @@ class Settings(LogSettings):
     @classmethod
     def _a_source(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if (
-            v is None and info.data.get("flowdash_api_key") is None and info.data.get("fieldkit_api_key") is None
+            v is None
+            and info.data.get("flowdash_api_key") is None
+            and info.data.get("fieldkit_api_key") is None
             and not info.data.get("api_keys")
         ):
             raise ValueError(
@@ -334,8 +349,11 @@ class CodeSettings(Settings):
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)

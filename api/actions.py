@@ -63,10 +63,25 @@ BURST: Final = 60
 MAX_EXPIRES_IN: Final = 30 * 86400
 _KEY_CHARS = re.compile(r"^[\x21-\x7e]{1,255}$")
 _SUBMIT_FIELDS: Final = {
-    "action_type", "schema_version", "target", "scope", "mode", "preconditions", "payload", "correlation_id",
-    "causation_id", "title", "rationale", "callback_url", "expires_in_seconds",
+    "action_type",
+    "schema_version",
+    "target",
+    "scope",
+    "mode",
+    "preconditions",
+    "payload",
+    "correlation_id",
+    "causation_id",
+    "title",
+    "rationale",
+    "callback_url",
+    "expires_in_seconds",
     # What a card shows beyond Fieldkit's fields (FloKit's words), and buttons of the action's own.
-    "expected_impact", "data_signals", "guardrail_checks", "rollback_conditions", "options",
+    "expected_impact",
+    "data_signals",
+    "guardrail_checks",
+    "rollback_conditions",
+    "options",
 }
 MAX_SIGNALS: Final = 20
 MAX_CONDITIONS: Final = 10
@@ -131,7 +146,10 @@ async def rate_limited(ctx: ApiContext, client: str) -> float:
     every replica, and taken with one statement."""
     async with ctx.db.write() as session:
         return await queries.take_token(
-            session, client=client, now=ctx.clock().timestamp(), per_second=ctx.per_minute / 60.0,
+            session,
+            client=client,
+            now=ctx.clock().timestamp(),
+            per_second=ctx.per_minute / 60.0,
             burst=float(min(BURST, ctx.per_minute)),
         )
 
@@ -153,7 +171,9 @@ async def authenticate(ctx: ApiContext, request: web.Request, *, admin: bool = F
     wait = await rate_limited(ctx, found.name)
     if wait > 0:
         raise ApiError(
-            429, "RATE_LIMITED", f"over {ctx.per_minute} requests a minute for this key; try again shortly",
+            429,
+            "RATE_LIMITED",
+            f"over {ctx.per_minute} requests a minute for this key; try again shortly",
             **{"Retry-After": str(max(1, math.ceil(wait)))},
         )
     if admin and not found.admin:
@@ -235,7 +255,11 @@ class Settle:
 
 
 async def idempotent(
-    ctx: ApiContext, client: ApiKey, request: web.Request, raw: bytes, work: Callable[[Settle], Awaitable[web.Response]],
+    ctx: ApiContext,
+    client: ApiKey,
+    request: web.Request,
+    raw: bytes,
+    work: Callable[[Settle], Awaitable[web.Response]],
 ) -> web.Response:
     """Run ``work`` once per (client, Idempotency-Key): replay, conflict, in progress.
 
@@ -243,35 +267,59 @@ async def idempotent(
     did not settle (a refusal, a change not in its own transaction) is stored after it."""
     key = request.headers.get("Idempotency-Key", "").strip()
     if not key:
-        raise ApiError(400, "IDEMPOTENCY_KEY_REQUIRED", "write requests require an Idempotency-Key header", field="Idempotency-Key")
+        raise ApiError(
+            400, "IDEMPOTENCY_KEY_REQUIRED", "write requests require an Idempotency-Key header", field="Idempotency-Key"
+        )
     if not _KEY_CHARS.match(key):
-        raise ApiError(400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1-255 printable ASCII characters", field="Idempotency-Key")
+        raise ApiError(
+            400,
+            "INVALID_IDEMPOTENCY_KEY",
+            "Idempotency-Key must be 1-255 printable ASCII characters",
+            field="Idempotency-Key",
+        )
     digest = hashlib.sha256(request.method.encode() + b" " + request.path.encode() + b"\n" + raw).hexdigest()
     now = ctx.clock()
     taken_over = False
     for _ in range(3):
         try:
             async with ctx.db.write() as session:
-                row = (await session.exec(
-                    select(ApiIdempotencyKey).where(ApiIdempotencyKey.client == client.name, ApiIdempotencyKey.key == key)
-                    .with_for_update()
-                )).first()
+                row = (
+                    await session.exec(
+                        select(ApiIdempotencyKey)
+                        .where(ApiIdempotencyKey.client == client.name, ApiIdempotencyKey.key == key)
+                        .with_for_update()
+                    )
+                ).first()
                 if row is not None and row.created_at < now - IDEMPOTENCY_TTL:
                     await session.delete(row)
                     await session.flush()
                     row = None
                 if row is None:
-                    session.add(ApiIdempotencyKey(
-                        client=client.name, key=key, digest=digest, created_at=now, locked_until=now + IDEMPOTENCY_LOCK,
-                    ))
+                    session.add(
+                        ApiIdempotencyKey(
+                            client=client.name,
+                            key=key,
+                            digest=digest,
+                            created_at=now,
+                            locked_until=now + IDEMPOTENCY_LOCK,
+                        )
+                    )
                     replay = None
                 elif row.digest != digest:
-                    raise ApiError(409, "IDEMPOTENCY_CONFLICT", "Idempotency-Key reused with a different request", field="Idempotency-Key")
+                    raise ApiError(
+                        409,
+                        "IDEMPOTENCY_CONFLICT",
+                        "Idempotency-Key reused with a different request",
+                        field="Idempotency-Key",
+                    )
                 elif row.status is None:
                     if row.locked_until is not None and row.locked_until > now:
                         raise ApiError(
-                            409, "IDEMPOTENCY_IN_PROGRESS", "a request with this Idempotency-Key is still being handled",
-                            field="Idempotency-Key", **{"Retry-After": "1"},
+                            409,
+                            "IDEMPOTENCY_IN_PROGRESS",
+                            "a request with this Idempotency-Key is still being handled",
+                            field="Idempotency-Key",
+                            **{"Retry-After": "1"},
                         )
                     row.locked_until = now + IDEMPOTENCY_LOCK  # its first handler died: this one takes over
                     session.add(row)
@@ -286,7 +334,10 @@ async def idempotent(
         raise ApiError(409, "IDEMPOTENCY_IN_PROGRESS", "a request with this Idempotency-Key is still being handled")
     if replay is not None:
         return web.Response(
-            status=replay[0], text=replay[1], content_type="application/json", headers={"X-Idempotent-Replay": "true"},
+            status=replay[0],
+            text=replay[1],
+            content_type="application/json",
+            headers={"X-Idempotent-Replay": "true"},
         )
     settle = Settle(client.name, key, taken_over=taken_over)
     answer: web.Response | None = None
@@ -302,9 +353,11 @@ async def idempotent(
                 # Not kept (as Stripe does): a failure on our side, and a request refused before it
                 # started (a bad body): the client may send it again, fixed, with the same key.
                 if answer is None or answer.status >= 500 or answer.status in (400, 413, 422):
-                    await session.exec(sa.delete(ApiIdempotencyKey).where(
-                        col(ApiIdempotencyKey.client) == client.name, col(ApiIdempotencyKey.key) == key
-                    ))
+                    await session.exec(
+                        sa.delete(ApiIdempotencyKey).where(
+                            col(ApiIdempotencyKey.client) == client.name, col(ApiIdempotencyKey.key) == key
+                        )
+                    )
                 else:
                     await settle(session, answer)
 
@@ -352,7 +405,9 @@ def check_callback_url(url: str, allowed_hosts: tuple[str, ...]) -> str:
     return url
 
 
-def validate_submit(body: dict[str, Any], catalog: dict[str, ActionTypeDecl], allowed_hosts: tuple[str, ...]) -> dict[str, Any]:
+def validate_submit(
+    body: dict[str, Any], catalog: dict[str, ActionTypeDecl], allowed_hosts: tuple[str, ...]
+) -> dict[str, Any]:
     unknown = sorted(k for k in body if k not in _SUBMIT_FIELDS)
     if unknown:
         raise _invalid(str(unknown[0]), "unknown field")
@@ -361,7 +416,9 @@ def validate_submit(body: dict[str, Any], catalog: dict[str, ActionTypeDecl], al
         raise _invalid("action_type", "required: one of the types GET /api/v1/actions/types lists")
     known = catalog.get(action_type)
     if known is None:
-        raise ApiError(422, "UNKNOWN_ACTION_TYPE", f"action_type: {action_type[:80]!r} is not in the catalog", field="action_type")
+        raise ApiError(
+            422, "UNKNOWN_ACTION_TYPE", f"action_type: {action_type[:80]!r} is not in the catalog", field="action_type"
+        )
     version = body.get("schema_version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= 1000:
         raise _invalid("schema_version", "must be a positive integer")
@@ -373,11 +430,22 @@ def validate_submit(body: dict[str, Any], catalog: dict[str, ActionTypeDecl], al
     payload = _opt_object(body, "payload") or {}
     preconditions = _opt_object(body, "preconditions")
     out: dict[str, Any] = {
-        "action_type": action_type, "schema_version": version, "target": target, "payload": payload,
-        "preconditions": preconditions, "requires_approval": known.approval_required_by_default,
+        "action_type": action_type,
+        "schema_version": version,
+        "target": target,
+        "payload": payload,
+        "preconditions": preconditions,
+        "requires_approval": known.approval_required_by_default,
         "event_id": str(uuid.uuid4()),
     }
-    for name, limit in (("scope", 64), ("mode", 64), ("correlation_id", 255), ("causation_id", 255), ("title", 200), ("rationale", 3000)):
+    for name, limit in (
+        ("scope", 64),
+        ("mode", 64),
+        ("correlation_id", 255),
+        ("causation_id", 255),
+        ("title", 200),
+        ("rationale", 3000),
+    ):
         out[name] = _opt_str(body, name, limit)
     for required in known.required_fields:
         if not _present(body, payload, required):
@@ -385,7 +453,9 @@ def validate_submit(body: dict[str, Any], catalog: dict[str, ActionTypeDecl], al
     callback = _opt_str(body, "callback_url", 2048)
     out["callback_url"] = check_callback_url(callback, allowed_hosts) if callback is not None else None
     expires = body.get("expires_in_seconds")
-    if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool) or not 1 <= expires <= MAX_EXPIRES_IN):
+    if expires is not None and (
+        not isinstance(expires, int) or isinstance(expires, bool) or not 1 <= expires <= MAX_EXPIRES_IN
+    ):
         raise _invalid("expires_in_seconds", f"must be a whole number of seconds from 1 to {MAX_EXPIRES_IN}")
     out["expires_in_seconds"] = expires
     out.update(_card_fields(body))
@@ -428,10 +498,15 @@ def _card_fields(body: dict[str, Any]) -> dict[str, Any]:
         if direction not in ("increase", "decrease"):
             raise _invalid("expected_impact.direction", "must be increase or decrease")
         out["expected_impact"] = {
-            "metric": _text(impact, "expected_impact", "metric", 200), "direction": direction, "magnitude": magnitude,
+            "metric": _text(impact, "expected_impact", "metric", 200),
+            "direction": direction,
+            "magnitude": magnitude,
         }
     out["data_signals"] = [
-        {"label": _text(item, f"data_signals[{i}]", "label", 200), "value": _text(item, f"data_signals[{i}]", "value", 500)}
+        {
+            "label": _text(item, f"data_signals[{i}]", "label", 200),
+            "value": _text(item, f"data_signals[{i}]", "value", 500),
+        }
         for i, item in enumerate(_list_of(body, "data_signals", MAX_SIGNALS))
     ]
     guardrails = []
@@ -439,10 +514,13 @@ def _card_fields(body: dict[str, Any]) -> dict[str, Any]:
         where = f"guardrail_checks[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("passed"), bool):
             raise _invalid(f"{where}.passed", "must be true or false")
-        guardrails.append({
-            "check": _text(item, where, "check", 200), "passed": item["passed"],
-            "detail": _text(item, where, "detail", 500, required=False) or "",
-        })
+        guardrails.append(
+            {
+                "check": _text(item, where, "check", 200),
+                "passed": item["passed"],
+                "detail": _text(item, where, "detail", 500, required=False) or "",
+            }
+        )
     out["guardrail_checks"] = guardrails
     conditions = _list_of(body, "rollback_conditions", MAX_CONDITIONS)
     for i, item in enumerate(conditions):
@@ -519,10 +597,14 @@ class ActionsApi:
             callback = fields.pop("callback_url")
             needs = bool(fields["requires_approval"])
             row = ApiAction(
-                external_id=str(uuid.uuid4()), client=client.name, status="needs_approval" if needs else "pending",
-                request=fields, callback_url=callback,
+                external_id=str(uuid.uuid4()),
+                client=client.name,
+                status="needs_approval" if needs else "pending",
+                request=fields,
+                callback_url=callback,
                 expires_at=now + timedelta(seconds=expires) if expires is not None and needs else None,
-                created_at=now, updated_at=now,
+                created_at=now,
+                updated_at=now,
             )
             answer = web.json_response(self._view(row), status=201)
             # One transaction: the client's action, its action row and card (which the card
@@ -531,7 +613,10 @@ class ActionsApi:
                 session.add(row)
                 await session.flush()
                 _ingested, changed = await ingest_in(
-                    session, self.ctx.ingest, source=signoff.NAME, upstream=signoff.upstream_of(row, self.ctx.catalog),
+                    session,
+                    self.ctx.ingest,
+                    source=signoff.NAME,
+                    upstream=signoff.upstream_of(row, self.ctx.catalog),
                 )
                 await settle(session, answer)
             if changed:
@@ -584,10 +669,17 @@ class ActionsApi:
                 # was stored: answered with the action as it is now, not as a second decision.
                 return web.json_response(self._view(row))
             if row.status != "needs_approval":
-                raise ApiError(409, "INVALID_STATE", f"the action is {row.status}: it cannot be decided now", field="status")
+                raise ApiError(
+                    409, "INVALID_STATE", f"the action is {row.status}: it cannot be decided now", field="status"
+                )
             op = Op.APPROVE if decision == "APPROVE" else Op.REJECT
             outcome = await self._record(
-                row.external_id, op, client.name, (reason or "").strip() or None, confirmation, request_key,
+                row.external_id,
+                op,
+                client.name,
+                (reason or "").strip() or None,
+                confirmation,
+                request_key,
                 counted_is_ours=settle.taken_over,
             )
             if outcome.result in (Result.ENDORSED, Result.ALREADY_ENDORSED):
@@ -614,27 +706,45 @@ class ActionsApi:
 
     async def _decided_under(self, external_id: str, request_key: str) -> bool:
         async with self.ctx.db.read() as session:
-            action = (await session.exec(
-                select(Action).where(Action.source == signoff.NAME, Action.external_id == external_id)
-            )).first()
-            return action is not None and action.id is not None and await queries.outbox_keyed(
-                session, action_id=action.id, idempotency_key=request_key
-            ) is not None
+            action = (
+                await session.exec(
+                    select(Action).where(Action.source == signoff.NAME, Action.external_id == external_id)
+                )
+            ).first()
+            return (
+                action is not None
+                and action.id is not None
+                and await queries.outbox_keyed(session, action_id=action.id, idempotency_key=request_key) is not None
+            )
 
     async def _record(
-        self, external_id: str, op: Op, client: str, note: str | None, confirmation: str | None, request_key: str,
-        *, counted_is_ours: bool = False,
+        self,
+        external_id: str,
+        op: Op,
+        client: str,
+        note: str | None,
+        confirmation: str | None,
+        request_key: str,
+        *,
+        counted_is_ours: bool = False,
     ) -> Outcome:
         """The decision through the core's decision path, under the route's rules; refusals
         as the API's answers."""
         async with self.ctx.db.read() as session:
-            action = (await session.exec(
-                select(Action).where(Action.source == signoff.NAME, Action.external_id == external_id)
-            )).first()
+            action = (
+                await session.exec(
+                    select(Action).where(Action.source == signoff.NAME, Action.external_id == external_id)
+                )
+            ).first()
         if action is None or action.id is None:
             raise ApiError(409, "INVALID_STATE", "the action is not ready to be decided yet; try again", field="status")
         outcome = await self.ctx.decisions.decide_as_client(
-            action_id=action.id, op=op, client=client, note=note, confirmation=confirmation, request_key=request_key,
+            action_id=action.id,
+            op=op,
+            client=client,
+            note=note,
+            confirmation=confirmation,
+            request_key=request_key,
         )
         match outcome.result:
             case Result.RECORDED | Result.ENDORSED:
@@ -651,13 +761,16 @@ class ActionsApi:
                 return outcome
             case Result.ALREADY_ENDORSED:
                 raise ApiError(
-                    409, "ALREADY_APPROVED",
+                    409,
+                    "ALREADY_APPROVED",
                     f"this key's approval is already counted ({len(outcome.approvals)} of {outcome.needed}); "
                     "another approver must approve",
                     field="decision",
                 )
             case Result.SELF_APPROVAL:
-                raise ApiError(403, "SELF_APPROVAL", "this client requested the action: another approver must decide it")
+                raise ApiError(
+                    403, "SELF_APPROVAL", "this client requested the action: another approver must decide it"
+                )
             case Result.STORE_UNAVAILABLE:
                 raise ApiError(503, "UNAVAILABLE", "the store did not answer; nothing was recorded: try again")
             case _:
@@ -687,7 +800,10 @@ class ActionsApi:
                 row = await signoff.api_row(session, row.external_id, lock=True) or row
                 if row.status not in signoff.REPORTS[status]:
                     raise ApiError(
-                        409, "INVALID_TRANSITION", f"the action is {row.status}: it cannot become {status}", field="status",
+                        409,
+                        "INVALID_TRANSITION",
+                        f"the action is {row.status}: it cannot become {status}",
+                        field="status",
                     )
                 now = self.ctx.clock()
                 if status == "running":
@@ -704,7 +820,10 @@ class ActionsApi:
                 row.status = status
                 signoff.changed(session, row, now, self.ctx.catalog)
                 _ingested, changed = await ingest_in(
-                    session, self.ctx.ingest, source=signoff.NAME, upstream=signoff.upstream_of(row, self.ctx.catalog),
+                    session,
+                    self.ctx.ingest,
+                    source=signoff.NAME,
+                    upstream=signoff.upstream_of(row, self.ctx.catalog),
                 )
                 answer = web.json_response(self._view(row))
                 await settle(session, answer)
@@ -752,29 +871,41 @@ async def expire(ctx: ApiContext) -> int:
     """Undecided actions past their ``expires_at``: expired here and on their card."""
     now = ctx.clock()
     async with ctx.db.read() as session:
-        due = list(await session.exec(
-            select(ApiAction.external_id).where(
-                ApiAction.status == "needs_approval", col(ApiAction.expires_at).is_not(None),
-                col(ApiAction.expires_at) <= now,
-            ).limit(100)
-        ))
+        due = list(
+            await session.exec(
+                select(ApiAction.external_id)
+                .where(
+                    ApiAction.status == "needs_approval",
+                    col(ApiAction.expires_at).is_not(None),
+                    col(ApiAction.expires_at) <= now,
+                )
+                .limit(100)
+            )
+        )
     async with ctx.db.read() as session:
         # Expired by the policy's timings (EXPIRE_AFTER_SECONDS, a route's expire_after) on the card.
-        due += list(await session.exec(
-            select(ApiAction.external_id)
-            .join(Action, sa.and_(col(Action.source) == signoff.NAME, col(Action.external_id) == col(ApiAction.external_id)))
-            .where(ApiAction.status == "needs_approval", Action.status == "expired")
-            .limit(100)
-        ))
+        due += list(
+            await session.exec(
+                select(ApiAction.external_id)
+                .join(
+                    Action,
+                    sa.and_(col(Action.source) == signoff.NAME, col(Action.external_id) == col(ApiAction.external_id)),
+                )
+                .where(ApiAction.status == "needs_approval", Action.status == "expired")
+                .limit(100)
+            )
+        )
     done = 0
     for external_id in due:
         async with ctx.db.write() as session:
             row = await signoff.api_row(session, external_id, lock=True)
             if row is None or row.status != "needs_approval":
                 continue
-            action = (await session.exec(
-                select(Action).where(Action.source == signoff.NAME, Action.external_id == external_id)
-            )).first()
+            action = (
+                await session.exec(
+                    select(Action).where(Action.source == signoff.NAME, Action.external_id == external_id)
+                )
+            ).first()
             if action is not None and Status(action.status) in IN_FLIGHT:
                 continue  # someone decided just now: the decision lands instead
             row.status = "expired"
@@ -829,12 +960,16 @@ async def _send(ctx: ApiContext, http: aiohttp.ClientSession, cb: ApiCallback, c
     else:
         at = int(ctx.clock().timestamp())
         headers = {
-            "Content-Type": "application/json", "Signoff-Signature": sign(cb.body, key.key.get_secret_value(), at),
+            "Content-Type": "application/json",
+            "Signoff-Signature": sign(cb.body, key.key.get_secret_value(), at),
             "User-Agent": "Signoff-Callbacks/1",
         }
         try:
             async with http.post(
-                cb.url, data=cb.body.encode(), headers=headers, allow_redirects=False,
+                cb.url,
+                data=cb.body.encode(),
+                headers=headers,
+                allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT_SECONDS),
             ) as r:
                 error = None if 200 <= r.status < 300 else f"answered {r.status}"
@@ -844,16 +979,23 @@ async def _send(ctx: ApiContext, http: aiohttp.ClientSession, cb: ApiCallback, c
     async with ctx.db.write() as session:
         stmt = sa.update(ApiCallback).where(col(ApiCallback.id) == cb.id)
         if error is None:
-            await session.exec(stmt.values(state="delivered", delivered_at=now, attempts=cb.attempts + 1, last_error=None))
+            await session.exec(
+                stmt.values(state="delivered", delivered_at=now, attempts=cb.attempts + 1, last_error=None)
+            )
             if ctx.metrics is not None:
                 ctx.metrics.callback("delivered")
             return
         attempts = cb.attempts + 1
         nxt = now + backoff(attempts)
         gave_up = key is None or nxt > cb.created_at + CALLBACK_FOR
-        await session.exec(stmt.values(
-            state="failed" if gave_up else "pending", attempts=attempts, next_attempt_at=nxt, last_error=error[:500],
-        ))
+        await session.exec(
+            stmt.values(
+                state="failed" if gave_up else "pending",
+                attempts=attempts,
+                next_attempt_at=nxt,
+                last_error=error[:500],
+            )
+        )
     if ctx.metrics is not None:
         ctx.metrics.callback("gave_up" if gave_up else "retried")
     log.warning("callback %s for action %s: %s%s", cb.id, cb.api_action_id, error, " (gave up)" if gave_up else "")

@@ -65,7 +65,13 @@ class SignoffApiError(Exception):
     """A refusal: the HTTP status, the API's code, message and field, and ``Retry-After`` (seconds) when sent."""
 
     def __init__(
-        self, status: int, code: str, message: str, field: str | None = None, *, retry_after: float | None = None,
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        *,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message, self.field = status, code, message, field
@@ -81,7 +87,12 @@ def _seconds(value: str | None) -> float | None:
 
 class SignoffClient:
     def __init__(
-        self, base_url: str, api_key: str, *, session: aiohttp.ClientSession | None = None, timeout: float = 75.0,
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 75.0,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._headers = {"X-API-Key": api_key, "Accept": "application/json"}
@@ -103,13 +114,23 @@ class SignoffClient:
             self._session = None
 
     async def _call(
-        self, method: str, path: str, *, body: dict[str, Any] | None = None, key: str | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        key: str | None = None,
         params: dict[str, str] | None = None,
     ) -> Any:
         return (await self._request(method, path, body=body, key=key, params=params))[0]
 
     async def _request(
-        self, method: str, path: str, *, body: dict[str, Any] | None = None, key: str | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        key: str | None = None,
         params: dict[str, str] | None = None,
     ) -> tuple[Any, bool]:
         """The answer's JSON, and whether it replays an earlier write with the same key."""
@@ -120,18 +141,28 @@ class SignoffClient:
         if method != "GET":
             headers["Idempotency-Key"] = key or str(uuid.uuid4())
         async with self._session.request(
-            method, self._base + path, json=body, headers=headers, params=params, timeout=self._timeout,
+            method,
+            self._base + path,
+            json=body,
+            headers=headers,
+            params=params,
+            timeout=self._timeout,
         ) as r:
             try:
                 data = await r.json(content_type=None)
             except ValueError:  # not JSON: not the API answering (a proxy's error page, say)
                 raise SignoffApiError(
-                    r.status, "NOT_JSON", f"{method} {path} was answered {r.status} without JSON; is this Signoff's address?",
+                    r.status,
+                    "NOT_JSON",
+                    f"{method} {path} was answered {r.status} without JSON; is this Signoff's address?",
                 ) from None
             if r.status >= 400:
                 d = data if isinstance(data, dict) else {}
                 raise SignoffApiError(
-                    r.status, str(d.get("code", "")), str(d.get("message", "")), d.get("field"),
+                    r.status,
+                    str(d.get("code", "")),
+                    str(d.get("message", "")),
+                    d.get("field"),
                     retry_after=_seconds(r.headers.get("Retry-After")),
                 )
             return data, r.headers.get("X-Idempotent-Replay") == "true"
@@ -141,14 +172,19 @@ class SignoffClient:
 
     async def submit(self, action_type: str, *, idempotency_key: str | None = None, **fields: Any) -> ApiAction:
         """POST /api/v1/actions: ``target``, ``payload``, ``title``, ``callback_url``, ..."""
-        result: ApiAction = await self._call("POST", "/api/v1/actions", body={"action_type": action_type, **fields}, key=idempotency_key)
+        result: ApiAction = await self._call(
+            "POST", "/api/v1/actions", body={"action_type": action_type, **fields}, key=idempotency_key
+        )
         return result
 
     async def submit_once(self, action_type: str, *, idempotency_key: str, **fields: Any) -> tuple[ApiAction, bool]:
         """:meth:`submit` with the caller's key; also says whether the answer is a replay (the
         action an earlier request with this key and body created, as it was then)."""
         data, replayed = await self._request(
-            "POST", "/api/v1/actions", body={"action_type": action_type, **fields}, key=idempotency_key,
+            "POST",
+            "/api/v1/actions",
+            body={"action_type": action_type, **fields},
+            key=idempotency_key,
         )
         action: ApiAction = data
         return action, replayed
@@ -169,7 +205,12 @@ class SignoffClient:
                 return action
 
     async def decide(
-        self, action_id: str, decision: str, reason: str | None = None, *, confirmation: str | None = None,
+        self,
+        action_id: str,
+        decision: str,
+        reason: str | None = None,
+        *,
+        confirmation: str | None = None,
         idempotency_key: str | None = None,
     ) -> ApiAction:
         """An admin's decision. Where the route needs several approvers, an approval short of
@@ -177,11 +218,18 @@ class SignoffClient:
         body: dict[str, Any] = {"decision": decision, "reason": reason}
         if confirmation is not None:
             body["confirmation"] = confirmation
-        result: ApiAction = await self._call("POST", f"/api/v1/actions/{action_id}/decide", body=body, key=idempotency_key)
+        result: ApiAction = await self._call(
+            "POST", f"/api/v1/actions/{action_id}/decide", body=body, key=idempotency_key
+        )
         return result
 
     async def report(
-        self, action_id: str, status: str, *, result: dict[str, Any] | None = None, error: str | None = None,
+        self,
+        action_id: str,
+        status: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
         idempotency_key: str | None = None,
     ) -> ApiAction:
         body: dict[str, Any] = {"status": status}
@@ -189,5 +237,7 @@ class SignoffClient:
             body["result"] = result
         if error is not None:
             body["error"] = error
-        answer: ApiAction = await self._call("POST", f"/api/v1/actions/{action_id}/status", body=body, key=idempotency_key)
+        answer: ApiAction = await self._call(
+            "POST", f"/api/v1/actions/{action_id}/status", body=body, key=idempotency_key
+        )
         return answer

@@ -54,7 +54,6 @@ def error(status: int, code: str, message: str, *, field: str | None = None, **h
     return response
 
 
-
 def _token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
@@ -102,7 +101,9 @@ def intake_handler(ctx: IngestContext, sources: SourceRegistry, metrics: Metrics
         except TransientError as e:
             log.warning("intake for %s: the upstream could not be read: %s", name, e)
             return error(
-                503, "upstream_unavailable", f"{name} could not be read just now; try again",
+                503,
+                "upstream_unavailable",
+                f"{name} could not be read just now; try again",
                 **{"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
         except PermanentError as e:
@@ -111,8 +112,11 @@ def intake_handler(ctx: IngestContext, sources: SourceRegistry, metrics: Metrics
             return error(502, "upstream_error", f"{name} answered unexpectedly: {str(e)[:300]}")
         stored = await ingest(ctx, source=name, upstream=upstream)
         answer: dict[str, Any] = {
-            "id": stored.action_id, "source": name, "external_id": upstream.external_id,
-            "status": upstream.status.value, "created": stored.created,
+            "id": stored.action_id,
+            "source": name,
+            "external_id": upstream.external_id,
+            "status": upstream.status.value,
+            "created": stored.created,
         }
         if upstream.options is not None:
             answer["options"] = [o.label for o in upstream.options]
@@ -126,5 +130,7 @@ def intake_handler(ctx: IngestContext, sources: SourceRegistry, metrics: Metrics
     return handle
 
 
-def add_routes(app: web.Application, ctx: IngestContext, sources: SourceRegistry, metrics: Metrics | None = None) -> None:
+def add_routes(
+    app: web.Application, ctx: IngestContext, sources: SourceRegistry, metrics: Metrics | None = None
+) -> None:
     app.router.add_post("/intake/{source}", intake_handler(ctx, sources, metrics))

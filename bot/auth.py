@@ -79,7 +79,9 @@ class ApproverCheck:
         user = response.get("user") or {}
         profile = user.get("profile") or {}
         email = profile.get("email") or None
-        name = profile.get("real_name") or user.get("real_name") or profile.get("display_name") or user.get("name") or None
+        name = (
+            profile.get("real_name") or user.get("real_name") or profile.get("display_name") or user.get("name") or None
+        )
         self._emails[user_id] = (self._clock(), (email, name))
         return email, name
 

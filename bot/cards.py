@@ -21,8 +21,13 @@ def decision_view(decision: Decision | None) -> DecisionView | None:
     if decision is None or decision.at is None:
         return None
     return DecisionView(
-        event=decision.event, op=decision.op, actor=decision.actor, note=decision.note,
-        at=decision.at, to_status=decision.to_status, option=decision.option,
+        event=decision.event,
+        op=decision.op,
+        actor=decision.actor,
+        note=decision.note,
+        at=decision.at,
+        to_status=decision.to_status,
+        option=decision.option,
     )
 
 
@@ -31,15 +36,26 @@ _FOLLOWS_APPROVAL = frozenset({Status.APPROVED, Status.RUNNING, Status.SUCCEEDED
 
 def watch_view(watch: Watch) -> WatchView:
     return WatchView(
-        position=watch.position, reading=watch.reading, detail=watch.reading_detail, tripped=watch.tripped,
-        baseline=watch.baseline, active=watch.active, ended=watch.ended,
+        position=watch.position,
+        reading=watch.reading,
+        detail=watch.reading_detail,
+        tripped=watch.tripped,
+        baseline=watch.baseline,
+        active=watch.active,
+        ended=watch.ended,
     )
 
 
 def card_view(
-    action: Action, decision: Decision | None, outbox: Outbox | None, caps: Capabilities,
-    confirmed: Decision | None = None, watches: Sequence[Watch] = (),
-    approvals: Sequence[str] = (), needed: int = 1, confirm_required: bool = False,
+    action: Action,
+    decision: Decision | None,
+    outbox: Outbox | None,
+    caps: Capabilities,
+    confirmed: Decision | None = None,
+    watches: Sequence[Watch] = (),
+    approvals: Sequence[str] = (),
+    needed: int = 1,
+    confirm_required: bool = False,
 ) -> CardView:
     """What a card shows. Once the upstream moves an action we approved on (to running, say),
     the card keeps crediting our approval rather than the upstream's record of it."""
@@ -48,8 +64,11 @@ def card_view(
     failed = outbox is not None and outbox.state == OutboxState.FAILED.value
     decided_by_upstream = action.decided_by
     if (
-        decision is not None and decision.event == AuditEvent.UPSTREAM.value
-        and confirmed is not None and confirmed.op == Op.APPROVE.value and status in _FOLLOWS_APPROVAL
+        decision is not None
+        and decision.event == AuditEvent.UPSTREAM.value
+        and confirmed is not None
+        and confirmed.op == Op.APPROVE.value
+        and status in _FOLLOWS_APPROVAL
     ):
         decision, decided_by_upstream = confirmed, None
     return CardView(
@@ -77,7 +96,9 @@ def card_view(
         details=tuple((str(f[0]), str(f[1])) for f in (action.details or {}).get("fields") or () if len(f) == 2),
         url=(action.details or {}).get("url"),
         running=(
-            status.in_flight and outbox is not None and outbox.state == OutboxState.PENDING.value
+            status.in_flight
+            and outbox is not None
+            and outbox.state == OutboxState.PENDING.value
             and outbox.reference is not None
         ),
         risk=action.risk,
@@ -90,7 +111,11 @@ async def load_card(
     """Everything the card shows, from the store (and the action's route, when given)."""
     assert action.id is not None
     needed = policy.required_approvals(action.type, action.risk, source=action.source) if policy is not None else 1
-    confirm = policy is not None and policy.confirm_failed_guardrails(action.type, action.risk, source=action.source) and has_failed_guardrail(action)
+    confirm = (
+        policy is not None
+        and policy.confirm_failed_guardrails(action.type, action.risk, source=action.source)
+        and has_failed_guardrail(action)
+    )
     approvals: list[str] = []
     if needed > 1 and action.status == Status.READY.value:
         approvals = list(dict.fromkeys(d.actor for d in await queries.endorsements(session, action_id=action.id)))
@@ -104,7 +129,9 @@ async def load_card(
 class CardReader:
     """One action's card as it stands now, for a modal or an ephemeral copy."""
 
-    def __init__(self, *, db: Database, capabilities: Callable[[str], Capabilities], policy: Policy | None = None) -> None:
+    def __init__(
+        self, *, db: Database, capabilities: Callable[[str], Capabilities], policy: Policy | None = None
+    ) -> None:
         self._db = db
         self._caps = capabilities
         self._policy = policy
@@ -125,10 +152,14 @@ class CardReader:
         approvals: list[str] = []
         if needed > 1 and action.status == Status.READY.value:
             async with self._db.read() as session:
-                approvals = list(dict.fromkeys(d.actor for d in await queries.endorsements(session, action_id=action.id)))
+                approvals = list(
+                    dict.fromkeys(d.actor for d in await queries.endorsements(session, action_id=action.id))
+                )
         confirm = (
-            policy is not None and policy.confirm_failed_guardrails(action.type, action.risk, source=action.source)
+            policy is not None
+            and policy.confirm_failed_guardrails(action.type, action.risk, source=action.source)
             and has_failed_guardrail(action)
         )
-        return card_view(action, None, None, self._caps(action.source), approvals=approvals, needed=needed,
-                         confirm_required=confirm)
+        return card_view(
+            action, None, None, self._caps(action.source), approvals=approvals, needed=needed, confirm_required=confirm
+        )

@@ -79,16 +79,28 @@ class Trail:
 def action_line(action: Action, link: str | None = None) -> ActionLine:
     assert action.id is not None
     return ActionLine(
-        action_id=action.id, source=action.source, external_id=action.external_id, title=action.title,
-        status=Status(action.status), created_at=action.upstream_created_at, link=link,
+        action_id=action.id,
+        source=action.source,
+        external_id=action.external_id,
+        title=action.title,
+        status=Status(action.status),
+        created_at=action.upstream_created_at,
+        link=link,
     )
 
 
 def audit_line(decision: Decision, *, source: str, title: str) -> AuditLine:
     assert decision.at is not None
     return AuditLine(
-        action_id=decision.action_id, source=source, title=title, event=decision.event, op=decision.op,
-        actor=decision.actor, note=decision.note, to_status=decision.to_status, at=decision.at,
+        action_id=decision.action_id,
+        source=source,
+        title=title,
+        event=decision.event,
+        op=decision.op,
+        actor=decision.actor,
+        note=decision.note,
+        to_status=decision.to_status,
+        at=decision.at,
     )
 
 
@@ -101,7 +113,12 @@ def median_time(times: Sequence[reports.DecisionTime]) -> timedelta | None:
 
 class CommandService:
     def __init__(
-        self, *, db: Database, decisions: DecisionService, cards: CardReader, clock: Clock = utc_now,
+        self,
+        *,
+        db: Database,
+        decisions: DecisionService,
+        cards: CardReader,
+        clock: Clock = utc_now,
         ingest: IngestContext | None = None,
     ) -> None:
         self._ingest = ingest
@@ -117,7 +134,10 @@ class CommandService:
     async def find(self, ref: Ref) -> Lookup:
         async with self._db.read() as session:
             found = await reports.find_actions(
-                session, action_id=ref.number, source=ref.source, external_id=ref.external_id,
+                session,
+                action_id=ref.number,
+                source=ref.source,
+                external_id=ref.external_id,
             )
         if len(found) > 1:
             return Lookup(None, tuple(sorted({a.source for a in found})))
@@ -130,12 +150,19 @@ class CommandService:
             rows = []
             if page <= pages:
                 rows = await reports.actions_by_status(
-                    session, status=status.value, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE,
+                    session,
+                    status=status.value,
+                    offset=(page - 1) * PAGE_SIZE,
+                    limit=PAGE_SIZE,
                 )
         items = [
             ActionLine(
-                action_id=r.id, source=r.source, external_id=r.external_id, title=r.title,
-                status=Status(r.status), created_at=r.created_at,
+                action_id=r.id,
+                source=r.source,
+                external_id=r.external_id,
+                title=r.title,
+                status=Status(r.status),
+                created_at=r.created_at,
             )
             for r in rows
         ]

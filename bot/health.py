@@ -99,7 +99,11 @@ class CountedRateLimitRetries(AsyncRateLimitErrorRetryHandler):
         self._metrics = metrics
 
     async def can_retry_async(
-        self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
         retry = await super().can_retry_async(state=state, request=request, response=response, error=error)
@@ -123,7 +127,9 @@ class TrackedSlackClient(AsyncWebClient):
         try:
             response = await super().api_call(api_method, **kwargs)
         except SlackApiError as e:
-            error = str(e.response.get("error") or f"http_{e.response.status_code}") if e.response is not None else "other"
+            error = (
+                str(e.response.get("error") or f"http_{e.response.status_code}") if e.response is not None else "other"
+            )
             code = slack_refusal(e)
             if code is not None:
                 self.health.failing(SLACK, f"SLACK_BOT_TOKEN refused by Slack ({code})")
@@ -150,7 +156,12 @@ class TrackedSource:
     _CALLS = frozenset({"list_actions", "get_action", "submit", "track", "intake", "check_access"})
 
     def __init__(
-        self, source: ActionSource, health: Health, *, credential: str, display_name: str = "",
+        self,
+        source: ActionSource,
+        health: Health,
+        *,
+        credential: str,
+        display_name: str = "",
         metrics: Metrics | None = None,
     ) -> None:
         self._source = source

@@ -80,22 +80,38 @@ def _digest(*parts: object) -> str:
 
 def _ready_item(row: store.ReadyRow, caps: Capabilities) -> ReadyItem:
     return ReadyItem(
-        action_id=row.id, version=row.version, source=row.source, external_id=row.external_id, type=row.type,
-        title=row.title, created_at=row.created_at, expected_impact=row.expected_impact,
-        guardrail_checks=tuple(row.guardrail_checks or ()), risk=row.risk,
+        action_id=row.id,
+        version=row.version,
+        source=row.source,
+        external_id=row.external_id,
+        type=row.type,
+        title=row.title,
+        created_at=row.created_at,
+        expected_impact=row.expected_impact,
+        guardrail_checks=tuple(row.guardrail_checks or ()),
+        risk=row.risk,
         options=options_for(Status.READY, caps, stored_options(row.options)),
     )
 
 
 def _watched_item(row: store.WatchedRow) -> WatchedItem:
     return WatchedItem(
-        action_id=row.id, version=row.version, source=row.source, title=row.title, status=Status(row.status),
+        action_id=row.id,
+        version=row.version,
+        source=row.source,
+        title=row.title,
+        status=Status(row.status),
         watches=tuple(
             WatchLine(
                 condition=w.condition,
                 watch=WatchView(
-                    position=w.position, reading=w.reading, detail=w.detail, tripped=w.tripped,
-                    baseline=w.baseline, active=w.active, ended=w.ended,
+                    position=w.position,
+                    reading=w.reading,
+                    detail=w.detail,
+                    tripped=w.tripped,
+                    baseline=w.baseline,
+                    active=w.active,
+                    ended=w.ended,
                 ),
             )
             for w in row.watches
@@ -105,8 +121,14 @@ def _watched_item(row: store.WatchedRow) -> WatchedItem:
 
 def _decision_item(row: store.DecisionRow) -> DecisionItem:
     return DecisionItem(
-        decision_id=row.id, action_id=row.action_id, op=row.op, note=row.note, at=row.at, title=row.title,
-        source=row.source, status=Status(row.status),
+        decision_id=row.id,
+        action_id=row.action_id,
+        op=row.op,
+        note=row.note,
+        at=row.at,
+        title=row.title,
+        source=row.source,
+        status=Status(row.status),
     )
 
 
@@ -154,9 +176,15 @@ class HomeService:
         ready = tuple(_ready_item(r, self._caps(r.source)) for r in ready_rows)
         watched = tuple(_watched_item(r) for r in watched_rows)
         return Shared(
-            ready=ready, ready_total=ready_total, watched=watched, watched_total=watched_total,
-            ready_digest=_digest(ready, ready_total), watched_digest=_digest(watched, watched_total),
-            requested_by=tuple((r.id, (r.requested_by or "").strip()) for r in ready_rows if (r.requested_by or "").strip()),
+            ready=ready,
+            ready_total=ready_total,
+            watched=watched,
+            watched_total=watched_total,
+            ready_digest=_digest(ready, ready_total),
+            watched_digest=_digest(watched, watched_total),
+            requested_by=tuple(
+                (r.id, (r.requested_by or "").strip()) for r in ready_rows if (r.requested_by or "").strip()
+            ),
         )
 
     async def _decisions(self, user_ids: Sequence[str]) -> dict[str, tuple[DecisionItem, ...]]:
@@ -188,14 +216,17 @@ class HomeService:
             verdict = Verdict.ALLOWED  # an approver of some routes only: the rest are marked
             routed_others |= {i.action_id for i in shared.ready} - routed_allowed
         access = {
-            Verdict.ALLOWED: Access.APPROVER, Verdict.UNKNOWN: Access.UNKNOWN,
+            Verdict.ALLOWED: Access.APPROVER,
+            Verdict.UNKNOWN: Access.UNKNOWN,
         }.get(verdict, Access.NOT_APPROVER)
         own: set[int] = set()
         if access is not Access.NOT_APPROVER and shared.requested_by:
             email: str | None = None
             if shared.any_email_requester:
                 email = await self._approvers.email(user_id)
-            own = {action_id for action_id, requester in shared.requested_by if names_requester(requester, user_id, email)}
+            own = {
+                action_id for action_id, requester in shared.requested_by if names_requester(requester, user_id, email)
+            }
         return Viewer(
             user_id=user_id, access=access, own=frozenset(own), decisions=decisions, others=frozenset(routed_others)
         )
@@ -213,9 +244,14 @@ class HomeService:
             for item in shared.ready
         )
         return HomeView(
-            user_id=viewer.user_id, access=viewer.access, channel=self._channel,
-            ready=ready, ready_total=shared.ready_total, decisions=viewer.decisions,
-            watched=shared.watched, watched_total=shared.watched_total,
+            user_id=viewer.user_id,
+            access=viewer.access,
+            channel=self._channel,
+            ready=ready,
+            ready_total=shared.ready_total,
+            decisions=viewer.decisions,
+            watched=shared.watched,
+            watched_total=shared.watched_total,
         )
 
     # ---- publishing ----------------------------------------------------------------------
@@ -230,7 +266,9 @@ class HomeService:
         except SlackApiError as e:
             error, status = _slack_error(e)
             if error in _TRANSIENT or status >= 500:
-                log.warning("could not publish the Home of %s (%s); trying again on the next refresh", viewer.user_id, error)
+                log.warning(
+                    "could not publish the Home of %s (%s); trying again on the next refresh", viewer.user_id, error
+                )
                 return False
             # Publishing the same content again would be refused again: wait for a change.
             log.error("Slack refused the Home of %s: %s", viewer.user_id, error)

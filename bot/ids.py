@@ -52,7 +52,7 @@ def parse_option_action_id(action_id: str) -> tuple[str | None, str] | None:
     """(kind or None, key) from an option button's action_id; None if it is not one."""
     if not action_id.startswith(OPTION_PREFIX):
         return None
-    rest = action_id[len(OPTION_PREFIX):]
+    rest = action_id[len(OPTION_PREFIX) :]
     kind, sep, key = rest.partition(":")
     if sep and kind in ("approve", "reject", "rollback", "other"):
         return kind, key

@@ -35,7 +35,14 @@ from store.db import Database, Grouped
 from store.models import Action, Card, CardState, Digest, Notice, Outbox
 
 __all__ = [
-    "CardUpdater", "JobContext", "Pacer", "RetryPolicy", "SlackNotifier", "post_notices", "sync_cards", "sync_digests",
+    "CardUpdater",
+    "JobContext",
+    "Pacer",
+    "RetryPolicy",
+    "SlackNotifier",
+    "post_notices",
+    "sync_cards",
+    "sync_digests",
 ]
 
 log = logging.getLogger(__name__)
@@ -127,14 +134,17 @@ async def _sync_card(ctx: JobContext, card: Card, action: Action, *, recovering:
     assert card.id is not None and action.id is not None
     if card.state == CardState.DIGESTED.value and card.digest_id is not None:
         async with ctx.db.write() as session:
-            await queries.digested_card_shown(session, card_id=card.id, digest_id=card.digest_id, version=action.version)
+            await queries.digested_card_shown(
+                session, card_id=card.id, digest_id=card.digest_id, version=action.version
+            )
         return
     async with ctx.db.read() as session:
         view = await load_card(session, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
         # Only a watched action can have a trip alert, only an escalated card an escalated copy.
         live = (
             await queries.posted_notices(session, action_id=action.id, kinds=render_notices.LIVE_KINDS)
-            if action.watch_started_at is not None or card.escalated_at is not None else ()
+            if action.watch_started_at is not None or card.escalated_at is not None
+            else ()
         )
     blocks = render.card_blocks(view)
     text = render.card_text(view)
@@ -144,8 +154,12 @@ async def _sync_card(ctx: JobContext, card: Card, action: Action, *, recovering:
             if ts is None:
                 await ctx.pacer.wait(card.channel)
                 response = await ctx.slack.chat_postMessage(
-                    channel=card.channel, text=text, blocks=blocks, metadata=render.card_metadata(view),
-                    unfurl_links=False, unfurl_media=False,
+                    channel=card.channel,
+                    text=text,
+                    blocks=blocks,
+                    metadata=render.card_metadata(view),
+                    unfurl_links=False,
+                    unfurl_media=False,
                 )
                 ts = str(response["ts"])
             async with ctx.db.write() as session:
@@ -159,7 +173,9 @@ async def _sync_card(ctx: JobContext, card: Card, action: Action, *, recovering:
     except SlackApiError as e:
         error = str(e.response.get("error") or e)
         next_at = ctx.clock() + ctx.retry.delay(card.attempts)
-        log.warning("card %s for action %s: Slack said %s; retrying at %s", card.id, action.id, error, next_at.isoformat())
+        log.warning(
+            "card %s for action %s: Slack said %s; retrying at %s", card.id, action.id, error, next_at.isoformat()
+        )
         async with ctx.db.write() as session:
             await queries.card_failed(session, card_id=card.id, error=error, next_attempt_at=next_at)
 
@@ -180,7 +196,9 @@ async def post_notices(ctx: JobContext) -> int:
     handled = 0
     while True:
         async with ctx.db.write() as session:
-            claimed = await queries.claim_notices(session, now=ctx.clock(), lease=ctx.notice_lease, limit=ctx.notice_batch)
+            claimed = await queries.claim_notices(
+                session, now=ctx.clock(), lease=ctx.notice_lease, limit=ctx.notice_batch
+            )
         for notice, card, thread_ts in claimed:
             await _post_notice(ctx, notice, card, thread_ts)
         handled += len(claimed)
@@ -195,7 +213,8 @@ async def _post_notice(ctx: JobContext, notice: Notice, card: Card, thread: str)
         assert action is not None
         card_view = (
             await load_card(session, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
-            if notice.channel or notice.kind in render_notices.LIVE_KINDS else None
+            if notice.channel or notice.kind in render_notices.LIVE_KINDS
+            else None
         )
     sent = await _send_notice(ctx, notice, card, thread, action, card_view)
     async with ctx.db.write() as session:
@@ -216,9 +235,14 @@ async def _send_notice(
         if ts is None:
             await ctx.pacer.wait(channel)
             response = await ctx.slack.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, reply_broadcast=notice.broadcast and thread_ts is not None,
-                text=render_notices.notice_text(view), blocks=render_notices.notice_blocks(view, card_view),
-                metadata=render_notices.notice_metadata(view), unfurl_links=False, unfurl_media=False,
+                channel=channel,
+                thread_ts=thread_ts,
+                reply_broadcast=notice.broadcast and thread_ts is not None,
+                text=render_notices.notice_text(view),
+                blocks=render_notices.notice_blocks(view, card_view),
+                metadata=render_notices.notice_metadata(view),
+                unfurl_links=False,
+                unfurl_media=False,
             )
             ts = str(response["ts"])
         return ts
@@ -238,16 +262,25 @@ async def _record_notice(ctx: JobContext, session: AsyncSession, notice: Notice,
         await queries.notice_failed(session, notice_id=notice.id, error=error)
         return
     next_at = ctx.clock() + ctx.retry.delay(notice.attempts - 1)
-    log.warning("notice %s for action %s: Slack said %s; retrying at %s", notice.id, notice.action_id,
-                error, next_at.isoformat())
+    log.warning(
+        "notice %s for action %s: Slack said %s; retrying at %s",
+        notice.id,
+        notice.action_id,
+        error,
+        next_at.isoformat(),
+    )
     await queries.notice_retry_later(session, notice_id=notice.id, error=error, next_attempt_at=next_at)
 
 
 def _notice_view(notice: Notice, action: Action) -> render_notices.NoticeView:
     assert notice.id is not None
     return render_notices.NoticeView(
-        notice_id=notice.id, action_id=notice.action_id, kind=notice.kind, payload=dict(notice.payload or {}),
-        source=action.source, title=action.title,
+        notice_id=notice.id,
+        action_id=notice.action_id,
+        kind=notice.kind,
+        payload=dict(notice.payload or {}),
+        source=action.source,
+        title=action.title,
     )
 
 
@@ -259,7 +292,9 @@ async def _refresh_notice(ctx: JobContext, notice: Notice, card: Card, action: A
     shown = _notice_view(notice, action)
     try:
         await ctx.slack.chat_update(
-            channel=notice.channel or card.channel, ts=notice.ts, text=render_notices.notice_text(shown),
+            channel=notice.channel or card.channel,
+            ts=notice.ts,
+            text=render_notices.notice_text(shown),
             blocks=render_notices.notice_blocks(shown, view),
         )
     except SlackApiError as e:
@@ -299,9 +334,16 @@ class CardUpdater:
     refusing) goes back to the sweeps."""
 
     def __init__(
-        self, ctx: JobContext, *, urgent_seconds: float = 0.05, patient_seconds: float = 1.5,
-        kick_sweeps: Callable[[], None] = lambda: None, foreground: Foreground | None = None, at_once: int = 4,
-        started: Callable[[int], float | None] = lambda _action_id: None, hold_seconds: float = 10.0,
+        self,
+        ctx: JobContext,
+        *,
+        urgent_seconds: float = 0.05,
+        patient_seconds: float = 1.5,
+        kick_sweeps: Callable[[], None] = lambda: None,
+        foreground: Foreground | None = None,
+        at_once: int = 4,
+        started: Callable[[int], float | None] = lambda _action_id: None,
+        hold_seconds: float = 10.0,
     ) -> None:
         self._ctx = ctx
         self._foreground = foreground or Foreground()
@@ -441,7 +483,9 @@ class CardUpdater:
             sent = [(n, await _send_notice(ctx, n, card, ts, action, view)) for n in notices]
 
         async def rendered(session: AsyncSession) -> bool:
-            newer = await queries.card_rendered(session, card_id=card_id, version=action.version, keep_lease_if_newer=True)
+            newer = await queries.card_rendered(
+                session, card_id=card_id, version=action.version, keep_lease_if_newer=True
+            )
             for notice, result in sent:
                 await _record_notice(ctx, session, notice, result)
             return newer
@@ -461,7 +505,8 @@ class CardUpdater:
         view = await load_card(session, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
         live = (
             await queries.posted_notices(session, action_id=action_id, kinds=render_notices.LIVE_KINDS)
-            if action.watch_started_at is not None or card.escalated_at is not None else ()
+            if action.watch_started_at is not None or card.escalated_at is not None
+            else ()
         )
         notices = await queries.notices_by_id(session, notice_ids=notice_ids)
         return card, action, view, live, notices
@@ -503,8 +548,12 @@ async def _sync_digest(ctx: JobContext, digest: Digest) -> None:
             if ts is None:
                 await ctx.pacer.wait(digest.channel)
                 response = await ctx.slack.chat_postMessage(
-                    channel=digest.channel, text=text, blocks=blocks, metadata=render.digest_metadata(digest.id),
-                    unfurl_links=False, unfurl_media=False,
+                    channel=digest.channel,
+                    text=text,
+                    blocks=blocks,
+                    metadata=render.digest_metadata(digest.id),
+                    unfurl_links=False,
+                    unfurl_media=False,
                 )
                 ts = str(response["ts"])
             async with ctx.db.write() as session:

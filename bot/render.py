@@ -372,10 +372,16 @@ def _details_block(details: Sequence[tuple[str, str]]) -> SectionBlock | None:
     shown = list(details[:MAX_DETAILS])
     if len(details) > MAX_DETAILS:
         shown[-1] = ("More", f"{len(details) - MAX_DETAILS + 1} more fields upstream")
-    return SectionBlock(fields=[
-        _mrkdwn(clip(f"*{esc_clip(_one_line(label), _ITEM_LABEL) or '—'}*\n{esc_clip(value, MAX_FIELD - 250)}", MAX_FIELD))
-        for label, value in shown
-    ])
+    return SectionBlock(
+        fields=[
+            _mrkdwn(
+                clip(
+                    f"*{esc_clip(_one_line(label), _ITEM_LABEL) or '—'}*\n{esc_clip(value, MAX_FIELD - 250)}", MAX_FIELD
+                )
+            )
+            for label, value in shown
+        ]
+    )
 
 
 def _signal_line(signal: Any) -> str:
@@ -486,7 +492,7 @@ def _conditions_block(conditions: Sequence[Any], watches: Sequence[WatchView] = 
 
 
 def _decided_phrase(decision: DecisionView, source: str = "") -> str:
-    """" by <@U1> at <date> — note" for a decision made in Slack (or by Signoff)."""
+    """ " by <@U1> at <date> — note" for a decision made in Slack (or by Signoff)."""
     phrase = f" by {who(decision.actor, source)} at {slack_date(decision.at)}"
     note = _one_line(decision.note)
     if note:
@@ -546,7 +552,7 @@ def _failed_op(card: CardView) -> Op | None:
 
 
 def failure_line(op: Op | str | None, error: Any) -> str:
-    """"⚠️ Approval failed: <error>" (mrkdwn; the error is escaped and cut)."""
+    """ "⚠️ Approval failed: <error>" (mrkdwn; the error is escaped and cut)."""
     known = _op(op)
     what = _OP_NOUN[known].capitalize() if known else "The last request"
     return f"⚠️ *{what} failed:* {esc_clip(_one_line(error) or 'unknown error', _ERROR_IN_LINE)}"
@@ -568,7 +574,11 @@ def _option_confirm(option: Option, source: str) -> ConfirmObject:
 
 
 def option_buttons(
-    options: Sequence[Option], value: str, *, rollback_confirm: ConfirmObject | None = None, source: str = "",
+    options: Sequence[Option],
+    value: str,
+    *,
+    rollback_confirm: ConfirmObject | None = None,
+    source: str = "",
 ) -> list[ButtonElement | OverflowMenuElement]:
     """One button per option, in order: the usual three kinds with their own action ids and
     styles, a source's own named options (and a second one of a kind) by their key; a named
@@ -593,7 +603,8 @@ def option_buttons(
             )
         )
     rest = [
-        (o, v) for o in options[len(as_buttons):]
+        (o, v)
+        for o in options[len(as_buttons) :]
         if len(v := ids.overflow_value(value, o.kind.value, o.key)) <= MAX_OVERFLOW_VALUE
     ][:MAX_OVERFLOW]
     if len(rest) >= 2:
@@ -602,15 +613,21 @@ def option_buttons(
         if others:
             confirm = ConfirmObject(
                 title="Run this action?",
-                text=_mrkdwn(clip(f"This asks {source_name(source)} to run the chosen action on this task now.",
-                                  MAX_CONFIRM_TEXT)),
-                confirm="Run", deny="Cancel",
+                text=_mrkdwn(
+                    clip(
+                        f"This asks {source_name(source)} to run the chosen action on this task now.", MAX_CONFIRM_TEXT
+                    )
+                ),
+                confirm="Run",
+                deny="Cancel",
             )
-        buttons.append(OverflowMenuElement(
-            action_id=ids.OVERFLOW,
-            options=[OverflowOption(text=_plain(o.label, MAX_BUTTON), value=v) for o, v in rest],
-            confirm=confirm,
-        ))
+        buttons.append(
+            OverflowMenuElement(
+                action_id=ids.OVERFLOW,
+                options=[OverflowOption(text=_plain(o.label, MAX_BUTTON), value=v) for o, v in rest],
+                confirm=confirm,
+            )
+        )
     return buttons
 
 
@@ -752,12 +769,27 @@ def approve_modal(card: CardView, private_metadata: str) -> View:
         [
             _failed_guardrails_block(card),
             _summary_block(card),
-            _section(f"This needs {card.approvals_needed} different approvers; yours is approval "
-                     f"{len(card.approvals) + 1}.") if card.approvals_needed > 1 else None,
-            _text_input(ids.CONFIRM_BLOCK, ids.CONFIRM_INPUT, "Type APPROVE to approve despite failed guardrails",
-                        optional=False, placeholder="APPROVE") if card.confirm_required else None,
-            _text_input(ids.NOTE_BLOCK, ids.NOTE_INPUT, "Note (optional)", optional=True,
-                        placeholder="Anything the audit trail should record"),
+            _section(
+                f"This needs {card.approvals_needed} different approvers; yours is approval {len(card.approvals) + 1}."
+            )
+            if card.approvals_needed > 1
+            else None,
+            _text_input(
+                ids.CONFIRM_BLOCK,
+                ids.CONFIRM_INPUT,
+                "Type APPROVE to approve despite failed guardrails",
+                optional=False,
+                placeholder="APPROVE",
+            )
+            if card.confirm_required
+            else None,
+            _text_input(
+                ids.NOTE_BLOCK,
+                ids.NOTE_INPUT,
+                "Note (optional)",
+                optional=True,
+                placeholder="Anything the audit trail should record",
+            ),
         ],
     )
 
@@ -771,8 +803,13 @@ def reject_modal(card: CardView, private_metadata: str) -> View:
         private_metadata,
         [
             _summary_block(card),
-            _text_input(ids.REASON_BLOCK, ids.REASON_INPUT, "Reason", optional=False,
-                        placeholder="Why this action should not go ahead"),
+            _text_input(
+                ids.REASON_BLOCK,
+                ids.REASON_INPUT,
+                "Reason",
+                optional=False,
+                placeholder="Why this action should not go ahead",
+            ),
         ],
     )
 
@@ -806,8 +843,11 @@ def already_decided_text(decision: DecisionView | None, status: Status) -> str:
 def info_modal(text: str) -> View:
     """A modal that only says something (the answer to a click from the App Home)."""
     return View(
-        type="modal", callback_id=ids.INFO_VIEW, title=_plain("Signoff", MAX_MODAL_TITLE),
-        close=_plain("Close", MAX_MODAL_TITLE), blocks=[_section(clip(text, MAX_TEXT))],
+        type="modal",
+        callback_id=ids.INFO_VIEW,
+        title=_plain("Signoff", MAX_MODAL_TITLE),
+        close=_plain("Close", MAX_MODAL_TITLE),
+        blocks=[_section(clip(text, MAX_TEXT))],
     )
 
 
@@ -826,7 +866,9 @@ def already_endorsed_text(approvals: int, needed: int) -> str:
 def confirmation_required_text(*, in_modal: bool = False) -> str:
     if in_modal:
         return "A guardrail check failed: type APPROVE here to approve anyway."
-    return "A guardrail check failed, so approving needs a typed confirmation: use Approve on the card and type APPROVE."
+    return (
+        "A guardrail check failed, so approving needs a typed confirmation: use Approve on the card and type APPROVE."
+    )
 
 
 def stale_card_text() -> str:
@@ -860,10 +902,7 @@ def unknown_action_text() -> str:
 
 
 def check_failed_text() -> str:
-    return (
-        "Signoff couldn't verify the approvers list just now, so nothing was recorded. "
-        "Please try again in a moment."
-    )
+    return "Signoff couldn't verify the approvers list just now, so nothing was recorded. Please try again in a moment."
 
 
 def self_approval_text() -> str:
@@ -896,21 +935,31 @@ def digest_blocks(items: Sequence[DigestItem], source: str) -> list[Block]:
     waiting = sum(1 for i in items if i.status is Status.READY)
     blocks: list[Block] = [
         HeaderBlock(text=_plain(f"{len(items)} new actions from {source_name(source)}", MAX_HEADER)),
-        ContextBlock(elements=[_mrkdwn(
-            f"{waiting} awaiting a decision. Listed here instead of one card each; *Open* shows an action's full card."
-        )]),
+        ContextBlock(
+            elements=[
+                _mrkdwn(
+                    f"{waiting} awaiting a decision. Listed here instead of one card each; *Open* shows an action's full card."
+                )
+            ]
+        ),
     ]
     for item in items[:DIGEST_ITEMS_SHOWN]:
         title = esc_clip(_one_line(item.title) or "Untitled action", _ITEM_DETAIL)
         kind = f" · {esc_clip(item.type, 80)}" if item.type else ""
-        blocks.append(SectionBlock(
-            text=_mrkdwn(clip(f"*{title}*{kind}\n{_STATUS_BADGES[item.status]}", MAX_TEXT)),
-            accessory=ButtonElement(text=_plain("Open", MAX_BUTTON), action_id=ids.OPEN_CARD, value=str(item.action_id)),
-        ))
+        blocks.append(
+            SectionBlock(
+                text=_mrkdwn(clip(f"*{title}*{kind}\n{_STATUS_BADGES[item.status]}", MAX_TEXT)),
+                accessory=ButtonElement(
+                    text=_plain("Open", MAX_BUTTON), action_id=ids.OPEN_CARD, value=str(item.action_id)
+                ),
+            )
+        )
     if len(items) > DIGEST_ITEMS_SHOWN:
-        blocks.append(ContextBlock(elements=[_mrkdwn(
-            f"…and {len(items) - DIGEST_ITEMS_SHOWN} more: `/signoff list` shows them all."
-        )]))
+        blocks.append(
+            ContextBlock(
+                elements=[_mrkdwn(f"…and {len(items) - DIGEST_ITEMS_SHOWN} more: `/signoff list` shows them all.")]
+            )
+        )
     return blocks[:MAX_BLOCKS]
 
 

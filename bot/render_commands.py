@@ -160,7 +160,7 @@ def _title(title: str, limit: int) -> str:
 
 
 def action_label(action: ActionLine, limit: int = _TITLE_IN_LIST) -> str:
-    """"`#12` *Title*" (mrkdwn)."""
+    """ "`#12` *Title*" (mrkdwn)."""
     return f"`#{action.action_id}` *{_title(action.title, limit)}*"
 
 
@@ -193,7 +193,7 @@ def statuses_text() -> str:
 
 
 def duration(delta: timedelta) -> str:
-    """"45s", "12m", "2h 05m", "3d 4h"."""
+    """ "45s", "12m", "2h 05m", "3d 4h"."""
     seconds = max(int(delta.total_seconds()), 0)
     if seconds < 60:
         return f"{seconds}s"
@@ -456,7 +456,9 @@ def history_reply(action: ActionLine, lines: Sequence[AuditLine]) -> Reply:
         entries = ["_Nothing recorded yet._"]
     blocks: list[Block] = [_section(head), DividerBlock()]
     blocks += _pack(entries, max_sections=_MAX_LINE_SECTIONS, dropped_word="earlier entries")
-    blocks.append(_context(f"{_link(action.link, 'Open the card')} · `{COMMAND} show {action.action_id}` for the card here"))
+    blocks.append(
+        _context(f"{_link(action.link, 'Open the card')} · `{COMMAND} show {action.action_id}` for the card here")
+    )
     count = "1 entry" if len(lines) == 1 else f"{len(lines)} entries"
     return Reply(f"History of #{action.action_id}: {count}", blocks[:MAX_BLOCKS])
 
@@ -526,12 +528,13 @@ def stats_reply(view: StatsView) -> Reply:
     return Reply(f"Decisions in the last {view.days} days: {total}", blocks)
 
 
-
 def tracked_reply(source: str, external_id: str, action_id: int, *, created: bool, carded: bool) -> Reply:
     """What ``/signoff track`` did (ids escaped)."""
     what = f"{source_name(source)} {_code(escape(external_id))}"
     if not carded:
-        return _text_reply(f"Stored {what} as `#{action_id}`, but it offers nothing to decide now, so no card was posted.")
+        return _text_reply(
+            f"Stored {what} as `#{action_id}`, but it offers nothing to decide now, so no card was posted."
+        )
     if created:
         return _text_reply(f"Tracking {what} as `#{action_id}`: its card is on its way to the channel.")
     return _text_reply(f"{what} is already tracked as `#{action_id}`; its card shows what it offers now.")
@@ -539,4 +542,6 @@ def tracked_reply(source: str, external_id: str, action_id: int, *, created: boo
 
 def track_failed_reply(source: str, problem: str) -> Reply:
     """``/signoff track`` could not take the action (``problem`` is escaped here)."""
-    return _text_reply(f"Signoff couldn't track that in {source_name(source)}: {esc_clip(problem, 500)}. Nothing was stored.")
+    return _text_reply(
+        f"Signoff couldn't track that in {source_name(source)}: {esc_clip(problem, 500)}. Nothing was stored."
+    )

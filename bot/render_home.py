@@ -50,7 +50,6 @@ _LINE = 400  # of a note or condition in a list line
 _CHANNEL = re.compile(r"[CG][A-Z0-9]{2,30}")
 
 
-
 class Access(enum.Enum):
     """What the viewer may do, as ``ApproverCheck`` said when the Home was built."""
 
@@ -237,9 +236,7 @@ def _watched_text(item: WatchedItem) -> str:
     badge = render._STATUS_BADGES.get(item.status, esc_clip(item.status, 32))
     head = f"*{_title(item.title)}* · {badge}"
     ordered = sorted(item.watches, key=lambda w: (not (w.watch.active and w.watch.tripped), not w.watch.active))
-    lines = [
-        f"• {esc_clip(' '.join(w.condition.split()), _LINE)} — {watch_state(w.watch)}" for w in ordered
-    ]
+    lines = [f"• {esc_clip(' '.join(w.condition.split()), _LINE)} — {watch_state(w.watch)}" for w in ordered]
     return render._fit_lines(head, lines, MAX_TEXT)
 
 

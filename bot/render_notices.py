@@ -188,8 +188,11 @@ def _rollback_button(view: NoticeView) -> ButtonElement:
         style="danger",
     )
     return ButtonElement(
-        text=_plain("Roll back", MAX_BUTTON), action_id=ids.ROLLBACK, value=str(view.action_id),
-        style="danger", confirm=confirm,
+        text=_plain("Roll back", MAX_BUTTON),
+        action_id=ids.ROLLBACK,
+        value=str(view.action_id),
+        style="danger",
+        confirm=confirm,
     )
 
 

@@ -55,8 +55,10 @@ def shape_problem(body: dict[str, Any]) -> str | None:
             return "block_actions without actions"
     if kind in ("view_submission", "view_closed"):
         view = body.get("view")
-        if not isinstance(view, dict) or not isinstance(view.get("type"), str) or not isinstance(
-            view.get("callback_id"), str
+        if (
+            not isinstance(view, dict)
+            or not isinstance(view.get("type"), str)
+            or not isinstance(view.get("callback_id"), str)
         ):
             return f"{kind} without a view"
     if kind == "event_callback" and not isinstance(body.get("event"), dict):
@@ -82,7 +84,8 @@ class AckPaths:
 
     def describe(self) -> str:
         return ", ".join(
-            f"{k}: {self.transactions[k] / n:.2f} avg, {self.most[k]} most over {n}" for k, n in sorted(self.requests.items())
+            f"{k}: {self.transactions[k] / n:.2f} avg, {self.most[k]} most over {n}"
+            for k, n in sorted(self.requests.items())
         )
 
 
@@ -99,7 +102,10 @@ def _user(body: dict[str, Any]) -> str | None:
 
 
 def slack_events(
-    bolt: AsyncApp, signing_secret: str, ack_paths: AckPaths | None = None, metrics: Metrics | None = None,
+    bolt: AsyncApp,
+    signing_secret: str,
+    ack_paths: AckPaths | None = None,
+    metrics: Metrics | None = None,
     foreground: Foreground | None = None,
 ) -> Handler:
     verifier = SignatureVerifier(signing_secret)
@@ -139,7 +145,6 @@ def slack_events(
         return answered
 
     return handle
-
 
 
 class TimedSocketModeHandler(AsyncSocketModeHandler):

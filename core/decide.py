@@ -99,7 +99,11 @@ class DecisionService:
     async def authorize(self, user_id: str, action: Action | None = None) -> Result | None:
         """None if the user may decide (this action, when given: its route may name its own
         approvers); else why not."""
-        approvers = self._approvers_for(action.type, action.risk, source=action.source) if action is not None and self._approvers_for else None
+        approvers = (
+            self._approvers_for(action.type, action.risk, source=action.source)
+            if action is not None and self._approvers_for
+            else None
+        )
         verdict = await self._approvers.check(user_id, approvers)
         if verdict is Verdict.ALLOWED:
             return None
@@ -139,7 +143,13 @@ class DecisionService:
         return Result.NOT_POSSIBLE
 
     async def check_click(
-        self, *, user_id: str, action_id: int, channel: str | None, ts: str | None, op: Op | None,
+        self,
+        *,
+        user_id: str,
+        action_id: int,
+        channel: str | None,
+        ts: str | None,
+        op: Op | None,
         option_key: str | None = None,
     ) -> Outcome:
         """Everything a button click must pass before anything opens: an approver, a real
@@ -153,7 +163,13 @@ class DecisionService:
             return Outcome(Result.STORE_UNAVAILABLE)
 
     async def _check_click(
-        self, *, user_id: str, action_id: int, channel: str | None, ts: str | None, op: Op | None,
+        self,
+        *,
+        user_id: str,
+        action_id: int,
+        channel: str | None,
+        ts: str | None,
+        op: Op | None,
         option_key: str | None,
     ) -> Outcome:
         # One read for everything the answer needs (the card check included), then no database
@@ -180,8 +196,15 @@ class DecisionService:
         return Outcome(Result.RECORDED, action)
 
     async def decide(
-        self, *, action_id: int, op: Op, user_id: str, note: str | None, channel: str | None,
-        confirmation: str | None = None, option_key: str | None = None,
+        self,
+        *,
+        action_id: int,
+        op: Op,
+        user_id: str,
+        note: str | None,
+        channel: str | None,
+        confirmation: str | None = None,
+        option_key: str | None = None,
     ) -> Outcome:
         """Authorize and record one decision durably. Of racing decisions exactly one wins;
         the others get the winner's decision back. Nothing is recorded if the store fails.
@@ -192,7 +215,12 @@ class DecisionService:
         try:
             with logs.bind(action_id=action_id):
                 outcome = await self._decide(
-                    action_id=action_id, op=op, user_id=user_id, note=note, channel=channel, confirmation=confirmation,
+                    action_id=action_id,
+                    op=op,
+                    user_id=user_id,
+                    note=note,
+                    channel=channel,
+                    confirmation=confirmation,
                     option_key=option_key,
                 )
                 source = outcome.action.source if outcome.action is not None else None
@@ -203,7 +231,13 @@ class DecisionService:
             return Outcome(Result.STORE_UNAVAILABLE)
 
     async def decide_as_client(
-        self, *, action_id: int, op: Op, client: str, note: str | None, confirmation: str | None = None,
+        self,
+        *,
+        action_id: int,
+        op: Op,
+        client: str,
+        note: str | None,
+        confirmation: str | None = None,
         request_key: str | None = None,
     ) -> Outcome:
         """One decision by an API client with the admin role (``POST .../decide``), under the
@@ -216,12 +250,25 @@ class DecisionService:
         try:
             with logs.bind(action_id=action_id):
                 outcome = await self._decide(
-                    action_id=action_id, op=op, user_id=f"{API_ACTOR_PREFIX}{client}", note=note, channel=None,
-                    confirmation=confirmation, option_key=None, client=client, request_key=request_key,
+                    action_id=action_id,
+                    op=op,
+                    user_id=f"{API_ACTOR_PREFIX}{client}",
+                    note=note,
+                    channel=None,
+                    confirmation=confirmation,
+                    option_key=None,
+                    client=client,
+                    request_key=request_key,
                 )
                 source = outcome.action.source if outcome.action is not None else None
-                log.info("%s of action %s by API client %s: %s", op.value, action_id, client, outcome.result.value,
-                         extra={"source": source})
+                log.info(
+                    "%s of action %s by API client %s: %s",
+                    op.value,
+                    action_id,
+                    client,
+                    outcome.result.value,
+                    extra={"source": source},
+                )
                 return outcome
         except DBAPIError as e:
             log.error("store unavailable while recording a decision: %s", type(e).__name__)
@@ -243,8 +290,18 @@ class DecisionService:
         return outcome
 
     async def _decide_once(
-        self, action: Action | None, *, strict: bool, action_id: int, op: Op, user_id: str, note: str | None,
-        channel: str | None, confirmation: str | None, option_key: str | None, client: str | None = None,
+        self,
+        action: Action | None,
+        *,
+        strict: bool,
+        action_id: int,
+        op: Op,
+        user_id: str,
+        note: str | None,
+        channel: str | None,
+        confirmation: str | None,
+        option_key: str | None,
+        client: str | None = None,
         request_key: str | None = None,
     ) -> Outcome | None:
         """One decision from ``action`` as read; ``strict``: None, writing nothing, where it
@@ -275,7 +332,8 @@ class DecisionService:
         approvals: tuple[str, ...] = ()
         if op is Op.APPROVE and self._policy is not None:
             if (
-                self._policy.confirm_failed_guardrails(action.type, action.risk, source=action.source) and has_failed_guardrail(action)
+                self._policy.confirm_failed_guardrails(action.type, action.risk, source=action.source)
+                and has_failed_guardrail(action)
                 and (confirmation or "").strip().casefold() != CONFIRMATION_WORD.casefold()
             ):
                 return Outcome(Result.CONFIRMATION_REQUIRED, action)
@@ -283,10 +341,20 @@ class DecisionService:
         if needed == 1:
             # The common case, on the store's fast path: one write transaction, nothing else.
             now = self._clock()
-            written = await self._db.hot.begin_decision(**self._begin_args(
-                action, op, user_id=user_id, note=note, picked=picked, request_key=request_key, channel=channel,
-                identifier=identifier, now=now,
-            ), strict=strict)
+            written = await self._db.hot.begin_decision(
+                **self._begin_args(
+                    action,
+                    op,
+                    user_id=user_id,
+                    note=note,
+                    picked=picked,
+                    request_key=request_key,
+                    channel=channel,
+                    identifier=identifier,
+                    now=now,
+                ),
+                strict=strict,
+            )
             if isinstance(written, Moved):
                 return None
             if isinstance(written, Lost):
@@ -309,10 +377,21 @@ class DecisionService:
                     others = ", ".join(f"<@{a}>" if a[:1] in ("U", "W") else a for a in endorsed.approvers[:-1])
                     note = f"{note + ' — ' if note else ''}also approved by {others}"
             now = self._clock()
-            begun = await queries.begin_decision(session, **self._begin_args(
-                action, op, user_id=user_id, note=note, picked=picked, request_key=request_key, channel=channel,
-                identifier=identifier, now=now, seen=False,
-            ))
+            begun = await queries.begin_decision(
+                session,
+                **self._begin_args(
+                    action,
+                    op,
+                    user_id=user_id,
+                    note=note,
+                    picked=picked,
+                    request_key=request_key,
+                    channel=channel,
+                    identifier=identifier,
+                    now=now,
+                    seen=False,
+                ),
+            )
             if begun is None:
                 action = await queries.get_action(session, action_id=action_id)
                 latest = await queries.latest_decision(session, action_id=action_id)
@@ -320,18 +399,37 @@ class DecisionService:
         return self._recorded(begun, approvals=approvals, needed=needed)
 
     def _begin_args(
-        self, action: Action, op: Op, *, user_id: str, note: str | None, picked: Option, request_key: str | None,
-        channel: str | None, identifier: str | None, now: datetime, seen: bool = True,
+        self,
+        action: Action,
+        op: Op,
+        *,
+        user_id: str,
+        note: str | None,
+        picked: Option,
+        request_key: str | None,
+        channel: str | None,
+        identifier: str | None,
+        now: datetime,
+        seen: bool = True,
     ) -> dict[str, Any]:
         """The decision's write (``begin_decision``): from the version just read where
         ``seen`` (nothing else was written since), under a claim for this process's delivery."""
         transition = TRANSITIONS[op]
         claim = queries.Claim(now + self._lease(action.source)) if self._events is not None else None
         return {
-            "action_id": action.id, "op": op, "allowed_from": transition.allowed_from,
-            "in_flight": transition.in_flight, "actor": user_id, "note": note, "option": picked,
-            "idempotency_key": request_key or str(uuid.uuid4()), "notify_channel": channel, "now": now,
-            "actor_identifier": identifier, "claim": claim, "seen": action if seen else None,
+            "action_id": action.id,
+            "op": op,
+            "allowed_from": transition.allowed_from,
+            "in_flight": transition.in_flight,
+            "actor": user_id,
+            "note": note,
+            "option": picked,
+            "idempotency_key": request_key or str(uuid.uuid4()),
+            "notify_channel": channel,
+            "now": now,
+            "actor_identifier": identifier,
+            "claim": claim,
+            "seen": action if seen else None,
         }
 
     def _recorded(self, begun: queries.Begun, *, approvals: tuple[str, ...], needed: int) -> Outcome:
@@ -371,7 +469,11 @@ class DecisionService:
             # old key would only replay the old failure.
             keyed = found is not None and self._caps(found.source).idempotency_keys
             outbox = await queries.retry_failed(
-                session, action_id=action_id, actor=user_id, now=self._clock(), transition_for=transition_for,
+                session,
+                action_id=action_id,
+                actor=user_id,
+                now=self._clock(),
+                transition_for=transition_for,
                 new_key=str(uuid.uuid4()) if keyed else None,
             )
             action = await queries.get_action(session, action_id=action_id)
@@ -382,4 +484,3 @@ class DecisionService:
             return Outcome(Result.NOT_POSSIBLE, action, latest)
         self._on_change()
         return Outcome(Result.RECORDED, action, latest)
-

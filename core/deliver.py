@@ -155,7 +155,9 @@ async def _identifier(ctx: DeliveryContext, entry: Outbox) -> str:
     return identifier
 
 
-async def _with_body(ctx: DeliveryContext, source: ActionSource, entry: Outbox, request: DecisionRequest) -> DecisionRequest:
+async def _with_body(
+    ctx: DeliveryContext, source: ActionSource, entry: Outbox, request: DecisionRequest
+) -> DecisionRequest:
     """For a source that wants the same body on every attempt (``BodyBuilder``): the body it
     built once for this decision, stored before the first send (the one stored first, should
     replicas race), so every retry, restart and replica sends it byte for byte."""
@@ -281,9 +283,14 @@ async def _deliver_action(ctx: DeliveryContext, entry: Outbox, action: Action) -
         return  # claimed only for configured sources; the source was just removed
     identifier = await _identifier(ctx, entry)
     request = DecisionRequest(
-        op=op, external_id=action.external_id, actor=identifier, note=entry.note,
-        idempotency_key=entry.idempotency_key, option_key=entry.option_key or op.value,
-        option_label=entry.option_label or "", attempt=entry.attempts,
+        op=op,
+        external_id=action.external_id,
+        actor=identifier,
+        note=entry.note,
+        idempotency_key=entry.idempotency_key,
+        option_key=entry.option_key or op.value,
+        option_label=entry.option_label or "",
+        attempt=entry.attempts,
     )
     try:
         request = await _with_body(ctx, source, entry, request)
@@ -318,8 +325,13 @@ async def settle(ctx: DeliveryContext, entry: Outbox, upstream: UpstreamAction |
     async def landed(session: AsyncSession) -> Action | None:
         now = ctx.clock()
         action = await queries.outbox_delivered(
-            session, outbox_id=entry_id, upstream=upstream, outcome=TRANSITIONS[Op(entry.op)].outcome, now=now,
-            claim=claim, note=note,
+            session,
+            outbox_id=entry_id,
+            upstream=upstream,
+            outcome=TRANSITIONS[Op(entry.op)].outcome,
+            now=now,
+            claim=claim,
+            note=note,
         )
         if action is not None:
             # Approved: watched from now, and shown so on the same card.
@@ -352,11 +364,17 @@ async def _later(ctx: DeliveryContext, entry: Outbox, message: str) -> None:
     assert entry.id is not None
     next_at = ctx.clock() + ctx.retry.delay(min(entry.attempts, 3))
     async with ctx.db.write() as session:
-        await queries.outbox_retry_later(session, outbox_id=entry.id, error=message, next_attempt_at=next_at, count=False)
+        await queries.outbox_retry_later(
+            session, outbox_id=entry.id, error=message, next_attempt_at=next_at, count=False
+        )
 
 
 async def _reconcile(
-    ctx: DeliveryContext, source: ActionSource, entry: Outbox, action: Action, identifier: str,
+    ctx: DeliveryContext,
+    source: ActionSource,
+    entry: Outbox,
+    action: Action,
+    identifier: str,
     conflict: ConflictError,
 ) -> None:
     """409: read the action's real state. If it is where our decision leads (an earlier
@@ -370,14 +388,20 @@ async def _reconcile(
         await _failed_attempt(ctx, entry, e)
         return
     # A source's own named option lands back where it was decided: no state read tells ours.
-    ours = op is not Op.OTHER and upstream.status is TRANSITIONS[op].outcome and (
-        op is Op.ROLLBACK or upstream.decided_by in (None, identifier)
+    ours = (
+        op is not Op.OTHER
+        and upstream.status is TRANSITIONS[op].outcome
+        and (op is Op.ROLLBACK or upstream.decided_by in (None, identifier))
     )
     claim = _claim(ctx)
     async with ctx.db.write() as session:
         if ours:
             settled = await queries.outbox_delivered(
-                session, outbox_id=entry.id, upstream=upstream, outcome=TRANSITIONS[op].outcome, now=ctx.clock(),
+                session,
+                outbox_id=entry.id,
+                upstream=upstream,
+                outcome=TRANSITIONS[op].outcome,
+                now=ctx.clock(),
                 claim=claim,
             )
         else:
@@ -387,7 +411,9 @@ async def _reconcile(
     _counted(ctx, entry, settled, "delivered" if ours else "conflict")
     _announce(ctx, entry.action_id, claim)
     if not ours:
-        log.info("%s of %s refused upstream (%s); adopted %s", op.value, action.external_id, conflict, upstream.status.value)
+        log.info(
+            "%s of %s refused upstream (%s); adopted %s", op.value, action.external_id, conflict, upstream.status.value
+        )
         await ctx.notifier.conflict(entry, upstream.status, op)
 
 
@@ -399,8 +425,14 @@ async def _failed_attempt(ctx: DeliveryContext, entry: Outbox, error: SourceErro
     # read that fails on the way is tried again, never given up.
     if error.retryable and (attempt < ctx.retry.max_attempts or entry.reference is not None):
         next_at = ctx.clock() + ctx.retry.delay(entry.attempts)
-        log.warning("%s for action %s failed (attempt %d), retrying at %s: %s",
-                    entry.op, entry.action_id, attempt, next_at.isoformat(), message)
+        log.warning(
+            "%s for action %s failed (attempt %d), retrying at %s: %s",
+            entry.op,
+            entry.action_id,
+            attempt,
+            next_at.isoformat(),
+            message,
+        )
         async with ctx.db.write() as session:
             await queries.outbox_retry_later(session, outbox_id=entry.id, error=message, next_attempt_at=next_at)
         return
@@ -411,4 +443,3 @@ async def _failed_attempt(ctx: DeliveryContext, entry: Outbox, error: SourceErro
     _counted(ctx, entry, failed, "failed")
     _announce(ctx, entry.action_id, claim)
     await ctx.notifier.failed(entry, Op(entry.op), message)
-

@@ -66,7 +66,12 @@ async def ingest(ctx: IngestContext, *, source: str, upstream: UpstreamAction, d
 
 
 async def ingest_in(
-    session: AsyncSession, ctx: IngestContext, *, source: str, upstream: UpstreamAction, digest: int | None = None,
+    session: AsyncSession,
+    ctx: IngestContext,
+    *,
+    source: str,
+    upstream: UpstreamAction,
+    digest: int | None = None,
 ) -> tuple[Ingested, bool]:
     """``ingest`` in the caller's transaction (a source whose own write must commit with the
     action and its card: Signoff's API stores the client's request in the same one). Returns
@@ -74,7 +79,12 @@ async def ingest_in(
     it committed, if so."""
     channel = ctx.policy.channel_for(upstream.type, upstream.risk, ctx.channel, source=source)
     stored = await queries.insert_action(
-        session, source=source, upstream=upstream, channel=channel, now=ctx.clock(), digest_id=digest,
+        session,
+        source=source,
+        upstream=upstream,
+        channel=channel,
+        now=ctx.clock(),
+        digest_id=digest,
     )
     if stored is not None:
         assert stored.id is not None
@@ -83,7 +93,11 @@ async def ingest_in(
     known = await queries.known_actions(session, source=source, external_ids=[upstream.external_id])
     action_id, _status = known[upstream.external_id]
     changed = await queries.adopt_upstream(
-        session, action_id=action_id, upstream=upstream, now=ctx.clock(), in_flight_from=in_flight_from,
+        session,
+        action_id=action_id,
+        upstream=upstream,
+        now=ctx.clock(),
+        in_flight_from=in_flight_from,
     )
     return Ingested(action_id, False), changed
 
@@ -162,7 +176,11 @@ async def _poll(ctx: IngestContext, source: PollingSource, cycle: _Cycle) -> boo
     for action_id, item, observed_at in moved:
         async with ctx.db.write() as session:
             changed |= await queries.adopt_upstream(
-                session, action_id=action_id, upstream=item, now=ctx.clock(), observed_at=observed_at,
+                session,
+                action_id=action_id,
+                upstream=item,
+                now=ctx.clock(),
+                observed_at=observed_at,
                 in_flight_from=in_flight_from,
             )
     if held_open != len(listed_open):
@@ -170,7 +188,9 @@ async def _poll(ctx: IngestContext, source: PollingSource, cycle: _Cycle) -> boo
     return changed
 
 
-async def _sync_unlisted(ctx: IngestContext, source: PollingSource, watched: frozenset[Status], listed: set[int]) -> bool:
+async def _sync_unlisted(
+    ctx: IngestContext, source: PollingSource, watched: frozenset[Status], listed: set[int]
+) -> bool:
     """Held as open here but listed under none of the open statuses: it moved upstream to a
     state we cannot list (rejected, rolled back, ...). Read each to learn which. Only runs
     when the counts say some are missing, and reads the store a page at a time."""
@@ -189,7 +209,11 @@ async def _sync_unlisted(ctx: IngestContext, source: PollingSource, watched: fro
                 continue
             async with ctx.db.write() as session:
                 changed |= await queries.adopt_upstream(
-                    session, action_id=action_id, upstream=upstream, now=ctx.clock(), observed_at=observed_at,
+                    session,
+                    action_id=action_id,
+                    upstream=upstream,
+                    now=ctx.clock(),
+                    observed_at=observed_at,
                     in_flight_from=in_flight_from,
                 )
         if len(held) < 1000:
@@ -220,7 +244,11 @@ async def _discover_all(ctx: IngestContext, source: PollingSource, new: list[str
             if flood and channel not in digests:
                 digest = await queries.create_digest(session, channel=channel, now=ctx.clock())
             stored = await queries.insert_action(
-                session, source=source.name, upstream=detail, channel=channel, now=ctx.clock(),
+                session,
+                source=source.name,
+                upstream=detail,
+                channel=channel,
+                now=ctx.clock(),
                 digest_id=digest.id if digest is not None else digests.get(channel),
             )
             if digest is not None:

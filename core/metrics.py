@@ -53,64 +53,107 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.decisions = Counter(
-            "signoff_decisions", "Decisions carried to their source, by source, kind and final outcome",
-            ["source", "kind", "outcome"], registry=r,
+            "signoff_decisions",
+            "Decisions carried to their source, by source, kind and final outcome",
+            ["source", "kind", "outcome"],
+            registry=r,
         )
         self.ack_seconds = Histogram(
-            "signoff_slack_ack_seconds", "Time from a Slack request's arrival to Signoff's answer, by request kind",
-            ["kind"], buckets=ACK_BUCKETS, registry=r,
+            "signoff_slack_ack_seconds",
+            "Time from a Slack request's arrival to Signoff's answer, by request kind",
+            ["kind"],
+            buckets=ACK_BUCKETS,
+            registry=r,
         )
         self.outbox_depth = Gauge(
-            "signoff_outbox_depth", "Decisions not yet settled upstream (send: to be sent; track: followed), by source",
-            ["source", "stage"], registry=r,
+            "signoff_outbox_depth",
+            "Decisions not yet settled upstream (send: to be sent; track: followed), by source",
+            ["source", "stage"],
+            registry=r,
         )
         self.outbox_oldest = Gauge(
-            "signoff_outbox_oldest_age_seconds", "Age of the oldest decision not yet settled upstream, by source",
-            ["source"], registry=r,
+            "signoff_outbox_oldest_age_seconds",
+            "Age of the oldest decision not yet settled upstream, by source",
+            ["source"],
+            registry=r,
         )
         self.upstream_calls = Counter(
-            "signoff_upstream_calls", "Calls to an Actions API, by source, operation and result class",
-            ["source", "operation", "result"], registry=r,
+            "signoff_upstream_calls",
+            "Calls to an Actions API, by source, operation and result class",
+            ["source", "operation", "result"],
+            registry=r,
         )
         self.upstream_seconds = Histogram(
-            "signoff_upstream_call_seconds", "Latency of calls to an Actions API, by source and operation",
-            ["source", "operation"], buckets=CALL_BUCKETS, registry=r,
+            "signoff_upstream_call_seconds",
+            "Latency of calls to an Actions API, by source and operation",
+            ["source", "operation"],
+            buckets=CALL_BUCKETS,
+            registry=r,
         )
         self.slack_calls = Counter(
-            "signoff_slack_api_calls", "Slack Web API calls, by method and error (ok when none)",
-            ["method", "error"], registry=r,
+            "signoff_slack_api_calls",
+            "Slack Web API calls, by method and error (ok when none)",
+            ["method", "error"],
+            registry=r,
         )
         self.slack_seconds = Histogram(
-            "signoff_slack_api_call_seconds", "Latency of Slack Web API calls (retries included), by method",
-            ["method"], buckets=CALL_BUCKETS, registry=r,
+            "signoff_slack_api_call_seconds",
+            "Latency of Slack Web API calls (retries included), by method",
+            ["method"],
+            buckets=CALL_BUCKETS,
+            registry=r,
         )
         self.slack_rate_limited = Counter(
-            "signoff_slack_rate_limited", "Slack Web API answers with HTTP 429, by method", ["method"], registry=r,
+            "signoff_slack_rate_limited",
+            "Slack Web API answers with HTTP 429, by method",
+            ["method"],
+            registry=r,
         )
         self.slack_retries = Counter(
-            "signoff_slack_api_retries", "Slack Web API calls retried after a 429, by method", ["method"], registry=r,
+            "signoff_slack_api_retries",
+            "Slack Web API calls retried after a 429, by method",
+            ["method"],
+            registry=r,
         )
         self.poll_seconds = Histogram(
-            "signoff_poll_cycle_seconds", "Duration of one poll cycle of a source", ["source"],
-            buckets=POLL_BUCKETS, registry=r,
+            "signoff_poll_cycle_seconds",
+            "Duration of one poll cycle of a source",
+            ["source"],
+            buckets=POLL_BUCKETS,
+            registry=r,
         )
         self.poll_cycles = Counter(
-            "signoff_poll_cycles", "Poll cycles, by source and result (ok, failed)", ["source", "result"], registry=r,
+            "signoff_poll_cycles",
+            "Poll cycles, by source and result (ok, failed)",
+            ["source", "result"],
+            registry=r,
         )
-        self.poll_pages = Counter("signoff_poll_pages", "Pages listed by poll cycles, by source", ["source"], registry=r)
+        self.poll_pages = Counter(
+            "signoff_poll_pages", "Pages listed by poll cycles, by source", ["source"], registry=r
+        )
         self.poll_new = Counter(
-            "signoff_poll_new_actions", "New actions stored by poll cycles, by source", ["source"], registry=r,
+            "signoff_poll_new_actions",
+            "New actions stored by poll cycles, by source",
+            ["source"],
+            registry=r,
         )
         self.intake_requests = Counter(
-            "signoff_intake_requests", "POST /intake/<source> requests, by source and answer",
-            ["source", "answer"], registry=r,
+            "signoff_intake_requests",
+            "POST /intake/<source> requests, by source and answer",
+            ["source", "answer"],
+            registry=r,
         )
         self.rollback_rules = Gauge(
-            "signoff_rollback_rules", "Watched rollback rules of running actions, by state", ["state"], registry=r,
+            "signoff_rollback_rules",
+            "Watched rollback rules of running actions, by state",
+            ["state"],
+            registry=r,
         )
         self.callbacks = Counter(
-            "signoff_callback_deliveries", "Callback deliveries of the agents' API, by result (delivered, retried, gave_up)",
-            ["result"], registry=r,
+            "signoff_callback_deliveries",
+            "Callback deliveries of the agents' API, by result (delivered, retried, gave_up)",
+            ["result"],
+            registry=r,
         )
 
     # ---- recording (called by the core and the adapters) -------------------------------
@@ -149,7 +192,10 @@ class Metrics:
     # ---- scrape-time state (set from the store just before each scrape) ----------------
 
     def set_backlog(
-        self, sources: Iterable[str], depth: Mapping[tuple[str, str], int], oldest: Mapping[str, float],
+        self,
+        sources: Iterable[str],
+        depth: Mapping[tuple[str, str], int],
+        oldest: Mapping[str, float],
     ) -> None:
         """The outbox as the store has it now; every configured source gets a sample (0 when
         nothing waits), so an age that falls back is seen falling, not vanishing."""

@@ -96,7 +96,11 @@ async def _refresh_one(ctx: RefreshContext, action_id: int, source_name: str, ex
     async with ctx.db.write() as session:
         if upstream is not None:
             changed = await queries.adopt_upstream(
-                session, action_id=action_id, upstream=upstream, now=ctx.clock(), observed_at=observed_at,
+                session,
+                action_id=action_id,
+                upstream=upstream,
+                now=ctx.clock(),
+                observed_at=observed_at,
                 in_flight_from=in_flight_from,
             )
         action = await queries.get_action(session, action_id=action_id)
@@ -107,5 +111,7 @@ async def _refresh_one(ctx: RefreshContext, action_id: int, source_name: str, ex
             session, action_id=action_id, next_at=ctx.clock() + ctx.delay(Status(action.status), misses), misses=misses
         )
     if changed:
-        log.info("%s action %s is now %s upstream", source_name, external_id, upstream.status.value if upstream else "?")
+        log.info(
+            "%s action %s is now %s upstream", source_name, external_id, upstream.status.value if upstream else "?"
+        )
     return changed

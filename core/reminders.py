@@ -51,8 +51,7 @@ def mentions(approvers: Approvers) -> list[str]:
 
 def unparsed_conditions(action: Action) -> list[str]:
     return [
-        str(c) for c in action.rollback_conditions or []
-        if isinstance(rules.parse_condition(str(c)), rules.Unparsed)
+        str(c) for c in action.rollback_conditions or [] if isinstance(rules.parse_condition(str(c)), rules.Unparsed)
     ]
 
 
@@ -95,25 +94,38 @@ async def _one(ctx: ReminderContext, card: Card, action: Action, now: datetime, 
         async with ctx.db.write() as session:
             if await queries.mark_reminded(session, card_id=card.id, now=now):
                 await queries.add_notice(
-                    session, action_id=action.id, key=f"remind:{action.id}", kind="reminder", now=now,
+                    session,
+                    action_id=action.id,
+                    key=f"remind:{action.id}",
+                    kind="reminder",
+                    now=now,
                     payload={
-                        "hours": hours, "mentions": mentions(ctx.approvers_for(action.type, action.risk, source=action.source)),
+                        "hours": hours,
+                        "mentions": mentions(ctx.approvers_for(action.type, action.risk, source=action.source)),
                         "by_hand": unparsed_conditions(action),
                     },
                 )
                 made += 1
     channel = timings.escalation_channel
     if (
-        channel is not None and timings.escalate_after is not None and card.escalated_at is None
+        channel is not None
+        and timings.escalate_after is not None
+        and card.escalated_at is None
         and waited >= timings.escalate_after
     ):
         async with ctx.db.write() as session:
             if await queries.mark_reminded(session, card_id=card.id, now=now, escalation=True):
                 await queries.add_notice(
-                    session, action_id=action.id, key=f"escalate:{action.id}", kind="escalation", now=now,
+                    session,
+                    action_id=action.id,
+                    key=f"escalate:{action.id}",
+                    kind="escalation",
+                    now=now,
                     channel=channel,
                     payload={
-                        "hours": hours, "card_channel": card.channel, "card_ts": card.ts,
+                        "hours": hours,
+                        "card_channel": card.channel,
+                        "card_ts": card.ts,
                         "mentions": mentions(ctx.approvers_for(action.type, action.risk, source=action.source)),
                     },
                 )

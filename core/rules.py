@@ -172,7 +172,7 @@ class Evaluation:
 
 
 def slug(phrase: str) -> str:
-    """"blended ROAS" -> "blended_roas": lower case, runs of non-alphanumerics -> "_",
+    """ "blended ROAS" -> "blended_roas": lower case, runs of non-alphanumerics -> "_",
     trimmed, at most 64 characters. Letters outside ASCII are kept."""
     text = re.sub(r"[\W_]+", "_", unicodedata.normalize("NFKC", phrase).lower()).strip("_")
     return text[:MAX_METRIC_CHARS].rstrip("_")
@@ -269,7 +269,9 @@ def _evaluate_amount(rule: Rule, value: float, baseline: float) -> Evaluation:
     change = value - baseline
     tripped = _past(change, -rule.threshold if down else rule.threshold, downward=down)
     moved = _movement(change, _fmt(abs(change)))
-    detail = f"{rule.metric} is {_fmt(value)}, {moved} from {_fmt(baseline)} at execution (limit {_fmt(rule.threshold)})"
+    detail = (
+        f"{rule.metric} is {_fmt(value)}, {moved} from {_fmt(baseline)} at execution (limit {_fmt(rule.threshold)})"
+    )
     return Evaluation(tripped, change, detail)
 
 
@@ -385,8 +387,7 @@ _VERBS = re.compile(
         for kind, pattern in [
             (
                 "below",
-                _words(_BE_GO + r"(?:below|under|beneath|less than|lower than|smaller than|fewer than)")
-                + r"|<=?",
+                _words(_BE_GO + r"(?:below|under|beneath|less than|lower than|smaller than|fewer than)") + r"|<=?",
             ),
             (
                 "above",
@@ -499,9 +500,36 @@ _SEVERAL = re.compile(_words(r"and", r"or", r"vs", r"versus", r"plus") + r"|[,;&
 _PRONOUNS = frozenset({"it", "this", "that", "they", "these", "those", "something", "anything", "metric", "the metric"})
 _NOT_A_NAME = re.compile(
     _words(
-        r"is", r"are", r"was", r"were", r"be", r"been", r"being", r"has", r"have", r"had", r"will",
-        r"would", r"should", r"could", r"can", r"may", r"might", r"does", r"do", r"did", r"if", r"when",
-        r"whenever", r"then", r"roll", r"rollback", r"we", r"you", r"please", r"by",
+        r"is",
+        r"are",
+        r"was",
+        r"were",
+        r"be",
+        r"been",
+        r"being",
+        r"has",
+        r"have",
+        r"had",
+        r"will",
+        r"would",
+        r"should",
+        r"could",
+        r"can",
+        r"may",
+        r"might",
+        r"does",
+        r"do",
+        r"did",
+        r"if",
+        r"when",
+        r"whenever",
+        r"then",
+        r"roll",
+        r"rollback",
+        r"we",
+        r"you",
+        r"please",
+        r"by",
     )
     + r"|[%$€£¥<>=]"
 )
@@ -647,7 +675,9 @@ def _level_threshold(verb: str, tail: str) -> float:
     number, rest = _number(verb, tail)
     if number.percent:
         n = number.value
-        raise _Refusal(f"'{verb} {_fmt(n)}%' is ambiguous ({_fmt(n / 100)} or {_fmt(n)}?): give the level as a plain number")
+        raise _Refusal(
+            f"'{verb} {_fmt(n)}%' is ambiguous ({_fmt(n / 100)} or {_fmt(n)}?): give the level as a plain number"
+        )
     _refuse_leftover(rest)
     return number.value
 
@@ -687,4 +717,3 @@ def _refuse_leftover(rest: str) -> None:
 
 def _clip(s: str, limit: int = 60) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
-

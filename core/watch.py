@@ -99,7 +99,10 @@ def plan(action: Action, *, started_at: datetime) -> list[queries.NewWatch]:
         if isinstance(rule, rules.Rule):
             out.append(
                 queries.NewWatch(
-                    position=position, condition=str(condition), rule=rule.to_json(), metric=rule.metric,
+                    position=position,
+                    condition=str(condition),
+                    rule=rule.to_json(),
+                    metric=rule.metric,
                     ends_at=rules.window_ends_at(rule, started_at=started_at),
                 )
             )
@@ -117,7 +120,11 @@ async def set_up_now(session: AsyncSession, action: Action, *, now: datetime, me
         return False
     started_at = action.decided_at or now
     await queries.begin_watch(
-        session, action=action, started_at=started_at, watches=plan(action, started_at=started_at), now=now,
+        session,
+        action=action,
+        started_at=started_at,
+        watches=plan(action, started_at=started_at),
+        now=now,
         reading=None if metrics else NO_PROVIDER,
     )
     return True
@@ -162,16 +169,22 @@ def evaluate(watch: Watch, observation: Observation, *, now: datetime, max_age: 
     rule = rules.Rule.from_json(watch.rule)
     if now - observation.observed_at > max_age:
         return queries.CheckResult(
-            Reading.STALE, f"latest {watch.metric} is from {observation.observed_at.isoformat(timespec='minutes')}",
-            value=observation.value, observed_at=observation.observed_at,
+            Reading.STALE,
+            f"latest {watch.metric} is from {observation.observed_at.isoformat(timespec='minutes')}",
+            value=observation.value,
+            observed_at=observation.observed_at,
         )
     baseline = watch.baseline
     if rule.needs_baseline and baseline is None:
         baseline = observation.value  # the value at execution
     result = rules.evaluate(rule, value=observation.value, baseline=baseline)
     return queries.CheckResult(
-        Reading.OK, result.detail, value=observation.value, observed_at=observation.observed_at,
-        baseline=baseline if rule.needs_baseline else None, tripped=result.tripped,
+        Reading.OK,
+        result.detail,
+        value=observation.value,
+        observed_at=observation.observed_at,
+        baseline=baseline if rule.needs_baseline else None,
+        tripped=result.tripped,
     )
 
 
@@ -230,7 +243,11 @@ async def _record_one(ctx: WatchContext, session: AsyncSession, check: _Checked)
     rule = rules.Rule.from_json(watch.rule)
     queued_rollback = False
     written = await queries.record_check(
-        session, watch_id=watch.id, result=result, now=now, next_check_at=now + ctx.interval - ctx.tick,
+        session,
+        watch_id=watch.id,
+        result=result,
+        now=now,
+        next_check_at=now + ctx.interval - ctx.tick,
     )
     if written is None:
         return None, False
@@ -240,31 +257,56 @@ async def _record_one(ctx: WatchContext, session: AsyncSession, check: _Checked)
         if auto and Op.ROLLBACK in ctx.capabilities(action.source).ops:
             rollback = TRANSITIONS[Op.ROLLBACK]
             decision = await queries.begin_decision(
-                session, action_id=action.id, op=Op.ROLLBACK, allowed_from=rollback.allowed_from,
-                in_flight=rollback.in_flight, actor=SIGNOFF_ACTOR,
-                note=f"rollback condition tripped: {rule.describe()}", idempotency_key=str(uuid.uuid4()),
-                notify_channel=None, now=now,
+                session,
+                action_id=action.id,
+                op=Op.ROLLBACK,
+                allowed_from=rollback.allowed_from,
+                in_flight=rollback.in_flight,
+                actor=SIGNOFF_ACTOR,
+                note=f"rollback condition tripped: {rule.describe()}",
+                idempotency_key=str(uuid.uuid4()),
+                notify_channel=None,
+                now=now,
             )
             queued_rollback = decision is not None
         approver = await _approver(session, action)
         await queries.add_notice(
-            session, action_id=action.id, key=f"trip:{saved.id}:{saved.trips}", kind="trip", now=now,
+            session,
+            action_id=action.id,
+            key=f"trip:{saved.id}:{saved.trips}",
+            kind="trip",
+            now=now,
             broadcast=True,
             payload={
-                "rule": rule.describe(), "condition": saved.condition, "metric": saved.metric,
-                "value": saved.last_value, "observed_at": _iso(saved.last_observed_at),
-                "baseline": saved.baseline, "detail": result.detail, "approver": approver,
-                "auto_rollback": auto, "rollback_queued": queued_rollback, "trips": saved.trips,
+                "rule": rule.describe(),
+                "condition": saved.condition,
+                "metric": saved.metric,
+                "value": saved.last_value,
+                "observed_at": _iso(saved.last_observed_at),
+                "baseline": saved.baseline,
+                "detail": result.detail,
+                "approver": approver,
+                "auto_rollback": auto,
+                "rollback_queued": queued_rollback,
+                "trips": saved.trips,
             },
         )
     elif transition == "recovered":
         await queries.add_notice(
-            session, action_id=action.id, key=f"recovered:{saved.id}:{saved.trips}", kind="recovered", now=now,
+            session,
+            action_id=action.id,
+            key=f"recovered:{saved.id}:{saved.trips}",
+            kind="recovered",
+            now=now,
             payload={"rule": rule.describe(), "value": saved.last_value, "detail": result.detail},
         )
     elif transition == "ended" and saved.ended == "window_over":
         await queries.add_notice(
-            session, action_id=action.id, key=f"window:{saved.id}", kind="window_over", now=now,
+            session,
+            action_id=action.id,
+            key=f"window:{saved.id}",
+            kind="window_over",
+            now=now,
             payload={"rule": rule.describe(), "trips": saved.trips, "tripped": saved.tripped},
         )
     return transition, queued_rollback

@@ -56,14 +56,20 @@ FLOKIT_ACTIONS: Final[dict[str, dict[str, Any]]] = {
         ],
         "guardrail_checks": [
             {"check": "minimum_impressions", "passed": True, "detail": "1.2M impressions, over 100k"},
-            {"check": "replacement_creative_ready", "passed": False, "detail": "No approved replacement in the campaign"},
+            {
+                "check": "replacement_creative_ready",
+                "passed": False,
+                "detail": "No approved replacement in the campaign",
+            },
         ],
         "rollback_conditions": ["If campaign trial conversion rate falls below 0.5 within 3 days of execution"],
     },
 }
 
 
-def _flokit(action_type: str, *, target: dict[str, str], payload: dict[str, str], correlation_id: str) -> dict[str, Any]:
+def _flokit(
+    action_type: str, *, target: dict[str, str], payload: dict[str, str], correlation_id: str
+) -> dict[str, Any]:
     """One of FloKit's example actions as a proposal to Signoff's own Actions API."""
     example = FLOKIT_ACTIONS[action_type]
     return {
@@ -81,48 +87,65 @@ def _flokit(action_type: str, *, target: dict[str, str], payload: dict[str, str]
 
 
 EXAMPLES: Final[tuple[tuple[str, dict[str, Any]], ...]] = (
-    ("flokit-budget-shift", _flokit(
-        "budget_shift",
-        target={"type": "campaign", "id": "meta-search"},
-        payload={"from_campaign": "TikTok Broad", "to_campaign": "Meta Search", "share": "20%", "weekly_amount": "$4,400"},
-        correlation_id="sandbox-flokit-act_01hx4j7k9m2n3p5q6r8s",
-    )),
-    ("flokit-creative-pause", _flokit(
-        "creative_pause",
-        target={"type": "creative", "id": "TK_VID_042"},
-        payload={"creative": "TK_VID_042", "campaign": "TikTok Broad"},
-        correlation_id="sandbox-flokit-act_01hx4j7k9m2n3p5q6r9t",
-    )),
-    ("fieldkit-sales-order", {
-        "action_type": "update_sales_order_status",
-        "schema_version": 1,
-        "title": "Move sales order SO-1042 to production",
-        "rationale": "All parts are in stock and the customer confirmed the drawings.",
-        "target": {"type": "sales_order", "id": "c3a1af57-2f5a-4e85-98b1-23b3501fa9d4"},
-        "scope": "FULFILLMENT",
-        "mode": "EXECUTE",
-        "preconditions": {"expected_status": "ready"},
-        "payload": {"status": "in_production"},
-        "correlation_id": "5df4f2e5-cc45-4e75-bf69-f056eae5b7c3",
-        "causation_id": "98de5f35-4c21-4c1a-8d13-2d1b2b4c9e9d",
-    }),
-    ("flowdash-task", {
-        "action_type": "review_task",
-        "title": "Review vendor invoice #8812 (Acme Tooling, $2,340)",
-        "rationale": "The invoice is 12% over the purchase order; the workflow waits for a reviewer.",
-        "target": {"type": "task", "id": "abc123/678"},
-        "payload": {"workflow": "Vendor invoices", "amount": "$2,340", "purchase_order": "$2,090"},
-        # A workflow's own steps, as Flowdash names them: more than a card shows as buttons,
-        # so the last ones are in its overflow menu.
-        "options": [
-            {"key": "edHR10", "label": "Pay invoice", "decision": "APPROVE"},
-            {"key": "PvHaOO", "label": "Send back to vendor", "decision": "REJECT"},
-            {"key": "Fl4gAu", "label": "Pay and flag for audit", "decision": "APPROVE"},
-            {"key": "CrN0te", "label": "Ask for a credit note", "decision": "REJECT"},
-            {"key": "D1sput", "label": "Dispute the amount", "decision": "REJECT"},
-            {"key": "H0ldPO", "label": "Hold until the PO is amended", "decision": "REJECT"},
-        ],
-    }),
+    (
+        "flokit-budget-shift",
+        _flokit(
+            "budget_shift",
+            target={"type": "campaign", "id": "meta-search"},
+            payload={
+                "from_campaign": "TikTok Broad",
+                "to_campaign": "Meta Search",
+                "share": "20%",
+                "weekly_amount": "$4,400",
+            },
+            correlation_id="sandbox-flokit-act_01hx4j7k9m2n3p5q6r8s",
+        ),
+    ),
+    (
+        "flokit-creative-pause",
+        _flokit(
+            "creative_pause",
+            target={"type": "creative", "id": "TK_VID_042"},
+            payload={"creative": "TK_VID_042", "campaign": "TikTok Broad"},
+            correlation_id="sandbox-flokit-act_01hx4j7k9m2n3p5q6r9t",
+        ),
+    ),
+    (
+        "fieldkit-sales-order",
+        {
+            "action_type": "update_sales_order_status",
+            "schema_version": 1,
+            "title": "Move sales order SO-1042 to production",
+            "rationale": "All parts are in stock and the customer confirmed the drawings.",
+            "target": {"type": "sales_order", "id": "c3a1af57-2f5a-4e85-98b1-23b3501fa9d4"},
+            "scope": "FULFILLMENT",
+            "mode": "EXECUTE",
+            "preconditions": {"expected_status": "ready"},
+            "payload": {"status": "in_production"},
+            "correlation_id": "5df4f2e5-cc45-4e75-bf69-f056eae5b7c3",
+            "causation_id": "98de5f35-4c21-4c1a-8d13-2d1b2b4c9e9d",
+        },
+    ),
+    (
+        "flowdash-task",
+        {
+            "action_type": "review_task",
+            "title": "Review vendor invoice #8812 (Acme Tooling, $2,340)",
+            "rationale": "The invoice is 12% over the purchase order; the workflow waits for a reviewer.",
+            "target": {"type": "task", "id": "abc123/678"},
+            "payload": {"workflow": "Vendor invoices", "amount": "$2,340", "purchase_order": "$2,090"},
+            # A workflow's own steps, as Flowdash names them: more than a card shows as buttons,
+            # so the last ones are in its overflow menu.
+            "options": [
+                {"key": "edHR10", "label": "Pay invoice", "decision": "APPROVE"},
+                {"key": "PvHaOO", "label": "Send back to vendor", "decision": "REJECT"},
+                {"key": "Fl4gAu", "label": "Pay and flag for audit", "decision": "APPROVE"},
+                {"key": "CrN0te", "label": "Ask for a credit note", "decision": "REJECT"},
+                {"key": "D1sput", "label": "Dispute the amount", "decision": "REJECT"},
+                {"key": "H0ldPO", "label": "Hold until the PO is amended", "decision": "REJECT"},
+            ],
+        },
+    ),
 )
 
 

@@ -166,8 +166,13 @@ class Sandbox:
         app.router.add_get("/sandbox/static/{name}", self._static)
         app.router.add_get("/sandbox/state", self._state)
         app.router.add_get("/sandbox/metric", self._metric)
-        people = (("click", self.click), ("submit", self.submit), ("close", self.close), ("command", self.command),
-                  ("home", self.open_home))
+        people = (
+            ("click", self.click),
+            ("submit", self.submit),
+            ("close", self.close),
+            ("command", self.command),
+            ("home", self.open_home),
+        )
         for name, handler in people:
             app.router.add_post(f"/sandbox/{name}", self._json_handler(handler, as_person=True))
         for name, handler in (("propose", self.propose), ("metrics", self.set_metric)):
@@ -196,7 +201,9 @@ class Sandbox:
             if request.content_type != "application/json":
                 # JSON only: another site's page cannot send that to this one without asking first
                 # (a CORS preflight, which is not answered), so it cannot click for a visitor.
-                return web.json_response({"ok": False, "error": "send JSON (Content-Type: application/json)"}, status=415)
+                return web.json_response(
+                    {"ok": False, "error": "send JSON (Content-Type: application/json)"}, status=415
+                )
             try:
                 raw = await request.content.read(MAX_BODY + 1)
                 if len(raw) > MAX_BODY:
@@ -252,8 +259,14 @@ class Sandbox:
             "channel": {"id": self.channel, "name": workspace.CHANNEL_NAME},
             "messages": [self._message(m, replies.get(m.ts, [])) for m in top],
             "ephemerals": [
-                {"id": e["message_ts"], "text": e.get("text") or "", "blocks": e.get("blocks") or [], "thread_ts": e.get("thread_ts")}
-                for e in self.slack.ephemerals if e.get("user") == user and e.get("channel") in (self.channel, dm)
+                {
+                    "id": e["message_ts"],
+                    "text": e.get("text") or "",
+                    "blocks": e.get("blocks") or [],
+                    "thread_ts": e.get("thread_ts"),
+                }
+                for e in self.slack.ephemerals
+                if e.get("user") == user and e.get("channel") in (self.channel, dm)
             ],
             "direct": [self._message(m, []) for m in self.slack.messages_in(dm)],
             "modal": modal,
@@ -281,7 +294,7 @@ class Sandbox:
 
     def _adopt_views(self) -> None:
         """Modals the bot opened or pushed with a trigger handed to someone: theirs now."""
-        for record in self.slack.views[self._views_seen:]:
+        for record in self.slack.views[self._views_seen :]:
             user = self._triggers.get(str(record.get("trigger_id")))
             if record["method"] in ("views.open", "views.push") and user is not None:
                 modals = self._modals.setdefault(user, _Modals())
@@ -320,14 +333,20 @@ class Sandbox:
                 if message is None:
                     raise BadRequest("that message is gone")
                 payload["container"] = {
-                    "type": "message", "message_ts": message.ts, "channel_id": channel, "is_ephemeral": False,
+                    "type": "message",
+                    "message_ts": message.ts,
+                    "channel_id": channel,
+                    "is_ephemeral": False,
                 }
                 payload["message"] = message.to_api(team=self.slack.team_id)
                 payload["response_url"] = self._responder(user, channel, ts=message.ts)
             else:
                 found = self._ephemeral(str(body.get("ephemeral")))
                 payload["container"] = {
-                    "type": "message", "message_ts": found["message_ts"], "channel_id": channel, "is_ephemeral": True,
+                    "type": "message",
+                    "message_ts": found["message_ts"],
+                    "channel_id": channel,
+                    "is_ephemeral": True,
                 }
                 payload.pop("message", None)
                 payload["response_url"] = self._responder(user, channel, ephemeral=found["message_ts"])
@@ -377,13 +396,15 @@ class Sandbox:
             kind = element.get("type")
             if kind in ("static_select", "radio_buttons"):
                 option = next(
-                    (o for o in element.get("options") or [] if isinstance(given, str) and o.get("value") == given), None
+                    (o for o in element.get("options") or [] if isinstance(given, str) and o.get("value") == given),
+                    None,
                 )
                 state.setdefault(block_id, {})[action_id] = {"type": kind, "selected_option": option}
             elif kind == "checkboxes":
                 picked = given if isinstance(given, list) else []
                 state.setdefault(block_id, {})[action_id] = {
-                    "type": kind, "selected_options": [o for o in element.get("options") or [] if o.get("value") in picked],
+                    "type": kind,
+                    "selected_options": [o for o in element.get("options") or [] if o.get("value") in picked],
                 }
             else:
                 text = given if isinstance(given, str) and given != "" else None
@@ -450,8 +471,12 @@ class Sandbox:
             self._ephemeral_for(user, f"{command} is not a valid command here. Try {SLASH_COMMAND} help.")
             return {}
         form = slash_command_body(
-            user_id=user, command=SLASH_COMMAND, text=rest.strip(), channel=self.channel,
-            response_url=self._responder(user, self.channel), trigger_id=self._trigger(user),
+            user_id=user,
+            command=SLASH_COMMAND,
+            text=rest.strip(),
+            channel=self.channel,
+            response_url=self._responder(user, self.channel),
+            trigger_id=self._trigger(user),
         )
         status, answer = await self._post(user, form)
         if status == 200 and answer.strip():
@@ -465,7 +490,10 @@ class Sandbox:
     async def open_home(self, body: dict[str, Any]) -> dict[str, Any]:
         user = str(body["user"])
         event: dict[str, Any] = {
-            "type": "app_home_opened", "user": user, "channel": self.slack.dm_channel(user), "tab": "home",
+            "type": "app_home_opened",
+            "user": user,
+            "channel": self.slack.dm_channel(user),
+            "tab": "home",
             "event_ts": f"{time.time():.6f}",
         }
         home = self._home(user)
@@ -487,7 +515,11 @@ class Sandbox:
             try:
                 fields["payload"] = json.loads(payload_text)
             except ValueError:
-                return {"created": False, "field": "payload", "message": "payload: not JSON (an object such as {\"amount\": \"$120\"})"}
+                return {
+                    "created": False,
+                    "field": "payload",
+                    "message": 'payload: not JSON (an object such as {"amount": "$120"})',
+                }
         target_id = str(body.get("target_id") or "").strip()
         if target_id:
             fields["target"] = {"type": str(body.get("target_type") or "object").strip() or "object", "id": target_id}
@@ -508,7 +540,13 @@ class Sandbox:
                 value = float(value)
             except ValueError:
                 value = None
-        if not metric or len(metric) > 64 or not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        if (
+            not metric
+            or len(metric) > 64
+            or not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
             raise BadRequest("a metric's name and a number")
         self.metrics[metric] = (float(value), datetime.now(timezone.utc))
         self.slack.touch()
@@ -553,10 +591,16 @@ class Sandbox:
             self._ephemeral_for(user, str(reply.get("text") or ""), reply.get("blocks"))
 
     def _ephemeral_for(self, user: str, text: str, blocks: Any = None) -> None:
-        self.slack.ephemerals.append({
-            "channel": self.channel, "user": user, "text": text, "blocks": copy.deepcopy(blocks) if isinstance(blocks, list) else [],
-            "thread_ts": None, "message_ts": f"{time.time():.6f}{next(self._ids)}",
-        })
+        self.slack.ephemerals.append(
+            {
+                "channel": self.channel,
+                "user": user,
+                "text": text,
+                "blocks": copy.deepcopy(blocks) if isinstance(blocks, list) else [],
+                "thread_ts": None,
+                "message_ts": f"{time.time():.6f}{next(self._ids)}",
+            }
+        )
         self.slack.touch()
 
     def _on_response(self, name: str, body: dict[str, Any]) -> None:

@@ -64,10 +64,18 @@ __all__ = ["Call", "LocalSlack", "Message", "SocketConnection", "known_required_
 JSON_PARAMS = ("blocks", "attachments", "metadata", "view")
 
 # Methods that change nothing anyone sees (no wake-up for the sandbox's page).
-_READS = frozenset({
-    "auth.test", "chat.getPermalink", "conversations.history", "conversations.replies", "users.info",
-    "users.lookupByEmail", "usergroups.users.list", "apps.connections.open",
-})
+_READS = frozenset(
+    {
+        "auth.test",
+        "chat.getPermalink",
+        "conversations.history",
+        "conversations.replies",
+        "users.info",
+        "users.lookupByEmail",
+        "usergroups.users.list",
+        "apps.connections.open",
+    }
+)
 
 # Methods that take the app-level token (xapp-…) instead of the bot token.
 APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
@@ -223,7 +231,11 @@ class LocalSlack:
     """A fake Slack Web API server; see the module docstring."""
 
     def __init__(
-        self, *, bot_token: str = "xoxb-test-token", app_token: str = "xapp-test-token", keep_calls: int | None = None,
+        self,
+        *,
+        bot_token: str = "xoxb-test-token",
+        app_token: str = "xapp-test-token",
+        keep_calls: int | None = None,
     ) -> None:
         """``keep_calls``: remember only the newest so many calls and response URL posts (a
         sandbox that runs for days); None keeps them all, for a test to look at."""
@@ -457,8 +469,15 @@ class LocalSlack:
         """Every message as it stands (for the sandbox to keep across restarts)."""
         return [
             {
-                "channel": m.channel, "ts": m.ts, "text": m.text, "blocks": m.blocks, "metadata": m.metadata,
-                "thread_ts": m.thread_ts, "user": m.user, "bot_id": m.bot_id, "reply_broadcast": m.reply_broadcast,
+                "channel": m.channel,
+                "ts": m.ts,
+                "text": m.text,
+                "blocks": m.blocks,
+                "metadata": m.metadata,
+                "thread_ts": m.thread_ts,
+                "user": m.user,
+                "bot_id": m.bot_id,
+                "reply_broadcast": m.reply_broadcast,
                 "edited_ts": m.edited_ts,
             }
             for m in self.messages.values()
@@ -468,13 +487,21 @@ class LocalSlack:
         """Messages kept from an earlier run; new timestamps continue after theirs."""
         for item in saved:
             message = Message(
-                channel=str(item["channel"]), ts=str(item["ts"]), text=item.get("text"), blocks=list(item.get("blocks") or []),
-                metadata=item.get("metadata"), thread_ts=item.get("thread_ts"), user=str(item.get("user") or ""),
-                bot_id=str(item.get("bot_id") or ""), reply_broadcast=bool(item.get("reply_broadcast")),
+                channel=str(item["channel"]),
+                ts=str(item["ts"]),
+                text=item.get("text"),
+                blocks=list(item.get("blocks") or []),
+                metadata=item.get("metadata"),
+                thread_ts=item.get("thread_ts"),
+                user=str(item.get("user") or ""),
+                bot_id=str(item.get("bot_id") or ""),
+                reply_broadcast=bool(item.get("reply_broadcast")),
                 edited_ts=item.get("edited_ts"),
             )
             self.messages[(message.channel, message.ts)] = message
-        stamps = [_ts_key(k[1]) for k in self.messages] + [_ts_key(m.edited_ts) for m in self.messages.values() if m.edited_ts]
+        stamps = [_ts_key(k[1]) for k in self.messages] + [
+            _ts_key(m.edited_ts) for m in self.messages.values() if m.edited_ts
+        ]
         if stamps:
             last = int((max(stamps) - 1_700_000_000) * 1_000_000) // 100
             self._ts_counter = itertools.count(last + 1)
@@ -486,8 +513,12 @@ class LocalSlack:
         channel = self._resolve_channel(channel)
         ts = self._next_ts()
         message = Message(
-            channel=channel, ts=ts, text=text, blocks=copy.deepcopy(blocks) if isinstance(blocks, list) else [],
-            user=user, bot_id=self.bot_id if user == self.bot_user_id else "",
+            channel=channel,
+            ts=ts,
+            text=text,
+            blocks=copy.deepcopy(blocks) if isinstance(blocks, list) else [],
+            user=user,
+            bot_id=self.bot_id if user == self.bot_user_id else "",
         )
         self.messages[(channel, ts)] = message
         self.touch()
@@ -523,8 +554,11 @@ class LocalSlack:
         what was awaited, the predicate's last error and the latest calls.
         """
         return await eventually(
-            predicate, timeout=timeout, interval=interval,
-            what=f"LocalSlack.wait_for: {message or describe(predicate)}", on_timeout=self._calls_report,
+            predicate,
+            timeout=timeout,
+            interval=interval,
+            what=f"LocalSlack.wait_for: {message or describe(predicate)}",
+            on_timeout=self._calls_report,
         )
 
     def _calls_report(self) -> str:
@@ -1101,7 +1135,12 @@ class LocalSlack:
             )
 
     def _store_view(
-        self, view: dict[str, Any], view_id: str, *, root_view_id: str | None = None, previous_view_id: str | None = None
+        self,
+        view: dict[str, Any],
+        view_id: str,
+        *,
+        root_view_id: str | None = None,
+        previous_view_id: str | None = None,
     ) -> dict[str, Any]:
         full = {
             "id": view_id,

@@ -92,8 +92,14 @@ def block_action_body(
     answers: pass ``fake.response_url(...)`` when the bot is to answer through it.
     """
     body = shapes.block_actions(
-        user_id=user_id, action_id=action_id, value=value, channel=channel, message_ts=message_ts,
-        trigger_id=trigger_id, action_ts=_now_ts(), **({"block_id": block_id} if block_id is not None else {}),
+        user_id=user_id,
+        action_id=action_id,
+        value=value,
+        channel=channel,
+        message_ts=message_ts,
+        trigger_id=trigger_id,
+        action_ts=_now_ts(),
+        **({"block_id": block_id} if block_id is not None else {}),
         **({"response_url": response_url} if response_url is not None else {}),
     )
     message = body["message"]
@@ -119,7 +125,10 @@ def view_submission_body(
     input arrives as ``None``, as Slack sends it).
     """
     body = shapes.view_submission(
-        user_id=user_id, callback_id=callback_id, private_metadata=private_metadata, values=values,
+        user_id=user_id,
+        callback_id=callback_id,
+        private_metadata=private_metadata,
+        values=values,
         **({"view_id": view_id} if view_id is not None else {}),
     )
     return payload_form(body)

@@ -217,7 +217,9 @@ def slash_command_fields(
     ]
 
 
-def event_callback(event: dict[str, Any], *, event_id: str = "Ev0SIGNOFF", event_time: int = 1700000000) -> dict[str, Any]:
+def event_callback(
+    event: dict[str, Any], *, event_id: str = "Ev0SIGNOFF", event_time: int = 1700000000
+) -> dict[str, Any]:
     """An Events API envelope carrying ``event``."""
     return {
         "token": VERIFICATION_TOKEN,
@@ -228,7 +230,13 @@ def event_callback(event: dict[str, Any], *, event_id: str = "Ev0SIGNOFF", event
         "event_id": event_id,
         "event_time": event_time,
         "authorizations": [
-            {"enterprise_id": None, "team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True, "is_enterprise_install": False}
+            {
+                "enterprise_id": None,
+                "team_id": TEAM_ID,
+                "user_id": BOT_USER_ID,
+                "is_bot": True,
+                "is_enterprise_install": False,
+            }
         ],
         "is_ext_shared_channel": False,
         "event_context": f"1-{event.get('type', 'event')}-{TEAM_ID}",

@@ -56,14 +56,19 @@ async def serve_asgi(app: AsgiApp, request: web.Request) -> web.StreamResponse:
     host, port = request.url.host or "", request.url.port or 0
     peer = request.transport.get_extra_info("peername") if request.transport is not None else None
     scope: Scope = {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": f"{request.version.major}.{request.version.minor}",
-        "method": request.method, "scheme": request.scheme,
-        "path": request.path, "raw_path": request.raw_path.split("?", 1)[0].encode("latin-1"), "root_path": "",
+        "method": request.method,
+        "scheme": request.scheme,
+        "path": request.path,
+        "raw_path": request.raw_path.split("?", 1)[0].encode("latin-1"),
+        "root_path": "",
         "query_string": request.query_string.encode("latin-1"),
         "headers": [(k.lower(), v) for k, v in request.raw_headers],
         "client": (peer[0], peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else None,
-        "server": (host, port), "state": {},
+        "server": (host, port),
+        "state": {},
     }
     response: web.StreamResponse | None = None
     body_read = False
@@ -113,7 +118,9 @@ class McpEndpoint:
         self._api_url = api_url
         self._http: aiohttp.ClientSession | None = None
         self._manager = StreamableHTTPSessionManager(
-            build_server(self._client_for), json_response=True, stateless=True,
+            build_server(self._client_for),
+            json_response=True,
+            stateless=True,
             # DNS-rebinding protection checks Host and Origin against a list; here every request
             # must carry an API key instead, which a page in a browser cannot, and the bot answers
             # at whatever public name it is given.
@@ -135,7 +142,8 @@ class McpEndpoint:
         if find_client(self._keys, given_key(request.headers)) is None:
             return web.json_response(
                 {"code": "UNAUTHORIZED", "message": "missing or wrong API key (Authorization: Bearer <key>)"},
-                status=401, headers={"WWW-Authenticate": 'Bearer realm="signoff"'},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="signoff"'},
             )
         return await serve_asgi(self._manager.handle_request, request)
 

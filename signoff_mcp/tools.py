@@ -73,7 +73,8 @@ def _output_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
     schemas = document()["components"]["schemas"]
     action = {**_local_refs(schemas["Action"]), "$defs": {"Decision": _local_refs(schemas["Decision"])}}
     catalog = {
-        "type": "object", "required": ["types"],
+        "type": "object",
+        "required": ["types"],
         "properties": {"types": {"type": "array", "items": {"$ref": "#/$defs/ActionType"}}},
         "$defs": {"ActionType": _local_refs(schemas["ActionType"])},
     }
@@ -82,7 +83,9 @@ def _output_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
 
 _ACTION_OUT, _CATALOG_OUT = _output_schemas()
 _ACTION_ID: Final[dict[str, Any]] = {
-    "type": "string", "minLength": 1, "maxLength": 64,
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
     "description": f"The action_id {REQUEST_APPROVAL} returned.",
 }
 
@@ -92,17 +95,29 @@ _REQUEST_IN: Final[dict[str, Any]] = {
     "additionalProperties": False,
     "properties": {
         "action_type": {
-            "type": "string", "minLength": 1, "maxLength": 200,
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
             "description": f"One of the action types {LIST_ACTION_TYPES} returns, e.g. 'restart_service'.",
         },
         "target": {
-            "type": "object", "required": ["type", "id"], "additionalProperties": False,
+            "type": "object",
+            "required": ["type", "id"],
+            "additionalProperties": False,
             "description": "The one thing the action changes; shown on the card.",
             "properties": {
-                "type": {"type": "string", "minLength": 1, "maxLength": 200,
-                         "description": "What kind of thing it is, e.g. 'service', 'order', 'table'."},
-                "id": {"type": "string", "minLength": 1, "maxLength": 255,
-                       "description": "Which one: its identifier, e.g. 'web-1'."},
+                "type": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 200,
+                    "description": "What kind of thing it is, e.g. 'service', 'order', 'table'.",
+                },
+                "id": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "description": "Which one: its identifier, e.g. 'web-1'.",
+                },
             },
         },
         "payload": {
@@ -113,15 +128,22 @@ _REQUEST_IN: Final[dict[str, Any]] = {
             ),
         },
         "title": {
-            "type": "string", "minLength": 1, "maxLength": 200,
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
             "description": "One line the person reads first, e.g. 'Restart web-1 to clear a memory leak'.",
         },
         "rationale": {
-            "type": "string", "minLength": 1, "maxLength": 3000,
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 3000,
             "description": "Why this is needed now, what it risks and what happens if it is not done: the person decides on it.",
         },
         "idempotency_key": {
-            "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$",
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 255,
+            "pattern": "^[\\x21-\\x7e]+$",
             "description": (
                 "Optional. The same key returns the same action, never a second request to the person. Without "
                 "one, the same arguments within 24 hours return the same action (so a retry is safe); to ask "
@@ -131,11 +153,16 @@ _REQUEST_IN: Final[dict[str, Any]] = {
     },
 }
 _GET_IN: Final[dict[str, Any]] = {
-    "type": "object", "required": ["action_id"], "additionalProperties": False,
+    "type": "object",
+    "required": ["action_id"],
+    "additionalProperties": False,
     "properties": {
         "action_id": _ACTION_ID,
         "wait_seconds": {
-            "type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECONDS, "default": 0,
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_WAIT_SECONDS,
+            "default": 0,
             "description": (
                 f"While the action still awaits a person, wait up to this many seconds (at most {MAX_WAIT_SECONDS}) "
                 "for the decision before answering. 0 answers at once."
@@ -144,24 +171,31 @@ _GET_IN: Final[dict[str, Any]] = {
     },
 }
 _REPORT_IN: Final[dict[str, Any]] = {
-    "type": "object", "required": ["action_id", "status"], "additionalProperties": False,
+    "type": "object",
+    "required": ["action_id", "status"],
+    "additionalProperties": False,
     "properties": {
         "action_id": _ACTION_ID,
         "status": {
-            "type": "string", "enum": list(REPORTABLE),
+            "type": "string",
+            "enum": list(REPORTABLE),
             "description": (
                 "'running' when you start an approved action; then 'succeeded' or 'failed' when it is done; "
                 "'rolled_back' once you have undone it (after a person asked for a rollback, or on your own)."
             ),
         },
-        "result": {"type": "object", "description": "Optional: what came of it (ids, counts, links), shown to the people."},
+        "result": {
+            "type": "object",
+            "description": "Optional: what came of it (ids, counts, links), shown to the people.",
+        },
         "error": {"type": "string", "maxLength": 4000, "description": "Optional: what went wrong, for 'failed'."},
     },
 }
 
 TOOLS: Final = (
     types.Tool(
-        name=LIST_ACTION_TYPES, title="List the kinds of action a person can approve",
+        name=LIST_ACTION_TYPES,
+        title="List the kinds of action a person can approve",
         description=(
             "The action types Signoff's operators declared: for each, action_type, summary, risk, whether it needs "
             f"approval, its required_fields and an example_payload. Call this before {REQUEST_APPROVAL}."
@@ -171,7 +205,8 @@ TOOLS: Final = (
         annotations=types.ToolAnnotations(read_only_hint=True, open_world_hint=False),
     ),
     types.Tool(
-        name=REQUEST_APPROVAL, title="Ask a person in Slack to approve an action",
+        name=REQUEST_APPROVAL,
+        title="Ask a person in Slack to approve an action",
         description=(
             "Posts the action to Slack as a card for a person to approve or reject, and returns at once with its "
             "action_id and status: 'needs_approval' (wait for the person), or 'pending' when the type needs no "
@@ -181,11 +216,15 @@ TOOLS: Final = (
         input_schema=_REQUEST_IN,
         output_schema=_ACTION_OUT,
         annotations=types.ToolAnnotations(
-            read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True,
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=True,
         ),
     ),
     types.Tool(
-        name=GET_APPROVAL, title="Get the person's decision on an action",
+        name=GET_APPROVAL,
+        title="Get the person's decision on an action",
         description=(
             "The action's status, who decided (decision.decided_by, decided_by_name), when, and their note or "
             "reason (decision.reason). Statuses: 'needs_approval' (not decided yet: do not act; ask again later), "
@@ -199,7 +238,8 @@ TOOLS: Final = (
         annotations=types.ToolAnnotations(read_only_hint=True, open_world_hint=False),
     ),
     types.Tool(
-        name=REPORT_STATUS, title="Report progress on an approved action",
+        name=REPORT_STATUS,
+        title="Report progress on an approved action",
         description=(
             "Tell Signoff (and the people in Slack, on the action's card and thread) how the approved action "
             "goes: 'running' when you start, then 'succeeded' (with a result) or 'failed' (with an error); "
@@ -208,7 +248,10 @@ TOOLS: Final = (
         input_schema=_REPORT_IN,
         output_schema=_ACTION_OUT,
         annotations=types.ToolAnnotations(
-            read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False,
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=False,
         ),
     ),
 )
@@ -310,7 +353,8 @@ async def list_action_types(api: SignoffClient, _args: dict[str, Any]) -> types.
         ]
         text = f"{len(catalog)} action type(s):\n" + "\n".join(lines)
     return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)], structured_content={"types": catalog},
+        content=[types.TextContent(type="text", text=text)],
+        structured_content={"types": catalog},
     )
 
 
@@ -333,7 +377,11 @@ async def request_approval(api: SignoffClient, args: dict[str, Any]) -> types.Ca
 
 
 async def _submit(
-    api: SignoffClient, action_type: str, key: str, fields: dict[str, Any], given: str | None,
+    api: SignoffClient,
+    action_type: str,
+    key: str,
+    fields: dict[str, Any],
+    given: str | None,
 ) -> tuple[ApiAction, bool]:
     for attempt in range(1, IN_PROGRESS_TRIES + 1):
         try:
@@ -349,7 +397,9 @@ async def _submit_refusal(api: SignoffClient, e: SignoffApiError, action_type: s
     if e.code == "UNKNOWN_ACTION_TYPE":
         known = await _known_types(api)
         names = ", ".join(sorted(known)) or "none (the catalog is empty)"
-        return ToolFailure(f"unknown action_type {action_type[:80]!r}; known: {names} ({LIST_ACTION_TYPES} describes each)")
+        return ToolFailure(
+            f"unknown action_type {action_type[:80]!r}; known: {names} ({LIST_ACTION_TYPES} describes each)"
+        )
     if e.code == "MISSING_FIELD":
         known = (await _known_types(api)).get(action_type, {})
         example = json.dumps(known.get("example_payload") or {})
@@ -463,12 +513,14 @@ def build_server(client_for: ClientFor) -> Server[Any]:
     """The MCP server: its four tools, each call acting as the key ``client_for`` gives."""
 
     async def on_list_tools(
-        _ctx: ServerRequestContext[Any, Any], _params: types.PaginatedRequestParams | None,
+        _ctx: ServerRequestContext[Any, Any],
+        _params: types.PaginatedRequestParams | None,
     ) -> types.ListToolsResult:
         return types.ListToolsResult(tools=list(TOOLS))
 
     async def on_call_tool(
-        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams,
+        ctx: ServerRequestContext[Any, Any],
+        params: types.CallToolRequestParams,
     ) -> types.CallToolResult | types.InputRequiredResult:
         try:
             api = client_for(ctx)
@@ -477,7 +529,11 @@ def build_server(client_for: ClientFor) -> Server[Any]:
         return await call(api, params.name, params.arguments or {})
 
     return Server(
-        NAME, version=server_version(), title="Signoff", instructions=INSTRUCTIONS,
+        NAME,
+        version=server_version(),
+        title="Signoff",
+        instructions=INSTRUCTIONS,
         description="Ask a person in Slack to approve an action, keep working, and pick the answer up later.",
-        on_list_tools=on_list_tools, on_call_tool=on_call_tool,
+        on_list_tools=on_list_tools,
+        on_call_tool=on_call_tool,
     )

@@ -98,7 +98,9 @@ def parse_catalog(data: object) -> dict[str, ActionType]:
     ``action_types``, ``items`` or ``data``), are both taken."""
     items: object = data
     if isinstance(data, dict):
-        items = next((data[k] for k in ("types", "action_types", "items", "data") if isinstance(data.get(k), list)), None)
+        items = next(
+            (data[k] for k in ("types", "action_types", "items", "data") if isinstance(data.get(k), list)), None
+        )
     if not isinstance(items, list):
         raise BadResponseError("GET /api/v1/actions/types: expected a list of action types")
     catalog: dict[str, ActionType] = {}
@@ -183,7 +185,9 @@ def parse_action(data: object, catalog: dict[str, ActionType], *, what: str = "F
     add("Mode", data.get("mode"))
     target = data.get("target")
     if isinstance(target, dict):
-        add("Target", " ".join(_readable(target.get(k), 120) for k in ("type", "id") if target.get(k) not in (None, "")))
+        add(
+            "Target", " ".join(_readable(target.get(k), 120) for k in ("type", "id") if target.get(k) not in (None, ""))
+        )
     elif target not in (None, ""):
         add("Target", _readable(target))
     add("Payload", data.get("payload"))
@@ -233,7 +237,7 @@ def _as_text(value: object) -> str:
 
 
 def decision_reason(request: DecisionRequest) -> str:
-    """"Approved by Ada Lovelace <ada@example.com> in Slack: <note>": Fieldkit's decide has no
+    """ "Approved by Ada Lovelace <ada@example.com> in Slack: <note>": Fieldkit's decide has no
     field for who decided, so the reason names them."""
     verb = "Approved" if request.op is Op.APPROVE else "Rejected"
     email = request.actor if "@" in request.actor else ""
@@ -294,7 +298,9 @@ class FieldkitSource:
         if not isinstance(action_id, str) or not action_id.strip():
             raise IntakeError("action_id", "required: the Fieldkit action's id, a non-empty string")
         if len(action_id) > _MAX_ID or any(c.isspace() or ord(c) < 32 for c in action_id):
-            raise IntakeError("action_id", f"must be at most {_MAX_ID} characters, without spaces or control characters")
+            raise IntakeError(
+                "action_id", f"must be at most {_MAX_ID} characters, without spaces or control characters"
+            )
         return await self.get_action(action_id)
 
     async def get_action(self, external_id: str) -> UpstreamAction:
@@ -322,7 +328,9 @@ class FieldkitSource:
             if self._catalog is not None and not self._catalog_due(now, needs):
                 return self._catalog
             try:
-                fresh = parse_catalog(_json_any(await self._call("GET", "/api/v1/actions/types"), "GET /api/v1/actions/types"))
+                fresh = parse_catalog(
+                    _json_any(await self._call("GET", "/api/v1/actions/types"), "GET /api/v1/actions/types")
+                )
             except SourceError as e:
                 if self._catalog is None:
                     raise
@@ -336,7 +344,12 @@ class FieldkitSource:
         age = now - self._catalog_at
         if age >= self._catalog_ttl:
             return True
-        return bool(needs) and self._catalog is not None and needs not in self._catalog and age >= self._catalog_min_interval
+        return (
+            bool(needs)
+            and self._catalog is not None
+            and needs not in self._catalog
+            and age >= self._catalog_min_interval
+        )
 
     # ---- deciding ----
 
@@ -346,7 +359,9 @@ class FieldkitSource:
         decision = _DECISIONS.get(request.op)
         if decision is None:
             raise PermanentError(f"Fieldkit cannot {request.op.value}")
-        return json.dumps({"decision": decision, "reason": decision_reason(request)}, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(
+            {"decision": decision, "reason": decision_reason(request)}, ensure_ascii=False, separators=(",", ":")
+        )
 
     async def submit(self, request: DecisionRequest) -> Landed:
         """POST the decision with its idempotency key. A replayed answer (an earlier attempt's
@@ -359,7 +374,11 @@ class FieldkitSource:
             "POST", path, body=body.encode("utf-8"), idempotency_key=request.idempotency_key
         )
         if headers.get("X-Idempotent-Replay", "").strip().lower() == "true":
-            log.info("Fieldkit replayed the decision on %s (key %s): delivered earlier", request.external_id, request.idempotency_key)
+            log.info(
+                "Fieldkit replayed the decision on %s (key %s): delivered earlier",
+                request.external_id,
+                request.idempotency_key,
+            )
         upstream = self._answered(raw, request.external_id, where)
         if upstream is None:
             upstream = await self.get_action(request.external_id)
@@ -389,8 +408,13 @@ class FieldkitSource:
             raise BadResponseError(f"{where}: answered for another action")
         status = status_from_fieldkit(data.get("status"), what=where)
         return UpstreamAction(
-            external_id=external_id, status=status, upstream_status=str(data["status"]), type="", title="",
-            detailed=False, raw=data,
+            external_id=external_id,
+            status=status,
+            upstream_status=str(data["status"]),
+            type="",
+            title="",
+            detailed=False,
+            raw=data,
         )
 
     # ---- HTTP ----
@@ -409,8 +433,14 @@ class FieldkitSource:
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         answer = await http.send(
-            self._session, method, http.url_for(self._base, path), who="Fieldkit", where=where,
-            headers=headers, timeout=self._timeout, data=body,
+            self._session,
+            method,
+            http.url_for(self._base, path),
+            who="Fieldkit",
+            where=where,
+            headers=headers,
+            timeout=self._timeout,
+            data=body,
         )
         log.debug("Fieldkit %s -> %s", where, answer.status)
         if answer.ok:
@@ -455,8 +485,10 @@ class FieldkitSource:
         if not isinstance(data, dict):
             return "", ""
         code = data.get("code")
-        said = data.get("message") or (data.get("error") if isinstance(data.get("error"), str) else None) or (
-            data.get("detail") if isinstance(data.get("detail"), str) else None
+        said = (
+            data.get("message")
+            or (data.get("error") if isinstance(data.get("error"), str) else None)
+            or (data.get("detail") if isinstance(data.get("detail"), str) else None)
         )
         code = code[:64] if isinstance(code, str) else ""
         said = said if isinstance(said, str) else ""

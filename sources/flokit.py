@@ -62,9 +62,7 @@ _STATUSES: Final[dict[str, Status]] = {
     )
 }
 # The document lists these as the only values of GET /v1/actions?status=.
-_LISTABLE: Final = frozenset(
-    {Status.DRAFT, Status.READY, Status.APPROVED, Status.RUNNING, Status.ROLLED_BACK}
-)
+_LISTABLE: Final = frozenset({Status.DRAFT, Status.READY, Status.APPROVED, Status.RUNNING, Status.ROLLED_BACK})
 
 
 def status_from_flokit(word: str, *, what: str = "FloKit") -> Status:
@@ -199,9 +197,7 @@ def parse_action(data: object, *, detailed: bool, what: str = "FloKit action") -
         rationale=wire.rationale,
         expected_impact=Impact(impact.metric, impact.direction, impact.magnitude) if impact else None,
         data_signals=tuple(Signal(s.label, s.value) for s in wire.data_signals or ()),
-        guardrail_checks=tuple(
-            Guardrail(g.check, g.passed, g.detail) for g in wire.guardrail_checks or ()
-        ),
+        guardrail_checks=tuple(Guardrail(g.check, g.passed, g.detail) for g in wire.guardrail_checks or ()),
         rollback_conditions=tuple(wire.rollback_conditions or ()),
         created_at=wire.created_at,
         decided_at=wire.approved_at,
@@ -251,8 +247,7 @@ class FloKitSource:
         body = await self._call("GET", "/v1/actions", params=params)
         answer = _validate(_ListAnswer, _json_object(body, where), where)
         actions = tuple(
-            parse_action(item, detailed=False, what=f"{where}: actions.{i}")
-            for i, item in enumerate(answer.actions)
+            parse_action(item, detailed=False, what=f"{where}: actions.{i}") for i, item in enumerate(answer.actions)
         )
         return Page(
             actions=actions,
@@ -331,8 +326,15 @@ class FloKitSource:
         """One request; the body of a 2xx answer, or the matching SourceError."""
         where = f"{method} {path}"
         answer = await http.send(
-            self._session, method, http.url_for(self._base, path), who="FloKit", where=where,
-            headers=self._headers, timeout=self._timeout, params=params, json=json_body,
+            self._session,
+            method,
+            http.url_for(self._base, path),
+            who="FloKit",
+            where=where,
+            headers=self._headers,
+            timeout=self._timeout,
+            params=params,
+            json=json_body,
         )
         log.debug("FloKit %s -> %s", where, answer.status)
         if answer.ok:

@@ -152,9 +152,7 @@ class FlowdashSource:
     name = NAME
     capabilities = Capabilities(ops=frozenset({Op.APPROVE, Op.REJECT}), own_options=True)
 
-    def __init__(
-        self, session: aiohttp.ClientSession, *, base_url: str, api_key: str, timeout: float = 10.0
-    ) -> None:
+    def __init__(self, session: aiohttp.ClientSession, *, base_url: str, api_key: str, timeout: float = 10.0) -> None:
         self._session = session
         self._base = URL(base_url)
         self._api_key = api_key
@@ -228,13 +226,17 @@ class FlowdashSource:
             if request.attempt > 0:
                 # An earlier POST of ours may have run it and its answer was lost: Flowdash
                 # offers it no more, so it is taken as landed rather than run twice.
-                log.info("Flowdash %s: %r no longer offered after a lost answer; taken as landed",
-                         request.external_id, request.option_key)
+                log.info(
+                    "Flowdash %s: %r no longer offered after a lost answer; taken as landed",
+                    request.external_id,
+                    request.option_key,
+                )
                 return Landed(self._outcome(request, options), note=LOST_CONFIRMATION)
             now = ", ".join(o.label for o in options) or "nothing"
             raise ConflictError(
                 f"Flowdash no longer offers '{request.option_label or request.option_key}' on this task "
-                f"(now: {now[:200]})", status=409,
+                f"(now: {now[:200]})",
+                status=409,
             )
         path = f"{_workflow_path(workflow_id)}/executions"
         where = f"POST {path}"
@@ -279,14 +281,23 @@ class FlowdashSource:
         status = {Op.APPROVE: Status.APPROVED, Op.REJECT: Status.REJECTED}.get(request.op, Status.READY)
         word = f"ran {request.option_label or request.option_key}"[:64]
         return UpstreamAction(
-            external_id=request.external_id, status=status, upstream_status=word, type=TASK_TYPE, title="",
-            options=options, decided_by=request.actor if status is not Status.READY else None,
+            external_id=request.external_id,
+            status=status,
+            upstream_status=word,
+            type=TASK_TYPE,
+            title="",
+            options=options,
+            decided_by=request.actor if status is not Status.READY else None,
         )
 
     def _ready(self, external_id: str, options: tuple[Option, ...]) -> UpstreamAction:
         return UpstreamAction(
-            external_id=external_id, status=Status.READY,
-            upstream_status="waiting" if options else "no actions", type=TASK_TYPE, title="", options=options,
+            external_id=external_id,
+            status=Status.READY,
+            upstream_status="waiting" if options else "no actions",
+            type=TASK_TYPE,
+            title="",
+            options=options,
         )
 
     # ---- HTTP ----
@@ -294,8 +305,14 @@ class FlowdashSource:
     async def _call(self, method: str, path: str, *, json_body: dict[str, Any] | None = None) -> bytes:
         where = f"{method} {path}"
         answer = await http.send(
-            self._session, method, http.url_for(self._base, path), who="Flowdash", where=where,
-            headers=self._headers, timeout=self._timeout, json=json_body,
+            self._session,
+            method,
+            http.url_for(self._base, path),
+            who="Flowdash",
+            where=where,
+            headers=self._headers,
+            timeout=self._timeout,
+            json=json_body,
         )
         log.debug("Flowdash %s -> %s", where, answer.status)
         if answer.ok:
@@ -314,8 +331,10 @@ class FlowdashSource:
         message = f"Flowdash {where}: HTTP {status}" + (f": {said[:_MAX_MESSAGE]}" if said else "")
         if status in (401, 403):
             what = "the API key was refused" if status == 401 else "no permission for this action"
-            return PermanentError(f"Flowdash {where}: HTTP {status} ({what}" + (f": {said[:_MAX_MESSAGE]})" if said else ")"),
-                                  status=status)
+            return PermanentError(
+                f"Flowdash {where}: HTTP {status} ({what}" + (f": {said[:_MAX_MESSAGE]})" if said else ")"),
+                status=status,
+            )
         if status == 404:
             return NotFoundError(message, status=status)
         if status == 409:

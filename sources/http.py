@@ -32,14 +32,29 @@ def url_for(base: URL, path: str) -> URL:
 
 
 async def send(
-    session: aiohttp.ClientSession, method: str, url: URL, *, who: str, where: str, headers: Mapping[str, str],
-    timeout: aiohttp.ClientTimeout, params: Mapping[str, str] | None = None, json: Any = None, data: bytes | None = None,
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    *,
+    who: str,
+    where: str,
+    headers: Mapping[str, str],
+    timeout: aiohttp.ClientTimeout,
+    params: Mapping[str, str] | None = None,
+    json: Any = None,
+    data: bytes | None = None,
 ) -> Answer:
     """Send one request and read the whole answer. ``who`` and ``where`` name the source and
     the call in error messages ("FloKit GET /v1/actions: timed out")."""
     try:
         async with session.request(
-            method, url, params=params, json=json, data=data, headers=dict(headers), timeout=timeout,
+            method,
+            url,
+            params=params,
+            json=json,
+            data=data,
+            headers=dict(headers),
+            timeout=timeout,
             raise_for_status=False,
         ) as resp:
             return Answer(resp.status, await resp.read(), resp.headers)

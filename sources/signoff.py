@@ -64,7 +64,14 @@ _STATUSES: Final[dict[str, Status]] = {
     "rolled_back": Status.ROLLED_BACK,
 }
 API_STATUSES: Final = (
-    "needs_approval", "pending", "running", "succeeded", "failed", "rejected", "expired", "rollback_requested",
+    "needs_approval",
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "rejected",
+    "expired",
+    "rollback_requested",
     "rolled_back",
 )
 # What the submitter may report, from where (anything else is 409).
@@ -80,7 +87,9 @@ _MAX_PAYLOAD_DETAILS: Final = 12
 
 def lifecycle_status(row: ApiAction) -> Status:
     if row.status == "rollback_requested":
-        return Status.SUCCEEDED if row.completed_at is not None else Status.RUNNING if row.started_at else Status.APPROVED
+        return (
+            Status.SUCCEEDED if row.completed_at is not None else Status.RUNNING if row.started_at else Status.APPROVED
+        )
     return _STATUSES.get(row.status, Status.READY)
 
 
@@ -136,10 +145,12 @@ def _card_facts(req: dict[str, Any]) -> dict[str, Any]:
     impact = req.get("expected_impact")
     return {
         "expected_impact": Impact(str(impact["metric"]), str(impact["direction"]), impact.get("magnitude"))
-        if isinstance(impact, dict) else None,
+        if isinstance(impact, dict)
+        else None,
         "data_signals": tuple(Signal(str(s["label"]), str(s["value"])) for s in req.get("data_signals") or ()),
         "guardrail_checks": tuple(
-            Guardrail(str(g["check"]), bool(g["passed"]), str(g.get("detail") or "")) for g in req.get("guardrail_checks") or ()
+            Guardrail(str(g["check"]), bool(g["passed"]), str(g.get("detail") or ""))
+            for g in req.get("guardrail_checks") or ()
         ),
         "rollback_conditions": tuple(str(c) for c in req.get("rollback_conditions") or ()),
     }
@@ -195,13 +206,14 @@ def upstream_of(row: ApiAction, catalog: dict[str, ActionTypeDecl]) -> UpstreamA
         status=lifecycle_status(row),
         upstream_status=row.status,
         type=action_type,
-        title=title or (known.summary if known is not None and known.summary else action_type.replace("_", " ").capitalize()),
+        title=title
+        or (known.summary if known is not None and known.summary else action_type.replace("_", " ").capitalize()),
         rationale=str(req.get("rationale") or ""),
         created_at=row.created_at,
         # Who moved it last: the submitter for what it reports, else who decided.
-        decided_by=row.client if row.status in REPORTS else (
-            decision.get("decided_by") if isinstance(decision.get("decided_by"), str) else None
-        ),
+        decided_by=row.client
+        if row.status in REPORTS
+        else (decision.get("decided_by") if isinstance(decision.get("decided_by"), str) else None),
         requested_by=row.client,
         risk=known.risk if known is not None else None,
         options=_options(row),
@@ -220,7 +232,10 @@ async def api_row(session: AsyncSession, external_id: str, *, lock: bool = False
 
 
 def changed(
-    session: AsyncSession, row: ApiAction, now: datetime, catalog: dict[str, ActionTypeDecl],
+    session: AsyncSession,
+    row: ApiAction,
+    now: datetime,
+    catalog: dict[str, ActionTypeDecl],
     signer: Callable[[str], bool] = lambda _client: True,
 ) -> None:
     """A change the client can see: bumped, and owed to its callback URL (in the caller's
@@ -233,10 +248,16 @@ def changed(
             {"event": f"action.{row.status}", "action": view(row, catalog)}, ensure_ascii=False, separators=(",", ":")
         )
         assert row.id is not None
-        session.add(ApiCallback(
-            api_action_id=row.id, version=row.version, url=row.callback_url, body=body, next_attempt_at=now,
-            created_at=now,
-        ))
+        session.add(
+            ApiCallback(
+                api_action_id=row.id,
+                version=row.version,
+                url=row.callback_url,
+                body=body,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
 
 
 class SignoffSource:
@@ -246,7 +267,11 @@ class SignoffSource:
     capabilities = Capabilities(ops=frozenset({Op.APPROVE, Op.REJECT, Op.ROLLBACK}), idempotency_keys=True)
 
     def __init__(
-        self, db: Database, catalog: dict[str, ActionTypeDecl], *, clock: Clock = utc_now,
+        self,
+        db: Database,
+        catalog: dict[str, ActionTypeDecl],
+        *,
+        clock: Clock = utc_now,
         on_callback: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
@@ -268,7 +293,8 @@ class SignoffSource:
         """Who decided, built once per decision (with the person's name from the directory)."""
         return json.dumps(
             {"actor": request.actor, "name": request.actor_name, "note": request.note},
-            ensure_ascii=False, separators=(",", ":"),
+            ensure_ascii=False,
+            separators=(",", ":"),
         )
 
     async def submit(self, request: DecisionRequest) -> Submitted:
@@ -293,7 +319,10 @@ class SignoffSource:
                 row.status = "pending" if request.op is Op.APPROVE else "rejected"
                 row.decision = {
                     "decision": "APPROVE" if request.op is Op.APPROVE else "REJECT",
-                    "decided_by": actor, "decided_by_name": name, "decided_at": _iso(now), "reason": note,
+                    "decided_by": actor,
+                    "decided_by_name": name,
+                    "decided_at": _iso(now),
+                    "reason": note,
                 }
                 if any(o.get("key") == request.option_key for o in row.request.get("options") or ()):
                     row.decision["option"] = request.option_key  # which of its own buttons
@@ -328,13 +357,15 @@ class SignoffSource:
 
 async def due_callbacks(session: AsyncSession, *, now: datetime, lease: timedelta, limit: int) -> list[ApiCallback]:
     """Claim pending callbacks that are due (each leased by moving its next attempt on)."""
-    rows = list(await session.exec(
-        select(ApiCallback)
-        .where(ApiCallback.state == "pending", col(ApiCallback.next_attempt_at) <= now)
-        .order_by(col(ApiCallback.id))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ))
+    rows = list(
+        await session.exec(
+            select(ApiCallback)
+            .where(ApiCallback.state == "pending", col(ApiCallback.next_attempt_at) <= now)
+            .order_by(col(ApiCallback.id))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
     for row in rows:
         await session.exec(
             sa.update(ApiCallback).where(col(ApiCallback.id) == row.id).values(next_attempt_at=now + lease)

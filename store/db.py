@@ -130,13 +130,18 @@ class Database:
         in_memory = database == ":memory:" or "mode=memory" in database
         if self.is_sqlite and inline and not in_memory:
             self.hot = hot.SQLiteHotPath(
-                dialect=self.engine.dialect, writers=self._sqlite_writers, immediate=_immediate, count=self._count,
+                dialect=self.engine.dialect,
+                writers=self._sqlite_writers,
+                immediate=_immediate,
+                count=self._count,
                 open_connection=functools.partial(_hot_sqlite_connection, database, uri=uri),
             )
         elif not self.is_sqlite:
             args, params = self.engine.dialect.create_connect_args(self.url)
             self.hot = hot.PostgresHotPath(
-                dialect=self.engine.dialect, connect_args=(args, {**params, **connect_args}), count=self._count,
+                dialect=self.engine.dialect,
+                connect_args=(args, {**params, **connect_args}),
+                count=self._count,
                 size=10,
             )
         else:
@@ -267,7 +272,9 @@ class Grouped:
     work: a rolled-back piece is run again). ``open`` is ``Database.read`` or ``Database.write``.
     """
 
-    def __init__(self, open_: Callable[[], contextlib.AbstractAsyncContextManager[AsyncSession]], *, most: int = 32) -> None:
+    def __init__(
+        self, open_: Callable[[], contextlib.AbstractAsyncContextManager[AsyncSession]], *, most: int = 32
+    ) -> None:
         # ``most`` bounds one shared transaction: on SQLite its statements run on the loop's
         # thread without yielding, so a click arriving meanwhile waits for all of them.
         self._open = open_

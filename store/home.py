@@ -89,9 +89,18 @@ async def ready_queue(session: AsyncSession, *, limit: int) -> tuple[list[ReadyR
     """The newest ``limit`` ready actions (newest first), and how many are ready in all."""
     rows = await session.exec(
         select(  # type: ignore[call-overload, misc]  # sqlmodel's select() is typed for at most 4 columns
-            Action.id, Action.version, Action.source, Action.external_id, Action.type, Action.title,
-            Action.requested_by, Action.upstream_created_at, Action.expected_impact, Action.guardrail_checks,
-            Action.risk, Action.options,
+            Action.id,
+            Action.version,
+            Action.source,
+            Action.external_id,
+            Action.type,
+            Action.title,
+            Action.requested_by,
+            Action.upstream_created_at,
+            Action.expected_impact,
+            Action.guardrail_checks,
+            Action.risk,
+            Action.options,
         )
         .where(Action.status == Status.READY.value)
         .order_by(col(Action.id).desc())
@@ -100,17 +109,14 @@ async def ready_queue(session: AsyncSession, *, limit: int) -> tuple[list[ReadyR
     page = [ReadyRow(*row) for row in rows]
     if len(page) < limit:
         return page, len(page)
-    total = (await session.exec(
-        select(sa.func.count()).select_from(Action).where(Action.status == Status.READY.value)
-    )).one()
+    total = (
+        await session.exec(select(sa.func.count()).select_from(Action).where(Action.status == Status.READY.value))
+    ).one()
     return page, int(total)
 
 
 def _under_watch() -> Any:
-    return (
-        sa.exists()
-        .where(col(Watch.action_id) == col(Action.id), col(Watch.active))
-    )
+    return sa.exists().where(col(Watch.action_id) == col(Action.id), col(Watch.active))
 
 
 async def watched_actions(session: AsyncSession, *, limit: int) -> tuple[list[WatchedRow], int]:
@@ -118,12 +124,14 @@ async def watched_actions(session: AsyncSession, *, limit: int) -> tuple[list[Wa
     first, then newest first; with all their watches, and how many there are in all."""
     tripped = sa.exists().where(col(Watch.action_id) == col(Action.id), col(Watch.active), col(Watch.tripped))
     where = (col(Action.status).in_([s.value for s in WATCHED]), _under_watch())
-    actions = list(await session.exec(
-        select(Action.id, Action.version, Action.source, Action.title, Action.status)  # type: ignore[call-overload]  # sqlmodel's select() is typed for at most 4 columns
-        .where(*where)
-        .order_by(sa.case((tripped, 0), else_=1), col(Action.id).desc())
-        .limit(limit)
-    ))
+    actions = list(
+        await session.exec(
+            select(Action.id, Action.version, Action.source, Action.title, Action.status)  # type: ignore[call-overload]  # sqlmodel's select() is typed for at most 4 columns
+            .where(*where)
+            .order_by(sa.case((tripped, 0), else_=1), col(Action.id).desc())
+            .limit(limit)
+        )
+    )
     if not actions:
         return [], 0
     ids = [row[0] for row in actions]
@@ -133,8 +141,14 @@ async def watched_actions(session: AsyncSession, *, limit: int) -> tuple[list[Wa
     ):
         watches[w.action_id].append(
             WatchRow(
-                position=w.position, condition=w.condition, reading=w.reading, detail=w.reading_detail,
-                tripped=w.tripped, baseline=w.baseline, active=w.active, ended=w.ended,
+                position=w.position,
+                condition=w.condition,
+                reading=w.reading,
+                detail=w.reading_detail,
+                tripped=w.tripped,
+                baseline=w.baseline,
+                active=w.active,
+                ended=w.ended,
             )
         )
     page = [
@@ -159,17 +173,28 @@ async def recent_decisions(
         rank = sa.func.row_number().over(partition_by=col(Decision.actor), order_by=col(Decision.id).desc())
         ranked = (
             select(  # type: ignore[call-overload]  # sqlmodel's select() is typed for at most 4 columns
-                col(Decision.id).label("id"), col(Decision.actor).label("actor"),
-                col(Decision.action_id).label("action_id"), col(Decision.op).label("op"),
-                col(Decision.note).label("note"), col(Decision.at).label("at"), rank.label("rank"),
+                col(Decision.id).label("id"),
+                col(Decision.actor).label("actor"),
+                col(Decision.action_id).label("action_id"),
+                col(Decision.op).label("op"),
+                col(Decision.note).label("note"),
+                col(Decision.at).label("at"),
+                rank.label("rank"),
             )
             .where(col(Decision.actor).in_(chunk), Decision.event == AuditEvent.REQUESTED.value)
             .subquery()
         )
         rows = await session.exec(
             select(  # type: ignore[call-overload]  # sqlmodel's select() is typed for at most 4 columns
-                ranked.c.id, ranked.c.actor, ranked.c.action_id, ranked.c.op, ranked.c.note, ranked.c.at,
-                Action.title, Action.source, Action.status,
+                ranked.c.id,
+                ranked.c.actor,
+                ranked.c.action_id,
+                ranked.c.op,
+                ranked.c.note,
+                ranked.c.at,
+                Action.title,
+                Action.source,
+                Action.status,
             )
             .join(Action, col(Action.id) == ranked.c.action_id)
             .where(ranked.c.rank <= limit)

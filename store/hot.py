@@ -83,10 +83,22 @@ class HotPath(Protocol):
         """The action, read on its own."""
 
     async def begin_decision(
-        self, *, action_id: int, op: Op, allowed_from: frozenset[Status], in_flight: Status, actor: str,
-        note: str | None, idempotency_key: str, notify_channel: str | None, now: datetime,
-        option: Option | None = None, actor_identifier: str | None = None, claim: queries.Claim | None = None,
-        seen: Action | None = None, strict: bool = False,
+        self,
+        *,
+        action_id: int,
+        op: Op,
+        allowed_from: frozenset[Status],
+        in_flight: Status,
+        actor: str,
+        note: str | None,
+        idempotency_key: str,
+        notify_channel: str | None,
+        now: datetime,
+        option: Option | None = None,
+        actor_identifier: str | None = None,
+        claim: queries.Claim | None = None,
+        seen: Action | None = None,
+        strict: bool = False,
     ) -> queries.Begun | Lost | Moved:
         """``queries.begin_decision`` in a write transaction of its own; where the decision
         cannot be made, what the action is now (``Lost``), from that same transaction.
@@ -142,8 +154,21 @@ def _insert(table: sa.Table, keys: Sequence[str]) -> sa.Insert:
 
 _DECISION_KEYS = ("action_id", "event", "op", "actor", "note", "from_status", "to_status", "at", "option")
 _OUTBOX_KEYS = (
-    "action_id", "decision_id", "op", "actor", "note", "idempotency_key", "state", "attempts", "next_attempt_at",
-    "notify_channel", "created_at", "option_key", "option_label", "actor_identifier", "lease_until",
+    "action_id",
+    "decision_id",
+    "op",
+    "actor",
+    "note",
+    "idempotency_key",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "notify_channel",
+    "created_at",
+    "option_key",
+    "option_label",
+    "actor_identifier",
+    "lease_until",
 )
 
 
@@ -202,7 +227,9 @@ class _Operations:
         raw = self._recent.pop(action_id, None)
         return _detached(Action, self._q.action.row(raw)) if raw is not None else None
 
-    async def click_check(self, c: _Conn, *, action_id: int, channel: str | None, ts: str | None) -> tuple[Action | None, bool]:
+    async def click_check(
+        self, c: _Conn, *, action_id: int, channel: str | None, ts: str | None
+    ) -> tuple[Action | None, bool]:
         q = self._q
         raw = await c.raw(q.action, {"action_id": action_id})
         if raw is None:
@@ -230,10 +257,23 @@ class _Operations:
         return _detached(Action, row) if row is not None else None
 
     async def begin_decision(
-        self, c: _Conn, *, action_id: int, op: Op, allowed_from: frozenset[Status], in_flight: Status, actor: str,
-        note: str | None, idempotency_key: str, notify_channel: str | None, now: datetime,
-        option: Option | None = None, actor_identifier: str | None = None, claim: queries.Claim | None = None,
-        seen: Action | None = None, strict: bool = False,
+        self,
+        c: _Conn,
+        *,
+        action_id: int,
+        op: Op,
+        allowed_from: frozenset[Status],
+        in_flight: Status,
+        actor: str,
+        note: str | None,
+        idempotency_key: str,
+        notify_channel: str | None,
+        now: datetime,
+        option: Option | None = None,
+        actor_identifier: str | None = None,
+        claim: queries.Claim | None = None,
+        seen: Action | None = None,
+        strict: bool = False,
     ) -> queries.Begun | Lost | Moved:
         q = self._q
 
@@ -255,22 +295,46 @@ class _Operations:
         if claim is None:
             await c.rowcount(q.card_dirty, {"p_action": action_id, "p_version": version})
         else:
-            await c.rowcount(q.card_dirty_claimed, {"p_action": action_id, "p_version": version, "p_until": claim.until})
+            await c.rowcount(
+                q.card_dirty_claimed, {"p_action": action_id, "p_version": version, "p_until": claim.until}
+            )
         audit: dict[str, Any] = {
-            "action_id": action_id, "event": AuditEvent.REQUESTED.value, "op": op.value, "actor": actor, "note": note,
-            "from_status": before, "to_status": in_flight.value, "at": now, "option": option.label if option else None,
+            "action_id": action_id,
+            "event": AuditEvent.REQUESTED.value,
+            "op": op.value,
+            "actor": actor,
+            "note": note,
+            "from_status": before,
+            "to_status": in_flight.value,
+            "at": now,
+            "option": option.label if option else None,
         }
         audit["id"] = await c.scalar(q.insert_decision, audit)
         values: dict[str, Any] = {
-            "action_id": action_id, "decision_id": audit["id"], "op": op.value, "actor": actor, "note": note,
-            "idempotency_key": idempotency_key, "state": OutboxState.PENDING.value, "attempts": 0,
-            "next_attempt_at": now, "notify_channel": notify_channel, "created_at": now,
-            "option_key": option.key if option else None, "option_label": option.label if option else None,
-            "actor_identifier": actor_identifier, "lease_until": claim.until if claim is not None else None,
+            "action_id": action_id,
+            "decision_id": audit["id"],
+            "op": op.value,
+            "actor": actor,
+            "note": note,
+            "idempotency_key": idempotency_key,
+            "state": OutboxState.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "notify_channel": notify_channel,
+            "created_at": now,
+            "option_key": option.key if option else None,
+            "option_label": option.label if option else None,
+            "actor_identifier": actor_identifier,
+            "lease_until": claim.until if claim is not None else None,
         }
         values["id"] = await c.scalar(q.insert_outbox, values)
         # The row as the UPDATE left it, without marking the object changed.
-        for key, value in (("status", in_flight.value), ("version", version), ("last_error", None), ("updated_at", now)):
+        for key, value in (
+            ("status", in_flight.value),
+            ("version", version),
+            ("last_error", None),
+            ("updated_at", now),
+        ):
             set_committed_value(action, key, value)
         return queries.Begun(_detached(Decision, audit), _detached(Outbox, values), action)
 
@@ -349,8 +413,13 @@ class SQLiteHotPath(_DriverPath):
     transaction; ``count(write)`` tallies a transaction."""
 
     def __init__(
-        self, *, dialect: sa.Dialect, open_connection: Callable[[], sqlite3.Connection],
-        writers: Any, immediate: Immediate, count: Callable[[bool], None],
+        self,
+        *,
+        dialect: sa.Dialect,
+        open_connection: Callable[[], sqlite3.Connection],
+        writers: Any,
+        immediate: Immediate,
+        count: Callable[[bool], None],
     ) -> None:
         configure_mappers()
         self._ops = _Operations(_Statements(dialect))
@@ -438,7 +507,10 @@ async def _pg_codecs(conn: Any) -> None:
 
 # A connection the server dropped (the work is run again on a new one), and any other error.
 _PG_DROPPED = (
-    asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, asyncpg.InterfaceError, ConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InterfaceError,
+    ConnectionError,
 )
 _PG_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -453,8 +525,12 @@ class PostgresHotPath(_DriverPath):
     """``connect_args``: asyncpg's arguments for the database (from SQLAlchemy's dialect)."""
 
     def __init__(
-        self, *, dialect: sa.Dialect, connect_args: tuple[Sequence[Any], dict[str, Any]],
-        count: Callable[[bool], None], size: int,
+        self,
+        *,
+        dialect: sa.Dialect,
+        connect_args: tuple[Sequence[Any], dict[str, Any]],
+        count: Callable[[bool], None],
+        size: int,
     ) -> None:
         configure_mappers()
         self._ops = _Operations(_Statements(dialect))
@@ -472,7 +548,12 @@ class PostgresHotPath(_DriverPath):
                     args, kwargs = self._connect_args
                     try:
                         self._pool = await asyncpg.create_pool(
-                            *args, **kwargs, min_size=1, max_size=self._size, init=_pg_codecs, reset=_pg_keep,
+                            *args,
+                            **kwargs,
+                            min_size=1,
+                            max_size=self._size,
+                            init=_pg_codecs,
+                            reset=_pg_keep,
                         )
                     except _PG_ERRORS as e:
                         raise _error("connect", e) from e
@@ -527,7 +608,8 @@ class SessionHotPath:
             action = await queries.get_action(session, action_id=action_id)
             shown = (
                 await queries.message_shows(session, channel=channel, ts=ts, action_id=action_id)
-                if action is not None and channel is not None and ts is not None else True
+                if action is not None and channel is not None and ts is not None
+                else True
             )
         return action, shown
 

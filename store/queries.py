@@ -78,13 +78,19 @@ def _upstream_fields(upstream: UpstreamAction) -> dict[str, Any]:
             upstream_created_at=upstream.created_at,
             raw=upstream.raw,
             details={"fields": [[d.label, d.value] for d in upstream.details], "url": upstream.url}
-            if upstream.details or upstream.url else None,
+            if upstream.details or upstream.url
+            else None,
         )
     return fields
 
 
 async def insert_action(
-    session: AsyncSession, *, source: str, upstream: UpstreamAction, channel: str, now: datetime,
+    session: AsyncSession,
+    *,
+    source: str,
+    upstream: UpstreamAction,
+    channel: str,
+    now: datetime,
     digest_id: int | None = None,
 ) -> Action | None:
     """Store a newly seen action with its (not yet posted) card, or listed in a digest.
@@ -110,15 +116,21 @@ async def insert_action(
         state = CardState.HELD  # nothing to decide: no card until the source offers something
     session.add(Card(action_id=action_id, channel=channel, state=state.value, digest_id=digest_id))
     await append_audit(
-        session, action_id=action_id, event=AuditEvent.DISCOVERED, actor="upstream",
-        to_status=upstream.status.value, now=now,
+        session,
+        action_id=action_id,
+        event=AuditEvent.DISCOVERED,
+        actor="upstream",
+        to_status=upstream.status.value,
+        now=now,
     )
     return await session.get(Action, action_id)
 
 
 # The statements of the decision's hot path are built once, with bound parameters: building
 # one and computing its cache key costs more than running it (bench/README.md).
-_ACTION_BY_ID = select(Action).where(col(Action.id) == sa.bindparam("action_id")).execution_options(populate_existing=True)
+_ACTION_BY_ID = (
+    select(Action).where(col(Action.id) == sa.bindparam("action_id")).execution_options(populate_existing=True)
+)
 _ACTION_BY_ID_LOCKED = _ACTION_BY_ID.with_for_update()
 
 
@@ -145,8 +157,10 @@ async def known_actions(
 
 
 async def count_in_status(session: AsyncSession, *, source: str, statuses: Iterable[Status]) -> int:
-    stmt = select(sa.func.count()).select_from(Action).where(
-        Action.source == source, col(Action.status).in_([s.value for s in statuses])
+    stmt = (
+        select(sa.func.count())
+        .select_from(Action)
+        .where(Action.source == source, col(Action.status).in_([s.value for s in statuses]))
     )
     return int((await session.exec(stmt)).one())
 
@@ -207,8 +221,14 @@ async def adopt_upstream(
         action.status = upstream.status.value
         action.last_error = None
         entry = await append_audit(
-            session, action_id=action_id, event=event, actor="upstream",
-            from_status=current.value, to_status=upstream.status.value, note=upstream.decided_by, now=now,
+            session,
+            action_id=action_id,
+            event=event,
+            actor="upstream",
+            from_status=current.value,
+            to_status=upstream.status.value,
+            note=upstream.decided_by,
+            now=now,
         )
         await _status_notice(session, decision=entry, now=now)
     action.version += 1
@@ -221,8 +241,13 @@ async def adopt_upstream(
 
 
 async def claim_refresh(
-    session: AsyncSession, *, sources: Sequence[str], statuses: Iterable[Status], now: datetime,
-    lease: timedelta, limit: int,
+    session: AsyncSession,
+    *,
+    sources: Sequence[str],
+    statuses: Iterable[Status],
+    now: datetime,
+    lease: timedelta,
+    limit: int,
 ) -> list[tuple[int, str, str, int]]:
     """Lease up to ``limit`` open actions of ``sources`` that are due to be read again:
     (id, source, external id, reads in a row that found nothing new). Rows another worker
@@ -268,12 +293,15 @@ async def _card_dirty(session: AsyncSession, *, action_id: int, version: int, cl
     if claim is None:
         await session.exec(_CARD_DIRTY, params={"p_action": action_id, "p_version": version})
     else:
-        await session.exec(_CARD_DIRTY_CLAIMED, params={"p_action": action_id, "p_version": version, "p_until": claim.until})
+        await session.exec(
+            _CARD_DIRTY_CLAIMED, params={"p_action": action_id, "p_version": version, "p_until": claim.until}
+        )
 
 
 _CARDS = Card.__table__  # type: ignore[attr-defined]
 _CARD_DIRTY = (
-    sa.update(_CARDS).where(_CARDS.c.action_id == sa.bindparam("p_action"))
+    sa.update(_CARDS)
+    .where(_CARDS.c.action_id == sa.bindparam("p_action"))
     .values(dirty=True, wanted_version=sa.bindparam("p_version"))
 )
 _CARD_DIRTY_CLAIMED = _CARD_DIRTY.values(lease_until=sa.bindparam("p_until", type_=UTCDateTime()))
@@ -325,16 +353,34 @@ async def begin_decision(
     before, version = action.status, action.version + 1
     await _card_dirty(session, action_id=action_id, version=version, claim=claim)
     decision = await append_audit(
-        session, action_id=action_id, event=AuditEvent.REQUESTED, op=op, actor=actor, note=note,
-        from_status=before, to_status=in_flight.value, now=now, option=option.label if option else None,
+        session,
+        action_id=action_id,
+        event=AuditEvent.REQUESTED,
+        op=op,
+        actor=actor,
+        note=note,
+        from_status=before,
+        to_status=in_flight.value,
+        now=now,
+        option=option.label if option else None,
     )
     assert decision.id is not None
     values: dict[str, Any] = {
-        "action_id": action_id, "decision_id": decision.id, "op": op.value, "actor": actor, "note": note,
-        "idempotency_key": idempotency_key, "state": OutboxState.PENDING.value, "attempts": 0,
-        "next_attempt_at": now, "notify_channel": notify_channel, "created_at": now,
-        "option_key": option.key if option else None, "option_label": option.label if option else None,
-        "actor_identifier": actor_identifier, "lease_until": claim.until if claim is not None else None,
+        "action_id": action_id,
+        "decision_id": decision.id,
+        "op": op.value,
+        "actor": actor,
+        "note": note,
+        "idempotency_key": idempotency_key,
+        "state": OutboxState.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "notify_channel": notify_channel,
+        "created_at": now,
+        "option_key": option.key if option else None,
+        "option_label": option.label if option else None,
+        "actor_identifier": actor_identifier,
+        "lease_until": claim.until if claim is not None else None,
     }
     outbox_id = (await session.exec(_INSERT_OUTBOX, params=values)).scalar_one()
     outbox = Outbox(id=outbox_id, **values)
@@ -351,7 +397,9 @@ _ACTION_MOVE_SEEN = (
     sa.update(_ACTIONS)
     .where(_ACTIONS.c.id == sa.bindparam("p_action"), _ACTIONS.c.version == sa.bindparam("p_version"))
     .values(
-        status=sa.bindparam("p_status"), version=_ACTIONS.c.version + 1, last_error=None,
+        status=sa.bindparam("p_status"),
+        version=_ACTIONS.c.version + 1,
+        last_error=None,
         updated_at=sa.bindparam("p_now", type_=UTCDateTime()),
     )
 )
@@ -368,8 +416,13 @@ class Begun:
 
 
 async def retry_failed(
-    session: AsyncSession, *, action_id: int, actor: str, now: datetime,
-    transition_for: Callable[[Op], tuple[frozenset[Status], Status]], new_key: str | None = None,
+    session: AsyncSession,
+    *,
+    action_id: int,
+    actor: str,
+    now: datetime,
+    transition_for: Callable[[Op], tuple[frozenset[Status], Status]],
+    new_key: str | None = None,
 ) -> Outbox | None:
     """Put an action's failed upstream call back in the queue (same decision, same key, or
     ``new_key`` where the source keys its requests), if the action is still where the decision
@@ -400,8 +453,15 @@ async def retry_failed(
     session.add_all([action, outbox])
     await _card_dirty(session, action_id=action_id, version=action.version)
     await append_audit(
-        session, action_id=action_id, event=AuditEvent.RETRIED, op=Op(outbox.op), actor=actor,
-        from_status=before, to_status=in_flight.value, now=now, option=outbox.option_label,
+        session,
+        action_id=action_id,
+        event=AuditEvent.RETRIED,
+        op=Op(outbox.op),
+        actor=actor,
+        from_status=before,
+        to_status=in_flight.value,
+        now=now,
+        option=outbox.option_label,
     )
     return outbox
 
@@ -420,8 +480,15 @@ async def append_audit(
     option: str | None = None,
 ) -> Decision:
     values: dict[str, Any] = {
-        "action_id": action_id, "event": event.value, "op": op.value if op else None, "actor": actor, "note": note,
-        "from_status": from_status, "to_status": to_status, "at": now, "option": option,
+        "action_id": action_id,
+        "event": event.value,
+        "op": op.value if op else None,
+        "actor": actor,
+        "note": note,
+        "from_status": from_status,
+        "to_status": to_status,
+        "at": now,
+        "option": option,
     }
     # A Core INSERT: the audit trail is never updated, so the row needs no session tracking.
     decision_id = (await session.exec(_INSERT_DECISION, params=values)).scalar_one()
@@ -468,7 +535,8 @@ async def endorsements(session: AsyncSession, *, action_id: int) -> list[Decisio
     since = (
         select(sa.func.coalesce(sa.func.max(Decision.id), 0))
         .where(
-            Decision.action_id == action_id, Decision.event != AuditEvent.ENDORSED.value,
+            Decision.action_id == action_id,
+            Decision.event != AuditEvent.ENDORSED.value,
             Decision.to_status == Status.READY.value,
         )
         .scalar_subquery()
@@ -500,8 +568,15 @@ async def endorse(
     if actor in approvers:
         return Endorsement("duplicate", approvers)
     await append_audit(
-        session, action_id=action_id, event=AuditEvent.ENDORSED, op=Op.APPROVE, actor=actor, note=note,
-        from_status=Status.READY.value, to_status=Status.READY.value, now=now,
+        session,
+        action_id=action_id,
+        event=AuditEvent.ENDORSED,
+        op=Op.APPROVE,
+        actor=actor,
+        note=note,
+        from_status=Status.READY.value,
+        to_status=Status.READY.value,
+        now=now,
     )
     approvers += (actor,)
     if len(approvers) >= required:
@@ -526,7 +601,10 @@ async def latest_outbox(session: AsyncSession, *, action_id: int) -> Outbox | No
 
 
 _LATEST_OUTBOX = (
-    select(Outbox).where(col(Outbox.action_id) == sa.bindparam("action_id")).order_by(col(Outbox.id).desc()).limit(1)
+    select(Outbox)
+    .where(col(Outbox.action_id) == sa.bindparam("action_id"))
+    .order_by(col(Outbox.id).desc())
+    .limit(1)
     .execution_options(populate_existing=True)
 )
 
@@ -539,7 +617,8 @@ async def claim_outbox(
     write lock serialises claims)."""
     of_sources = (
         col(Outbox.action_id).in_(select(Action.id).where(col(Action.source).in_(list(sources))))
-        if sources is not None else sa.true()
+        if sources is not None
+        else sa.true()
     )
     stmt = (
         select(Outbox)
@@ -566,7 +645,8 @@ async def renew_outbox_lease(session: AsyncSession, *, outbox_id: int, held_unti
     result = await session.exec(
         sa.update(Outbox)
         .where(
-            col(Outbox.id) == outbox_id, col(Outbox.state) == OutboxState.PENDING.value,
+            col(Outbox.id) == outbox_id,
+            col(Outbox.state) == OutboxState.PENDING.value,
             col(Outbox.lease_until) == held_until,
         )
         .values(lease_until=until)
@@ -584,7 +664,9 @@ async def get_outbox(session: AsyncSession, *, outbox_id: int) -> Outbox | None:
 
 
 _OUTBOX_BY_ID_LOCKED = (
-    select(Outbox).where(col(Outbox.id) == sa.bindparam("p_outbox")).with_for_update()
+    select(Outbox)
+    .where(col(Outbox.id) == sa.bindparam("p_outbox"))
+    .with_for_update()
     .execution_options(populate_existing=True)
 )
 
@@ -627,7 +709,8 @@ async def _settle(
 def _update_by_id(table: sa.Table, names: Sequence[str]) -> sa.Update:
     """``UPDATE table SET name = :p_name, ... WHERE id = :p_id``, each parameter typed as its column."""
     return (
-        sa.update(table).where(table.c.id == sa.bindparam("p_id"))
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("p_id"))
         .values({name: sa.bindparam(f"p_{name}", type_=table.c[name].type) for name in names})
     )
 
@@ -636,15 +719,32 @@ _OUTBOX_CLOSED_FIELDS = ("state", "completed_at", "lease_until", "last_error")
 _OUTBOX_CLOSED = _update_by_id(Outbox.__table__, _OUTBOX_CLOSED_FIELDS)  # type: ignore[attr-defined]
 # What a landing (or a failure, or a conflict) may change on the action.
 _ACTION_MOVED_FIELDS = (
-    "status", "last_error", "version", "updated_at", "refresh_at", "refresh_misses",
-    "upstream_status", "decided_at", "decided_by", "options",
+    "status",
+    "last_error",
+    "version",
+    "updated_at",
+    "refresh_at",
+    "refresh_misses",
+    "upstream_status",
+    "decided_at",
+    "decided_by",
+    "options",
 )
 _ACTION_MOVED = _update_by_id(_ACTIONS, _ACTION_MOVED_FIELDS)
 
 
 async def _moved(
-    session: AsyncSession, *, outbox: Outbox, action: Action, status: str, error: str | None,
-    event: AuditEvent, actor: str, note: str | None, now: datetime, claim: Claim | None = None,
+    session: AsyncSession,
+    *,
+    outbox: Outbox,
+    action: Action,
+    status: str,
+    error: str | None,
+    event: AuditEvent,
+    actor: str,
+    note: str | None,
+    now: datetime,
+    claim: Claim | None = None,
 ) -> Action:
     """Put the action in ``status`` and append the audit entry saying why."""
     before = action.status
@@ -664,15 +764,28 @@ async def _moved(
     await session.exec(_ACTION_MOVED, params={"p_id": action.id, **{f"p_{k}": v for k, v in moved.items()}})
     await _card_dirty(session, action_id=action.id or 0, version=action.version, claim=claim)
     entry = await append_audit(
-        session, action_id=action.id or 0, event=event, op=Op(outbox.op), actor=actor, note=note,
-        from_status=before, to_status=status, now=now, option=outbox.option_label,
+        session,
+        action_id=action.id or 0,
+        event=event,
+        op=Op(outbox.op),
+        actor=actor,
+        note=note,
+        from_status=before,
+        to_status=status,
+        now=now,
+        option=outbox.option_label,
     )
     await _status_notice(session, decision=entry, now=now, error=error, claim=claim)
     return action
 
 
 async def outbox_delivered(
-    session: AsyncSession, *, outbox_id: int, upstream: UpstreamAction | None, outcome: Status, now: datetime,
+    session: AsyncSession,
+    *,
+    outbox_id: int,
+    upstream: UpstreamAction | None,
+    outcome: Status,
+    now: datetime,
     claim: Claim | None = None,
     note: str | None = None,
 ) -> Action | None:
@@ -692,8 +805,16 @@ async def outbox_delivered(
             action.options = [o.to_json() for o in upstream.options]
     said = " — ".join(n for n in (outbox.note, note) if n) or None
     return await _moved(
-        session, outbox=outbox, action=action, status=outcome.value, error=None,
-        event=AuditEvent.CONFIRMED, actor=outbox.actor, note=said, now=now, claim=claim,
+        session,
+        outbox=outbox,
+        action=action,
+        status=outcome.value,
+        error=None,
+        event=AuditEvent.CONFIRMED,
+        actor=outbox.actor,
+        note=said,
+        now=now,
+        claim=claim,
     )
 
 
@@ -709,14 +830,20 @@ async def outbox_conflict(
     for key, value in _upstream_fields(upstream).items():
         setattr(action, key, value)
     return await _moved(
-        session, outbox=outbox, action=action, status=upstream.status.value, error=None,
-        event=AuditEvent.CONFLICT, actor="upstream", note=upstream.decided_by, now=now, claim=claim,
+        session,
+        outbox=outbox,
+        action=action,
+        status=upstream.status.value,
+        error=None,
+        event=AuditEvent.CONFLICT,
+        actor="upstream",
+        note=upstream.decided_by,
+        now=now,
+        claim=claim,
     )
 
 
-async def outbox_accepted(
-    session: AsyncSession, *, outbox_id: int, reference: str, next_attempt_at: datetime
-) -> None:
+async def outbox_accepted(session: AsyncSession, *, outbox_id: int, reference: str, next_attempt_at: datetime) -> None:
     """The upstream accepted the decision and works on it: follow ``reference`` from now on
     (the card says so: it is re-rendered)."""
     result = await session.exec(
@@ -758,8 +885,16 @@ async def outbox_failed(
     if Status(action.status) in IN_FLIGHT and decision is not None and decision.from_status:
         status = decision.from_status
     return await _moved(
-        session, outbox=outbox, action=action, status=status, error=error,
-        event=AuditEvent.FAILED, actor="signoff", note=error, now=now, claim=claim,
+        session,
+        outbox=outbox,
+        action=action,
+        status=status,
+        error=error,
+        event=AuditEvent.FAILED,
+        actor="signoff",
+        note=error,
+        now=now,
+        claim=claim,
     )
 
 
@@ -817,13 +952,22 @@ async def card_posted(session: AsyncSession, *, card_id: int, ts: str, version: 
         sa.update(Card)
         .where(col(Card.id) == card_id)
         .values(
-            ts=ts, state=CardState.POSTED.value, posted_at=now, rendered_version=version, dirty=_still_dirty(version),
-            lease_until=None, attempts=0, next_attempt_at=None, last_error=None,
+            ts=ts,
+            state=CardState.POSTED.value,
+            posted_at=now,
+            rendered_version=version,
+            dirty=_still_dirty(version),
+            lease_until=None,
+            attempts=0,
+            next_attempt_at=None,
+            last_error=None,
         )
     )
 
 
-async def card_rendered(session: AsyncSession, *, card_id: int, version: int, keep_lease_if_newer: bool = False) -> bool:
+async def card_rendered(
+    session: AsyncSession, *, card_id: int, version: int, keep_lease_if_newer: bool = False
+) -> bool:
     """The card shows ``version``. Returns whether a newer one is wanted already. With
     ``keep_lease_if_newer`` the lease stays while it is: the caller renders that one too (so
     no sweep renders it meanwhile, twice)."""
@@ -845,7 +989,9 @@ def _card_rendered(*, keep_lease_if_newer: bool) -> Any:
             rendered_version=sa.case((c.rendered_version > version, c.rendered_version), else_=version),
             dirty=newer,
             lease_until=sa.case((newer, c.lease_until), else_=None) if keep_lease_if_newer else None,
-            attempts=0, next_attempt_at=None, last_error=None,
+            attempts=0,
+            next_attempt_at=None,
+            last_error=None,
         )
         .returning(c.wanted_version)
     )
@@ -881,10 +1027,20 @@ async def _status_notice(
     """Tell the card's thread about a state change that landed (never a request in flight)."""
     assert decision.id is not None
     await add_notice(
-        session, action_id=decision.action_id, key=f"audit:{decision.id}", kind="status", now=now, claim=claim,
+        session,
+        action_id=decision.action_id,
+        key=f"audit:{decision.id}",
+        kind="status",
+        now=now,
+        claim=claim,
         payload={
-            "event": decision.event, "op": decision.op, "actor": decision.actor, "note": decision.note,
-            "from_status": decision.from_status, "to_status": decision.to_status, "error": error,
+            "event": decision.event,
+            "op": decision.op,
+            "actor": decision.actor,
+            "note": decision.note,
+            "from_status": decision.from_status,
+            "to_status": decision.to_status,
+            "error": error,
         },
     )
 
@@ -893,8 +1049,16 @@ async def _status_notice(
 
 
 async def add_notice(
-    session: AsyncSession, *, action_id: int, key: str, kind: str, payload: dict[str, Any], now: datetime,
-    broadcast: bool = False, channel: str | None = None, claim: Claim | None = None,
+    session: AsyncSession,
+    *,
+    action_id: int,
+    key: str,
+    kind: str,
+    payload: dict[str, Any],
+    now: datetime,
+    broadcast: bool = False,
+    channel: str | None = None,
+    claim: Claim | None = None,
 ) -> bool:
     """Owe a message in the action's card thread (or at the top of ``channel``), once per
     ``key``; False if already owed, or not owed at all. Under a ``claim`` it is leased to this
@@ -912,9 +1076,17 @@ async def add_notice(
     result = await session.exec(
         _INSERT_NOTICE[session.get_bind().dialect.name == "postgresql"],
         params={
-            "action_id": action_id, "key": key, "kind": kind, "payload": payload, "broadcast": broadcast,
-            "channel": channel, "state": NoticeState.PENDING.value, "attempts": 1 if claim is not None else 0,
-            "next_attempt_at": now, "created_at": now, "lease_until": claim.until if claim is not None else None,
+            "action_id": action_id,
+            "key": key,
+            "kind": kind,
+            "payload": payload,
+            "broadcast": broadcast,
+            "channel": channel,
+            "state": NoticeState.PENDING.value,
+            "attempts": 1 if claim is not None else 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "lease_until": claim.until if claim is not None else None,
         },
     )
     notice_id = result.scalar_one_or_none()
@@ -923,12 +1095,15 @@ async def add_notice(
     return notice_id is not None
 
 
-_HELD_CARD = select(Card.id).where(col(Card.action_id) == sa.bindparam("p_action"), col(Card.state) == CardState.HELD.value)
+_HELD_CARD = select(Card.id).where(
+    col(Card.action_id) == sa.bindparam("p_action"), col(Card.state) == CardState.HELD.value
+)
 _NOTICES = Notice.__table__  # type: ignore[attr-defined]
 # Built once per dialect (statement building costs more than running it); [is PostgreSQL].
 _INSERT_NOTICE = {
     postgres: (postgresql.insert if postgres else sqlite.insert)(_NOTICES)
-    .on_conflict_do_nothing(index_elements=["key"]).returning(_NOTICES.c.id)
+    .on_conflict_do_nothing(index_elements=["key"])
+    .returning(_NOTICES.c.id)
     for postgres in (False, True)
 }
 
@@ -970,10 +1145,14 @@ async def notices_by_id(session: AsyncSession, *, notice_ids: Sequence[int]) -> 
     return list((await session.exec(_NOTICES_BY_ID, params={"p_ids": list(notice_ids)})).all())
 
 
-_NOTICES_BY_ID = select(Notice).where(
-    col(Notice.id).in_(sa.bindparam("p_ids", expanding=True)),
-    col(Notice.state).in_([NoticeState.PENDING.value, NoticeState.POSTING.value]),
-).order_by(col(Notice.id))
+_NOTICES_BY_ID = (
+    select(Notice)
+    .where(
+        col(Notice.id).in_(sa.bindparam("p_ids", expanding=True)),
+        col(Notice.state).in_([NoticeState.PENDING.value, NoticeState.POSTING.value]),
+    )
+    .order_by(col(Notice.id))
+)
 
 
 async def release_claim(session: AsyncSession, *, card_id: int | None, notice_ids: Sequence[int]) -> None:
@@ -981,9 +1160,7 @@ async def release_claim(session: AsyncSession, *, card_id: int | None, notice_id
     if card_id is not None:
         await session.exec(sa.update(Card).where(col(Card.id) == card_id).values(lease_until=None))
     if notice_ids:
-        await session.exec(
-            sa.update(Notice).where(col(Notice.id).in_(list(notice_ids))).values(lease_until=None)
-        )
+        await session.exec(sa.update(Notice).where(col(Notice.id).in_(list(notice_ids))).values(lease_until=None))
 
 
 async def notice_posted(session: AsyncSession, *, notice_id: int, ts: str, now: datetime) -> None:
@@ -991,10 +1168,14 @@ async def notice_posted(session: AsyncSession, *, notice_id: int, ts: str, now: 
 
 
 _NOTICE_POSTED = (
-    sa.update(_NOTICES).where(_NOTICES.c.id == sa.bindparam("p_id"))
+    sa.update(_NOTICES)
+    .where(_NOTICES.c.id == sa.bindparam("p_id"))
     .values(
-        state=NoticeState.POSTED.value, ts=sa.bindparam("p_ts"), posted_at=sa.bindparam("p_now", type_=UTCDateTime()),
-        lease_until=None, last_error=None,
+        state=NoticeState.POSTED.value,
+        ts=sa.bindparam("p_ts"),
+        posted_at=sa.bindparam("p_now", type_=UTCDateTime()),
+        lease_until=None,
+        last_error=None,
     )
 )
 
@@ -1019,10 +1200,16 @@ async def posted_notices(session: AsyncSession, *, action_id: int, kinds: Iterab
     return (await session.exec(_POSTED_NOTICES, params={"p_action": action_id, "p_kinds": list(kinds)})).all()
 
 
-_POSTED_NOTICES = select(Notice).where(
-    col(Notice.action_id) == sa.bindparam("p_action"), col(Notice.kind).in_(sa.bindparam("p_kinds", expanding=True)),
-    Notice.state == NoticeState.POSTED.value, col(Notice.ts).is_not(None),
-).order_by(col(Notice.id))
+_POSTED_NOTICES = (
+    select(Notice)
+    .where(
+        col(Notice.action_id) == sa.bindparam("p_action"),
+        col(Notice.kind).in_(sa.bindparam("p_kinds", expanding=True)),
+        Notice.state == NoticeState.POSTED.value,
+        col(Notice.ts).is_not(None),
+    )
+    .order_by(col(Notice.id))
+)
 
 
 async def message_shows(session: AsyncSession, *, channel: str, ts: str, action_id: int) -> bool:
@@ -1060,7 +1247,8 @@ _DIGEST_LISTS = (
     select(Card.id)
     .join(Digest, col(Digest.id) == col(Card.digest_id))
     .where(
-        col(Card.action_id) == sa.bindparam("action_id"), col(Digest.ts) == sa.bindparam("ts"),
+        col(Card.action_id) == sa.bindparam("action_id"),
+        col(Digest.ts) == sa.bindparam("ts"),
         col(Digest.channel) == sa.bindparam("channel"),
     )
 )
@@ -1076,7 +1264,8 @@ async def undecided(session: AsyncSession, *, after_id: int, limit: int) -> list
         .join(Action, col(Action.id) == col(Card.action_id))
         .outerjoin(Digest, col(Digest.id) == col(Card.digest_id))
         .where(
-            Action.status == Status.READY.value, sa.func.coalesce(col(Card.ts), col(Digest.ts)).is_not(None),
+            Action.status == Status.READY.value,
+            sa.func.coalesce(col(Card.ts), col(Digest.ts)).is_not(None),
             col(Action.id) > after_id,
         )
         .order_by(col(Action.id))
@@ -1106,8 +1295,14 @@ async def expire_action(session: AsyncSession, *, action_id: int, after: timedel
     await _card_dirty(session, action_id=action_id, version=action.version)
     hours = after.total_seconds() / 3600
     entry = await append_audit(
-        session, action_id=action_id, event=AuditEvent.EXPIRED, actor="signoff",
-        note=f"no decision within {hours:g}h", from_status=Status.READY.value, to_status=Status.EXPIRED.value, now=now,
+        session,
+        action_id=action_id,
+        event=AuditEvent.EXPIRED,
+        actor="signoff",
+        note=f"no decision within {hours:g}h",
+        from_status=Status.READY.value,
+        to_status=Status.EXPIRED.value,
+        now=now,
     )
     await _status_notice(session, decision=entry, now=now)
     return True
@@ -1150,8 +1345,15 @@ async def start_watch(
     for w in watches:
         session.add(
             Watch(
-                action_id=action_id, position=w.position, condition=w.condition, rule=w.rule, metric=w.metric,
-                active=True, started_at=started_at, ends_at=w.ends_at, reading=Reading.PENDING.value,
+                action_id=action_id,
+                position=w.position,
+                condition=w.condition,
+                rule=w.rule,
+                metric=w.metric,
+                active=True,
+                started_at=started_at,
+                ends_at=w.ends_at,
+                reading=Reading.PENDING.value,
                 next_check_at=now,
             )
         )
@@ -1161,7 +1363,12 @@ async def start_watch(
 
 
 async def begin_watch(
-    session: AsyncSession, *, action: Action, started_at: datetime, watches: Sequence[NewWatch], now: datetime,
+    session: AsyncSession,
+    *,
+    action: Action,
+    started_at: datetime,
+    watches: Sequence[NewWatch],
+    now: datetime,
     reading: CheckResult | None = None,
 ) -> None:
     """Set up an action's watch in the transaction that changed it (its row locked and its
@@ -1175,11 +1382,19 @@ async def begin_watch(
             _INSERT_WATCH,
             params=[
                 {
-                    "action_id": action.id, "position": w.position, "condition": w.condition, "rule": w.rule,
-                    "metric": w.metric, "active": True, "started_at": started_at, "ends_at": w.ends_at,
+                    "action_id": action.id,
+                    "position": w.position,
+                    "condition": w.condition,
+                    "rule": w.rule,
+                    "metric": w.metric,
+                    "active": True,
+                    "started_at": started_at,
+                    "ends_at": w.ends_at,
                     "reading": (reading.reading if reading else Reading.PENDING).value,
-                    "reading_detail": reading.detail if reading else None, "next_check_at": now,
-                    "tripped": False, "trips": 0,
+                    "reading_detail": reading.detail if reading else None,
+                    "next_check_at": now,
+                    "tripped": False,
+                    "trips": 0,
                 }
                 for w in watches
             ],
@@ -1189,7 +1404,8 @@ async def begin_watch(
 _WATCHES = Watch.__table__  # type: ignore[attr-defined]
 _INSERT_WATCH = sa.insert(_WATCHES)
 _WATCH_STARTED = (
-    sa.update(_ACTIONS).where(_ACTIONS.c.id == sa.bindparam("p_action"))
+    sa.update(_ACTIONS)
+    .where(_ACTIONS.c.id == sa.bindparam("p_action"))
     .values(watch_started_at=sa.bindparam("p_started", type_=UTCDateTime()))
 )
 
@@ -1232,7 +1448,9 @@ async def get_watch(session: AsyncSession, *, watch_id: int) -> Watch | None:
 
 
 _WATCH_BY_ID_LOCKED = (
-    select(Watch).where(col(Watch.id) == sa.bindparam("p_watch")).with_for_update()
+    select(Watch)
+    .where(col(Watch.id) == sa.bindparam("p_watch"))
+    .with_for_update()
     .execution_options(populate_existing=True)
 )
 
@@ -1342,24 +1560,41 @@ async def digest_items(session: AsyncSession, *, digest_id: int) -> list[Action]
 
 async def digest_posted(session: AsyncSession, *, digest_id: int, ts: str) -> None:
     await session.exec(
-        sa.update(Digest).where(col(Digest.id) == digest_id).values(
-            ts=ts, state=CardState.POSTED.value, lease_until=None, attempts=0, next_attempt_at=None, last_error=None,
+        sa.update(Digest)
+        .where(col(Digest.id) == digest_id)
+        .values(
+            ts=ts,
+            state=CardState.POSTED.value,
+            lease_until=None,
+            attempts=0,
+            next_attempt_at=None,
+            last_error=None,
         )
     )
 
 
 async def digest_rendered(session: AsyncSession, *, digest_id: int) -> None:
     await session.exec(
-        sa.update(Digest).where(col(Digest.id) == digest_id).values(
-            lease_until=None, attempts=0, next_attempt_at=None, last_error=None,
+        sa.update(Digest)
+        .where(col(Digest.id) == digest_id)
+        .values(
+            lease_until=None,
+            attempts=0,
+            next_attempt_at=None,
+            last_error=None,
         )
     )
 
 
 async def digest_failed(session: AsyncSession, *, digest_id: int, error: str, next_attempt_at: datetime) -> None:
     await session.exec(
-        sa.update(Digest).where(col(Digest.id) == digest_id).values(
-            last_error=error, next_attempt_at=next_attempt_at, lease_until=None, dirty=True,
+        sa.update(Digest)
+        .where(col(Digest.id) == digest_id)
+        .values(
+            last_error=error,
+            next_attempt_at=next_attempt_at,
+            lease_until=None,
+            dirty=True,
         )
     )
 

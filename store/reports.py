@@ -94,8 +94,16 @@ async def actions_by_status(session: AsyncSession, *, status: str, offset: int, 
     """One page of the actions in ``status``, newest first (the most recently discovered)."""
     stmt = (
         select(  # type: ignore[call-overload]  # sqlmodel's select() is typed for at most 4 columns
-            Action.id, Action.source, Action.external_id, Action.type, Action.title, Action.status,
-            Action.upstream_created_at, Action.first_seen_at, Card.channel, Card.ts,
+            Action.id,
+            Action.source,
+            Action.external_id,
+            Action.type,
+            Action.title,
+            Action.status,
+            Action.upstream_created_at,
+            Action.first_seen_at,
+            Card.channel,
+            Card.ts,
         )
         .select_from(Action)
         .join(Card, col(Card.action_id) == col(Action.id), isouter=True)
@@ -193,9 +201,5 @@ async def backlog(session: AsyncSession) -> Backlog:
 async def rule_states(session: AsyncSession) -> dict[str, int]:
     """Active rollback rules by state: ``tripped``, else how their last check went."""
     state = sa.case((col(Watch.tripped), sa.literal("tripped")), else_=col(Watch.reading))
-    rows = (
-        await session.exec(
-            select(state, sa.func.count()).where(col(Watch.active)).group_by(state)
-        )
-    ).all()
+    rows = (await session.exec(select(state, sa.func.count()).where(col(Watch.active)).group_by(state))).all()
     return {str(s): int(n) for s, n in rows}

@@ -14,7 +14,11 @@ from core.decide import DecisionService
 
 
 def register(
-    app: AsyncApp, service: DecisionService, *, cards: CardReader, home: HomeService | None = None,
+    app: AsyncApp,
+    service: DecisionService,
+    *,
+    cards: CardReader,
+    home: HomeService | None = None,
     commands: CommandService | None = None,
 ) -> None:
     actions.register(app, service, cards)

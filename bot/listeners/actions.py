@@ -54,7 +54,11 @@ def register(app: AsyncApp, service: DecisionService, cards: CardReader) -> None
             return
         assert click.action_id is not None
         outcome = await service.decide(
-            action_id=click.action_id, op=op, user_id=click.user_id, note=None, channel=click.channel,
+            action_id=click.action_id,
+            op=op,
+            user_id=click.user_id,
+            note=None,
+            channel=click.channel,
             option_key=option,
         )
         await ack()  # only now: the decision is committed (or refused)
@@ -116,7 +120,11 @@ def register(app: AsyncApp, service: DecisionService, cards: CardReader) -> None
 
 
 async def _admit(
-    ack: AsyncAck, client: AsyncWebClient, service: DecisionService, click: Click, op: Op | None,
+    ack: AsyncAck,
+    client: AsyncWebClient,
+    service: DecisionService,
+    click: Click,
+    op: Op | None,
     option: str | None = None,
 ) -> Action | None:
     """Refuse (ack and explain) a click that may not go further; the action (as the check
@@ -126,7 +134,11 @@ async def _admit(
         await tell_clicker(client, click, render.unknown_action_text())
         return None
     outcome = await service.check_click(
-        user_id=click.user_id, action_id=click.action_id, channel=click.channel, ts=click.ts, op=op,
+        user_id=click.user_id,
+        action_id=click.action_id,
+        channel=click.channel,
+        ts=click.ts,
+        op=op,
         option_key=option,
     )
     if outcome.result is Result.RECORDED and outcome.action is not None:

@@ -72,7 +72,9 @@ class ModalContext:
             if not isinstance(action_id, int) or isinstance(action_id, bool):
                 return None
             option = data.get("option")
-            return ModalContext(action_id, data.get("channel"), data.get("ts"), option if isinstance(option, str) else None)
+            return ModalContext(
+                action_id, data.get("channel"), data.get("ts"), option if isinstance(option, str) else None
+            )
         except (ValueError, TypeError, KeyError):
             return None
 

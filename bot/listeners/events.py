@@ -18,4 +18,7 @@ def register(app: AsyncApp) -> None:
 
     @app.event("tokens_revoked")
     async def revoked(event: dict[str, Any]) -> None:
-        log.error("Slack revoked Signoff's tokens (%s): reinstall the app", ", ".join(sorted((event.get("tokens") or {}).keys())))
+        log.error(
+            "Slack revoked Signoff's tokens (%s): reinstall the app",
+            ", ".join(sorted((event.get("tokens") or {}).keys())),
+        )

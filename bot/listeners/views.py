@@ -31,8 +31,13 @@ def register(app: AsyncApp, service: DecisionService) -> None:
             return
         confirmation = input_value(view, ids.CONFIRM_BLOCK, ids.CONFIRM_INPUT)
         outcome = await service.decide(
-            action_id=context.action_id, op=op, user_id=user_id, note=text, channel=context.channel,
-            confirmation=confirmation, option_key=context.option,
+            action_id=context.action_id,
+            op=op,
+            user_id=user_id,
+            note=text,
+            channel=context.channel,
+            confirmation=confirmation,
+            option_key=context.option,
         )
         if outcome.result is Result.RECORDED or _already_theirs(outcome, user_id, op):
             await ack()
@@ -40,7 +45,9 @@ def register(app: AsyncApp, service: DecisionService) -> None:
             await ack()  # durable; say how many more it needs
             await tell(client, channel=context.channel, user_id=user_id, text=refusal_text(outcome))
         elif outcome.result is Result.CONFIRMATION_REQUIRED:
-            await ack(response_action="errors", errors={ids.CONFIRM_BLOCK: render.confirmation_required_text(in_modal=True)})
+            await ack(
+                response_action="errors", errors={ids.CONFIRM_BLOCK: render.confirmation_required_text(in_modal=True)}
+            )
         else:
             await ack(response_action="errors", errors={block_id: refusal_text(outcome)[:150]})
 
@@ -58,6 +65,9 @@ def _already_theirs(outcome: Outcome, user_id: str, op: Op) -> bool:
     close the modal as the first answer did, recording nothing more."""
     d = outcome.decision
     return (
-        outcome.result is Result.NOT_POSSIBLE and d is not None and d.actor == user_id and d.op == op.value
+        outcome.result is Result.NOT_POSSIBLE
+        and d is not None
+        and d.actor == user_id
+        and d.op == op.value
         and d.event in (AuditEvent.REQUESTED.value, AuditEvent.RETRIED.value, AuditEvent.CONFIRMED.value)
     )

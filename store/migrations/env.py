@@ -40,7 +40,9 @@ def _applied(ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any],
 
 
 def _configure(**kwargs: Any) -> None:
-    dialect = kwargs["connection"].dialect.name if "connection" in kwargs else sa.make_url(kwargs["url"]).get_backend_name()
+    dialect = (
+        kwargs["connection"].dialect.name if "connection" in kwargs else sa.make_url(kwargs["url"]).get_backend_name()
+    )
     context.configure(
         target_metadata=target_metadata,
         render_as_batch=dialect == "sqlite",  # SQLite alters most things by copying the table
