@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from sqlmodel.ext.asyncio.session import AsyncSession
-
 from bot.render import CardView, DecisionView, WatchView
 from core.decide import has_failed_guardrail
 from core.lifecycle import options_for, stored_options
 from policy import Policy
 from sources.base import Capabilities, Op, Status
-from store import queries
+from store import hot
 from store.db import Database
 from store.models import Action, AuditEvent, Decision, Outbox, OutboxState, Watch
 
@@ -105,9 +103,7 @@ def card_view(
     )
 
 
-async def load_card(
-    session: AsyncSession, *, action: Action, caps: Capabilities, policy: Policy | None = None
-) -> CardView:
+async def load_card(reads: hot.Reads, *, action: Action, caps: Capabilities, policy: Policy | None = None) -> CardView:
     """Everything the card shows, from the store (and the action's route, when given)."""
     assert action.id is not None
     needed = policy.required_approvals(action.type, action.risk, source=action.source) if policy is not None else 1
@@ -118,11 +114,11 @@ async def load_card(
     )
     approvals: list[str] = []
     if needed > 1 and action.status == Status.READY.value:
-        approvals = list(dict.fromkeys(d.actor for d in await queries.endorsements(session, action_id=action.id)))
-    decision = await queries.latest_decision(session, action_id=action.id)
-    outbox = await queries.latest_outbox(session, action_id=action.id)
-    confirmed = await queries.latest_confirmed(session, action_id=action.id)
-    watches = await queries.watches_for(session, action_id=action.id) if action.watch_started_at else ()
+        approvals = list(dict.fromkeys(d.actor for d in await reads.endorsements(action_id=action.id)))
+    decision = await reads.latest_decision(action_id=action.id)
+    outbox = await reads.latest_outbox(action_id=action.id)
+    confirmed = await reads.latest_confirmed(action_id=action.id)
+    watches = await reads.watches_for(action_id=action.id) if action.watch_started_at else ()
     return card_view(action, decision, outbox, caps, confirmed, watches, approvals, needed, confirm)
 
 
@@ -137,11 +133,13 @@ class CardReader:
         self._policy = policy
 
     async def card(self, action_id: int) -> CardView | None:
-        async with self._db.read() as session:
-            action = await queries.get_action(session, action_id=action_id)
+        async def load(reads: hot.Reads) -> CardView | None:
+            action = await reads.action(action_id=action_id)
             if action is None:
                 return None
-            return await load_card(session, action=action, caps=self._caps(action.source), policy=self._policy)
+            return await load_card(reads, action=action, caps=self._caps(action.source), policy=self._policy)
+
+        return await self._db.hot.read(load)
 
     async def for_modal(self, action: Action) -> CardView:
         """What the approve and reject modals show, from the action row a click already read:
@@ -151,10 +149,9 @@ class CardReader:
         needed = policy.required_approvals(action.type, action.risk, source=action.source) if policy else 1
         approvals: list[str] = []
         if needed > 1 and action.status == Status.READY.value:
-            async with self._db.read() as session:
-                approvals = list(
-                    dict.fromkeys(d.actor for d in await queries.endorsements(session, action_id=action.id))
-                )
+            action_id = action.id
+            endorsed = await self._db.hot.read(lambda reads: reads.endorsements(action_id=action_id))
+            approvals = list(dict.fromkeys(d.actor for d in endorsed))
         confirm = (
             policy is not None
             and policy.confirm_failed_guardrails(action.type, action.risk, source=action.source)

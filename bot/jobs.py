@@ -30,7 +30,7 @@ from core.events import Changed, Foreground, LiveTasks
 from core.registry import SourceRegistry
 from policy import Policy
 from sources.base import Op, Status
-from store import queries
+from store import hot, queries
 from store.db import Database, Grouped
 from store.models import Action, Card, CardState, Digest, Notice, Outbox
 
@@ -138,14 +138,19 @@ async def _sync_card(ctx: JobContext, card: Card, action: Action, *, recovering:
                 session, card_id=card.id, digest_id=card.digest_id, version=action.version
             )
         return
-    async with ctx.db.read() as session:
-        view = await load_card(session, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
+
+    async def load(reads: hot.Reads) -> tuple[render.CardView, Sequence[Notice]]:
+        assert action.id is not None
+        view = await load_card(reads, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
         # Only a watched action can have a trip alert, only an escalated card an escalated copy.
         live = (
-            await queries.posted_notices(session, action_id=action.id, kinds=render_notices.LIVE_KINDS)
+            await reads.posted_notices(action_id=action.id, kinds=render_notices.LIVE_KINDS)
             if action.watch_started_at is not None or card.escalated_at is not None
             else ()
         )
+        return view, live
+
+    view, live = await ctx.db.hot.read(load)
     blocks = render.card_blocks(view)
     text = render.card_text(view)
     try:
@@ -208,14 +213,17 @@ async def post_notices(ctx: JobContext) -> int:
 
 async def _post_notice(ctx: JobContext, notice: Notice, card: Card, thread: str) -> None:
     assert notice.id is not None
-    async with ctx.db.read() as session:
-        action = await queries.get_action(session, action_id=notice.action_id)
-        assert action is not None
-        card_view = (
-            await load_card(session, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
-            if notice.channel or notice.kind in render_notices.LIVE_KINDS
-            else None
+
+    async def load(reads: hot.Reads) -> tuple[Action | None, render.CardView | None]:
+        action = await reads.action(action_id=notice.action_id)
+        if action is None or not (notice.channel or notice.kind in render_notices.LIVE_KINDS):
+            return action, None
+        return action, await load_card(
+            reads, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy
         )
+
+    action, card_view = await ctx.db.hot.read(load)
+    assert action is not None
     sent = await _send_notice(ctx, notice, card, thread, action, card_view)
     async with ctx.db.write() as session:
         await _record_notice(ctx, session, notice, sent)
@@ -356,8 +364,7 @@ class CardUpdater:
         self._pending: dict[int, _Pending] = {}  # action id -> what waits for its next pass
         self._busy: dict[int, asyncio.Task[None]] = {}  # action id -> its pass under way
         self._tasks = LiveTasks()
-        # Passes due together share one read and one write (group commit).
-        self._reads = Grouped(ctx.db.read)
+        # Passes ending together share one write (group commit).
         self._writes = Grouped(ctx.db.write)
 
     def changed(self, changes: Sequence[Changed]) -> None:
@@ -452,7 +459,7 @@ class CardUpdater:
         render it and its notices to Slack (at most ``at_once`` passes talk to Slack at once),
         then write back what was shown (sharing a write with other passes ending now)."""
         ctx = self._ctx
-        loaded = await self._reads.run(lambda session: self._load(session, action_id, notice_ids))
+        loaded = await ctx.db.hot.read(lambda reads: self._load(reads, action_id, notice_ids))
         if loaded is None:
             # Not posted yet (or listed in a digest): the sweeps post it, then its notices.
             await self._writes.run(lambda session: _release(session, action_id, notice_ids))
@@ -496,19 +503,19 @@ class CardUpdater:
             # lease kept the sweeps away): one more pass.
             self.changed([Changed(action_id)])
 
-    async def _load(self, session: AsyncSession, action_id: int, notice_ids: list[int]) -> _Loaded | None:
+    async def _load(self, reads: hot.Reads, action_id: int, notice_ids: list[int]) -> _Loaded | None:
         ctx = self._ctx
-        card = await queries.card_for_action(session, action_id=action_id)
-        action = await queries.get_action(session, action_id=action_id)
+        card = await reads.card_for_action(action_id=action_id)
+        action = await reads.action(action_id=action_id)
         if card is None or action is None or card.ts is None or card.state != CardState.POSTED.value:
             return None
-        view = await load_card(session, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
+        view = await load_card(reads, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
         live = (
-            await queries.posted_notices(session, action_id=action_id, kinds=render_notices.LIVE_KINDS)
+            await reads.posted_notices(action_id=action_id, kinds=render_notices.LIVE_KINDS)
             if action.watch_started_at is not None or card.escalated_at is not None
             else ()
         )
-        notices = await queries.notices_by_id(session, notice_ids=notice_ids)
+        notices = await reads.notices_by_id(notice_ids=notice_ids)
         return card, action, view, live, notices
 
 

@@ -25,7 +25,7 @@ import asyncio
 import json
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,14 +37,16 @@ from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sources.base import Op, Option, Status
 from store import queries
-from store.models import Action, AuditEvent, Decision, Outbox, OutboxState
+from store.models import Action, AuditEvent, Card, Decision, Notice, Outbox, OutboxState, Watch
 
 _R = TypeVar("_R")
+_M = TypeVar("_M", bound=SQLModel)
 
-__all__ = ["HotPath", "Lost", "Moved", "SessionHotPath", "SQLiteHotPath", "PostgresHotPath"]
+__all__ = ["HotPath", "Lost", "Moved", "Reads", "SessionReads", "SessionHotPath", "SQLiteHotPath", "PostgresHotPath"]
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,68 @@ class HotPath(Protocol):
         ``strict``: where the action is no longer at ``seen``'s version, write nothing and
         say so (``Moved``) instead of deciding from the row as it now is."""
 
+    async def read(self, work: Callable[[Reads], Awaitable[_R]]) -> _R:
+        """``work`` with the store's reads at one moment (one snapshot on SQLite; on
+        PostgreSQL each statement's own, as a session at read committed has them). ``work``
+        awaits nothing but those reads: on SQLite nothing else may use the connection meanwhile."""
+
     async def close(self) -> None: ...
+
+
+class Reads(Protocol):
+    """What a card shows, read as ``store.queries`` reads it (the same statements)."""
+
+    async def action(self, *, action_id: int) -> Action | None: ...
+
+    async def card_for_action(self, *, action_id: int) -> Card | None: ...
+
+    async def latest_decision(self, *, action_id: int) -> Decision | None: ...
+
+    async def latest_outbox(self, *, action_id: int) -> Outbox | None: ...
+
+    async def latest_confirmed(self, *, action_id: int) -> Decision | None: ...
+
+    async def endorsements(self, *, action_id: int) -> list[Decision]: ...
+
+    async def watches_for(self, *, action_id: int) -> Sequence[Watch]: ...
+
+    async def posted_notices(self, *, action_id: int, kinds: Iterable[str]) -> Sequence[Notice]: ...
+
+    async def notices_by_id(self, *, notice_ids: Sequence[int]) -> list[Notice]: ...
+
+
+class SessionReads:
+    """``Reads`` through a session of the store's."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._s = session
+
+    async def action(self, *, action_id: int) -> Action | None:
+        return await queries.get_action(self._s, action_id=action_id)
+
+    async def card_for_action(self, *, action_id: int) -> Card | None:
+        return await queries.card_for_action(self._s, action_id=action_id)
+
+    async def latest_decision(self, *, action_id: int) -> Decision | None:
+        return await queries.latest_decision(self._s, action_id=action_id)
+
+    async def latest_outbox(self, *, action_id: int) -> Outbox | None:
+        return await queries.latest_outbox(self._s, action_id=action_id)
+
+    async def latest_confirmed(self, *, action_id: int) -> Decision | None:
+        return await queries.latest_confirmed(self._s, action_id=action_id)
+
+    async def endorsements(self, *, action_id: int) -> list[Decision]:
+        return await queries.endorsements(self._s, action_id=action_id)
+
+    async def watches_for(self, *, action_id: int) -> Sequence[Watch]:
+        return await queries.watches_for(self._s, action_id=action_id)
+
+    async def posted_notices(self, *, action_id: int, kinds: Iterable[str]) -> Sequence[Notice]:
+        return await queries.posted_notices(self._s, action_id=action_id, kinds=kinds)
+
+    async def notices_by_id(self, *, notice_ids: Sequence[int]) -> list[Notice]:
+        return await queries.notices_by_id(self._s, notice_ids=notice_ids)
 
 
 # ---- statements, compiled once per dialect ---------------------------------------------------
@@ -113,30 +176,39 @@ class HotPath(Protocol):
 
 class _Compiled:
     """One Core statement compiled for a driver: its SQL, its parameters in order with
-    SQLAlchemy's conversions for them, and its result columns' conversions."""
+    SQLAlchemy's conversions for them, and its result columns' conversions. ``expanded``:
+    compiled with its IN lists' lengths as bound (``_In``), each item a parameter of its own."""
 
-    __slots__ = ("sql", "_names", "_binds", "_defaults", "keys", "_results")
+    __slots__ = ("sql", "_params", "_defaults", "keys", "_results")
 
-    def __init__(self, stmt: sa.sql.ClauseElement, dialect: sa.Dialect) -> None:
-        compiled = stmt.compile(dialect=dialect)
+    def __init__(self, stmt: sa.sql.ClauseElement, dialect: sa.Dialect, *, expanded: bool = False) -> None:
+        compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": expanded})
         assert isinstance(compiled, SQLCompiler)
         self.sql = str(compiled)
-        self._names: tuple[str, ...] = tuple(compiled.positiontup or ())
-        self._binds = tuple(
-            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self._names
-        )
+        # Per position: the parameter's name, its item's index (an IN list's "p_ids_2" is
+        # item 1 of "p_ids"), and SQLAlchemy's conversion for its type.
+        self._params: list[tuple[str, int | None, Any]] = []
+        for name in compiled.positiontup or ():
+            key, index = name, None
+            if name not in compiled.binds:
+                key, _, n = name.rpartition("_")
+                index = int(n) - 1
+            bind = compiled.binds[key]
+            self._params.append((key, index, bind.type.dialect_impl(dialect).bind_processor(dialect)))
         # The values the statement binds itself (its literals), by name.
-        self._defaults = {
-            name: compiled.binds[name].effective_value for name in self._names if not compiled.binds[name].required
+        self._defaults: dict[str, Any] = {
+            key: compiled.binds[key].effective_value for key, _, _ in self._params if not compiled.binds[key].required
         }
         columns = getattr(stmt, "selected_columns", None) or getattr(stmt, "_returning", None) or ()
         self.keys: tuple[str, ...] = tuple(c.key for c in columns)
-        self._results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
+        self._results = tuple(_result_processor(c.type, dialect) for c in columns)
 
     def args(self, params: dict[str, Any]) -> list[Any]:
         out = []
-        for name, process in zip(self._names, self._binds, strict=True):
-            value = params[name] if name in params else self._defaults[name]
+        for key, index, process in self._params:
+            value = params[key] if key in params else self._defaults[key]
+            if index is not None:
+                value = value[index]
             out.append(process(value) if process is not None and value is not None else value)
         return out
 
@@ -145,6 +217,43 @@ class _Compiled:
             key: (process(value) if process is not None else value)
             for key, process, value in zip(self.keys, self._results, raw, strict=True)
         }
+
+
+# PostgreSQL's wire types for numbers (asyncpg's dialect converts by them): what the DDL declares.
+_FLOAT8, _NUMERIC = 701, 1700
+
+
+def _result_processor(type_: Any, dialect: sa.Dialect) -> Any:
+    coltype = _FLOAT8 if isinstance(type_, sa.Float) else _NUMERIC if isinstance(type_, sa.Numeric) else None
+    return type_.dialect_impl(dialect).result_processor(dialect, coltype)
+
+
+class _In:
+    """A statement with IN lists given at run time (SQLAlchemy's expanding parameters
+    ``names``): compiled once per combination of the lists' lengths."""
+
+    MOST_KEPT = 64  # compiled lengths kept (lists here are short: a card's few notices)
+
+    def __init__(self, stmt: sa.sql.Select[Any], dialect: sa.Dialect, *names: str) -> None:
+        self._stmt = stmt
+        self._dialect = dialect
+        self._names = names
+        self._by_lengths: dict[tuple[int, ...], _Compiled] = {}
+        # Compiling the lists' items needs a value for every parameter: a placeholder (the
+        # values are the caller's, at each run).
+        plain = stmt.compile(dialect=dialect)
+        self._others = {key: None for key, bind in plain.binds.items() if bind.required and key not in names}
+
+    def get(self, params: dict[str, Any]) -> _Compiled:
+        lengths = tuple(len(params[n]) for n in self._names)
+        found = self._by_lengths.get(lengths)
+        if found is None:
+            lists = {n: [None] * k for n, k in zip(self._names, lengths, strict=True)}
+            bound = self._stmt.params({**self._others, **lists})
+            found = _Compiled(bound, self._dialect, expanded=True)
+            if len(self._by_lengths) < self.MOST_KEPT:
+                self._by_lengths[lengths] = found
+        return found
 
 
 def _insert(table: sa.Table, keys: Sequence[str]) -> sa.Insert:
@@ -186,6 +295,14 @@ class _Statements:
         self.card_dirty = c(queries._CARD_DIRTY)
         self.card_dirty_claimed = c(queries._CARD_DIRTY_CLAIMED)
         self.latest_decision = c(queries._LATEST_DECISION)
+        # The card's reads (``Reads``).
+        self.card_for_action = c(queries._CARD_FOR_ACTION)
+        self.latest_outbox = c(queries._LATEST_OUTBOX)
+        self.latest_confirmed = c(queries._LATEST_CONFIRMED)
+        self.endorsements = c(queries._ENDORSEMENTS)
+        self.watches_for = c(queries._WATCHES_FOR)
+        self.posted_notices = _In(queries._POSTED_NOTICES, dialect, "p_kinds")
+        self.notices_by_id = _In(queries._NOTICES_BY_ID, dialect, "p_ids")
         self.insert_decision = c(_insert(Decision.__table__, _DECISION_KEYS))  # type: ignore[attr-defined]
         self.insert_outbox = c(_insert(Outbox.__table__, _OUTBOX_KEYS))  # type: ignore[attr-defined]
 
@@ -210,6 +327,8 @@ class _Conn(Protocol):
 
     async def one(self, q: _Compiled, params: dict[str, Any]) -> dict[str, Any] | None: ...
 
+    async def rows(self, q: _Compiled, params: dict[str, Any]) -> list[dict[str, Any]]: ...
+
     async def scalar(self, q: _Compiled, params: dict[str, Any]) -> Any: ...
 
     async def rowcount(self, q: _Compiled, params: dict[str, Any]) -> int: ...
@@ -219,7 +338,7 @@ class _Operations:
     """The ack path's reads and its write, on any ``_Conn`` (the drivers below)."""
 
     def __init__(self, statements: _Statements) -> None:
-        self._q = statements
+        self._q = self.statements = statements
         # Rows of actions a click's check read, as the driver returned them, newest last.
         self._recent: OrderedDict[int, Sequence[Any]] = OrderedDict()
 
@@ -344,6 +463,52 @@ def _error(sql: str, e: BaseException) -> sa.exc.DBAPIError:
     return sa.exc.OperationalError(sql, None, e)
 
 
+class _DriverReads:
+    """``Reads`` on a driver's connection: rows as detached model objects."""
+
+    __slots__ = ("_c", "_q")
+
+    def __init__(self, c: _Conn, statements: _Statements) -> None:
+        self._c = c
+        self._q = statements
+
+    async def _first(self, model: type[_M], q: _Compiled, params: dict[str, Any]) -> _M | None:
+        row = await self._c.one(q, params)
+        return _detached(model, row) if row is not None else None
+
+    async def _all(self, model: type[_M], q: _Compiled, params: dict[str, Any]) -> list[_M]:
+        return [_detached(model, row) for row in await self._c.rows(q, params)]
+
+    async def action(self, *, action_id: int) -> Action | None:
+        return await self._first(Action, self._q.action, {"action_id": action_id})
+
+    async def card_for_action(self, *, action_id: int) -> Card | None:
+        return await self._first(Card, self._q.card_for_action, {"action_id": action_id})
+
+    async def latest_decision(self, *, action_id: int) -> Decision | None:
+        return await self._first(Decision, self._q.latest_decision, {"action_id": action_id})
+
+    async def latest_outbox(self, *, action_id: int) -> Outbox | None:
+        return await self._first(Outbox, self._q.latest_outbox, {"action_id": action_id})
+
+    async def latest_confirmed(self, *, action_id: int) -> Decision | None:
+        return await self._first(Decision, self._q.latest_confirmed, {"action_id": action_id})
+
+    async def endorsements(self, *, action_id: int) -> list[Decision]:
+        return await self._all(Decision, self._q.endorsements, {"action_id": action_id})
+
+    async def watches_for(self, *, action_id: int) -> Sequence[Watch]:
+        return await self._all(Watch, self._q.watches_for, {"p_action": action_id})
+
+    async def posted_notices(self, *, action_id: int, kinds: Iterable[str]) -> Sequence[Notice]:
+        params: dict[str, Any] = {"p_action": action_id, "p_kinds": list(kinds)}
+        return await self._all(Notice, self._q.posted_notices.get(params), params) if params["p_kinds"] else []
+
+    async def notices_by_id(self, *, notice_ids: Sequence[int]) -> list[Notice]:
+        params = {"p_ids": list(notice_ids)}
+        return await self._all(Notice, self._q.notices_by_id.get(params), params) if notice_ids else []
+
+
 # ---- on the driver's own connection -----------------------------------------------------------
 
 
@@ -370,6 +535,9 @@ class _DriverPath:
     async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost | Moved:
         return await self._run(lambda c: self._ops.begin_decision(c, **kwargs), write=True)
 
+    async def read(self, work: Callable[[Reads], Awaitable[_R]]) -> _R:
+        return await self._run(lambda c: work(_DriverReads(c, self._ops.statements)), write=False)
+
 
 # ---- SQLite: one sqlite3 connection, used without yielding inside a transaction ---------------
 
@@ -387,6 +555,9 @@ class _SQLiteConn:
     async def one(self, q: _Compiled, params: dict[str, Any]) -> dict[str, Any] | None:
         raw = await self.raw(q, params)
         return q.row(raw) if raw is not None else None
+
+    async def rows(self, q: _Compiled, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return [q.row(raw) for raw in self._run(q, params).fetchall()]
 
     async def scalar(self, q: _Compiled, params: dict[str, Any]) -> Any:
         raw = await self.raw(q, params)
@@ -489,6 +660,9 @@ class _PgConn:
     async def one(self, q: _Compiled, params: dict[str, Any]) -> dict[str, Any] | None:
         raw = await self.raw(q, params)
         return q.row(raw) if raw is not None else None
+
+    async def rows(self, q: _Compiled, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return [q.row(tuple(raw)) for raw in await self._db.fetch(q.sql, *q.args(params))]
 
     async def scalar(self, q: _Compiled, params: dict[str, Any]) -> Any:
         return await self._db.fetchval(q.sql, *q.args(params))
@@ -635,6 +809,10 @@ class SessionHotPath:
                 await queries.get_action(session, action_id=action_id),
                 await queries.latest_decision(session, action_id=action_id),
             )
+
+    async def read(self, work: Callable[[Reads], Awaitable[_R]]) -> _R:
+        async with self._read() as session:
+            return await work(SessionReads(session))
 
     async def close(self) -> None:
         return None

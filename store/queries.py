@@ -532,21 +532,27 @@ async def audit_trail(session: AsyncSession, *, action_id: int) -> Sequence[Deci
 async def endorsements(session: AsyncSession, *, action_id: int) -> list[Decision]:
     """The approvals recorded toward a multi-approver decision since the action last became
     ready (an approval that failed upstream, say, starts the count again)."""
-    since = (
-        select(sa.func.coalesce(sa.func.max(Decision.id), 0))
-        .where(
-            Decision.action_id == action_id,
-            Decision.event != AuditEvent.ENDORSED.value,
-            Decision.to_status == Status.READY.value,
-        )
-        .scalar_subquery()
+    return list((await session.exec(_ENDORSEMENTS, params={"action_id": action_id})).all())
+
+
+_ENDORSEMENTS_SINCE = (
+    select(sa.func.coalesce(sa.func.max(Decision.id), 0))
+    .where(
+        col(Decision.action_id) == sa.bindparam("action_id"),
+        Decision.event != AuditEvent.ENDORSED.value,
+        Decision.to_status == Status.READY.value,
     )
-    stmt = (
-        select(Decision)
-        .where(Decision.action_id == action_id, Decision.event == AuditEvent.ENDORSED.value, col(Decision.id) > since)
-        .order_by(col(Decision.id))
+    .scalar_subquery()
+)
+_ENDORSEMENTS = (
+    select(Decision)
+    .where(
+        col(Decision.action_id) == sa.bindparam("action_id"),
+        Decision.event == AuditEvent.ENDORSED.value,
+        col(Decision.id) > _ENDORSEMENTS_SINCE,
     )
-    return list((await session.exec(stmt)).all())
+    .order_by(col(Decision.id))
+)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from core.lifecycle import TRANSITIONS
 from sources.base import Op, Option, Status
 from store import hot, queries
 from store.db import Database
-from store.models import Action, Card, Decision, Digest, Notice, Outbox
+from store.models import Action, AuditEvent, Card, Decision, Digest, Notice, Outbox, Watch
 from tests.fakes.cards import change_action
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
@@ -267,3 +267,75 @@ async def test_a_strict_decision_from_a_version_no_longer_stored_writes_nothing(
     assert outbox == [] and action is not None and action.status == Status.READY.value and action.version == 2
     current = await path.action(action_id=seen.id or 0)
     assert isinstance(await path.begin_decision(**_begin_args(seen, key="k1", seen=current), strict=True), queries.Begun)
+
+
+async def test_a_cards_reads_return_what_a_sessions_reads_return(db: Database) -> None:
+    """Every read a card is rendered from, on the driver's connection, against the same read
+    through a session: the same rows, as the same model objects (floats, JSON, times, IN lists)."""
+    stored = await _action(db, watch_started_at=NOW)
+    other = await _action(db, external_id="a2")
+    aid = stored.id or 0
+    at = [NOW + timedelta(seconds=i) for i in range(8)]
+    async with db.write() as session:
+        for i, (event, to_status) in enumerate(
+            [
+                (AuditEvent.DISCOVERED, Status.READY), (AuditEvent.ENDORSED, Status.READY),
+                (AuditEvent.REQUESTED, Status.READY), (AuditEvent.ENDORSED, Status.READY),
+                (AuditEvent.ENDORSED, Status.READY), (AuditEvent.CONFIRMED, Status.APPROVED),
+            ]
+        ):
+            session.add(Decision(action_id=aid, event=event.value, actor=f"U{i}", to_status=to_status.value, at=at[i]))
+        session.add(Decision(action_id=other.id or 0, event=AuditEvent.CONFIRMED.value, actor="U9", at=at[7]))
+        await session.flush()
+        session.add(Outbox(action_id=aid, decision_id=1, op="approve", actor="U1", idempotency_key="k1", created_at=at[1], next_attempt_at=at[1]))
+        session.add(Outbox(action_id=aid, decision_id=2, op="approve", actor="U2", idempotency_key="k2", created_at=at[2], next_attempt_at=at[2]))
+        for position, baseline in ((1, None), (0, 0.125)):
+            session.add(
+                Watch(
+                    action_id=aid, position=position, condition="ctr < 1%", rule={"metric": "ctr", "op": "<"},
+                    metric="ctr", baseline=baseline, last_value=3.5, started_at=NOW, next_check_at=at[3],
+                )
+            )
+        for i, (kind, state, ts) in enumerate(
+            [
+                ("trip", "posted", "9.1"), ("status", "posted", "9.2"), ("escalation", "posted", "9.3"),
+                ("trip", "pending", None), ("status", "posting", None), ("status", "failed", None),
+            ]
+        ):
+            session.add(
+                Notice(action_id=aid, key=f"n{i}", kind=kind, payload={"i": i, "é": [1.5]}, state=state, ts=ts, created_at=at[i], next_attempt_at=at[i])
+            )
+    async with db.read() as session:
+        notice_ids = [n.id or 0 for n in (await session.exec(select(Notice).order_by(Notice.id))).all()]
+
+    async def everything(reads: hot.Reads) -> list[Any]:
+        got: list[Any] = [await reads.action(action_id=aid), await reads.action(action_id=aid + 1000)]
+        got += [await reads.card_for_action(action_id=aid), await reads.card_for_action(action_id=aid + 1000)]
+        for a in (aid, other.id or 0, aid + 1000):
+            got += [
+                await reads.latest_decision(action_id=a), await reads.latest_outbox(action_id=a),
+                await reads.latest_confirmed(action_id=a), await reads.endorsements(action_id=a),
+                await reads.watches_for(action_id=a),
+            ]
+        for kinds in (["trip", "escalation"], frozenset({"trip"}), ["status"], []):
+            got.append(await reads.posted_notices(action_id=aid, kinds=kinds))
+        for ids in (notice_ids, notice_ids[3:4], [notice_ids[4], 10_000], []):
+            got.append(await reads.notices_by_id(notice_ids=ids))
+        return got
+
+    def dumped(value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [dumped(v) for v in value]
+        return value.model_dump() if value is not None else None
+
+    on_driver = await db.hot.read(everything)
+    async with db.read() as session:
+        through_session = await everything(hot.SessionReads(session))
+    assert dumped(on_driver) == dumped(through_session)
+    assert [len(v) for v in on_driver[-8:]] == [2, 1, 1, 0, 2, 1, 1, 0]  # the IN lists were applied
+    assert [w.baseline for w in on_driver[8]] == [0.125, None]  # ordered by position, floats as floats
+    assert [d.actor for d in on_driver[7]] == ["U3", "U4"]  # endorsements since the last return to ready
+    assert all(object_session(v) is None for v in on_driver[0:1] + on_driver[8])
+    reads = db.transactions.reads
+    await db.hot.read(everything)
+    assert db.transactions.reads == reads + 1  # one read transaction for all of it
