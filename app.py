@@ -420,10 +420,10 @@ class Signoff:
             started=self.deliverer.started,
             patient_seconds=s.card_patience_seconds,
         )
-        self.deliverer.when_finished(self.card_updater.released)
-        self.deliverer.when_started(self.card_updater.carrying)
         self.events.on_decided(self.deliverer.deliver_now)
         self.events.on_changed(self.card_updater.changed)
+        self.events.on_carrying(self.card_updater.carrying)
+        self.events.on_released(self.card_updater.released)
         reminder_ctx = ReminderContext(
             db=self.db,
             policy=self.policy,

@@ -385,7 +385,7 @@ class CardUpdater:
             self._tasks.spawn(self._run(change.action_id, pending))
 
     def carrying(self, action_id: int) -> None:
-        """The action's delivery here started (``Deliverer.when_started``): a render held
+        """The action's delivery here started (the ``carrying`` event): a render held
         while it waited its turn is due again ``patient_seconds`` from now."""
         pending = self._pending.get(action_id)
         if pending is not None and not pending.urgent:
@@ -393,7 +393,7 @@ class CardUpdater:
             pending.wake.set()
 
     def released(self, action_id: int) -> None:
-        """The action's delivery here ended (``Deliverer.when_finished``): a render held for
+        """The action's delivery here ended (the ``released`` event): a render held for
         it is due now. A decision left for a retry later is shown in flight at once."""
         pending = self._pending.get(action_id)
         if pending is not None and not pending.urgent:

@@ -188,18 +188,7 @@ class Deliverer:
         # action id -> loop time its upstream call started (QUEUED before): what the card
         # updater asks before showing a decision as in flight (``started``).
         self._under_way: dict[int, float] = {}
-        self._finished: Callable[[int], None] = lambda _action_id: None
-        self._started: Callable[[int], None] = lambda _action_id: None
-
-    def when_finished(self, callback: Callable[[int], None]) -> None:
-        """Tell ``callback`` the action's id whenever this process stops carrying its decision
-        (landed, failed, or left for a retry later): what waited on it may show it now."""
-        self._finished = callback
-
-    def when_started(self, callback: Callable[[int], None]) -> None:
-        """Tell ``callback`` the action's id when this process starts carrying its decision
-        upstream (it waited its turn until then): what waits on it may count from now."""
-        self._started = callback
+        self._events = ctx.events or Events()  # says when it starts and stops carrying one
 
     def deliver_now(self, entry: Outbox, action: Action) -> None:
         # Its log lines still name the request, and the person, that made it.
@@ -216,7 +205,7 @@ class Deliverer:
             await self._foreground.idle()  # the clicks people wait on first
             async with self._limit:
                 self._under_way[entry.action_id] = asyncio.get_running_loop().time()
-                self._started(entry.action_id)
+                self._events.carrying(entry.action_id)
                 try:
                     if not await self._still_ours(entry, action.source):
                         return  # waited so long that another worker took it over: it delivers
@@ -227,7 +216,7 @@ class Deliverer:
                     log.error("delivery of outbox entry %s stopped: store error %s", entry.id, type(e).__name__)
         finally:
             self._under_way.pop(entry.action_id, None)
-            self._finished(entry.action_id)
+            self._events.released(entry.action_id)
 
     async def _still_ours(self, entry: Outbox, source: str) -> bool:
         """Whether this process may deliver the entry now: its lease has at least half its

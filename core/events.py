@@ -4,6 +4,9 @@ committed, so that the work it causes starts at once instead of waiting for a sw
 - ``decided``: a decision was recorded and its outbox entry leased to this process: deliver it.
 - ``changed``: actions changed under a claim leased to this process: re-render their cards
   and post the notices the change owed (``notice_ids``).
+- ``carrying`` / ``released``: this process started carrying an action's decision upstream
+  (it waited its turn until then), and stopped (landed, failed, or left for a retry later):
+  what waits on that delivery (a card held back while it is in flight) may go on.
 
 Handlers run synchronously and must only schedule work (start a task). The database stays the
 record: leases make the claimed work this process's for a while, and if it dies first the
@@ -39,18 +42,35 @@ class Changed:
 
 Decided = Callable[[Outbox, Action], None]
 OnChanged = Callable[[Sequence[Changed]], None]
+OnDelivery = Callable[[int], None]  # the action's id
 
 
 class Events:
     def __init__(self) -> None:
         self._decided: list[Decided] = []
         self._changed: list[OnChanged] = []
+        self._carrying: list[OnDelivery] = []
+        self._released: list[OnDelivery] = []
 
     def on_decided(self, handler: Decided) -> None:
         self._decided.append(handler)
 
     def on_changed(self, handler: OnChanged) -> None:
         self._changed.append(handler)
+
+    def on_carrying(self, handler: OnDelivery) -> None:
+        self._carrying.append(handler)
+
+    def on_released(self, handler: OnDelivery) -> None:
+        self._released.append(handler)
+
+    def carrying(self, action_id: int) -> None:
+        for handler in self._carrying:
+            handler(action_id)
+
+    def released(self, action_id: int) -> None:
+        for handler in self._released:
+            handler(action_id)
 
     def decided(self, entry: Outbox, action: Action) -> None:
         for handler in self._decided:
