@@ -365,7 +365,7 @@ class CardUpdater:
         self._busy: dict[int, asyncio.Task[None]] = {}  # action id -> its pass under way
         self._tasks = LiveTasks()
         # Passes ending together share one write (group commit).
-        self._writes = Grouped(ctx.db.write)
+        self._writes = Grouped(ctx.db.hot.writing)  # statements only: on the driver's connection
 
     def changed(self, changes: Sequence[Changed]) -> None:
         loop = asyncio.get_running_loop()

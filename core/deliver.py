@@ -104,11 +104,12 @@ class DeliveryContext:
     track_base_seconds: float = 1.0
     track_cap_seconds: float = 60.0
     metrics: Metrics = field(default_factory=Metrics)  # decisions counted by their final outcome
-    # Settles landing together share one write transaction (group commit); set in __post_init__.
+    # Settles landing together share one write transaction (group commit), on the store's
+    # driver connection (its statements only: no ORM session); set in __post_init__.
     settles: Grouped = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.settles = Grouped(self.db.write)
+        self.settles = Grouped(self.db.hot.writing)
 
 
 def _counted(ctx: DeliveryContext, entry: Outbox, action: Action | None, outcome: str) -> None:

@@ -145,7 +145,9 @@ class Database:
                 size=10,
             )
         else:
-            self.hot = hot.SessionHotPath(read=self.read, write=functools.partial(self.write, urgent=True))
+            self.hot = hot.SessionHotPath(
+                read=self.read, write=functools.partial(self.write, urgent=True), writing=self.write
+            )
 
     def _count(self, write: bool) -> None:
         _count(self.transactions, write=write)

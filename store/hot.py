@@ -25,11 +25,11 @@ import asyncio
 import json
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
@@ -107,6 +107,11 @@ class HotPath(Protocol):
         ``strict``: where the action is no longer at ``seen``'s version, write nothing and
         say so (``Moved``) instead of deciding from the row as it now is."""
 
+    def writing(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A write transaction with a session for store work that only ``exec``s statements
+        (a ``DriverSession`` on the driver's connection, where the path has one): the settle,
+        a card's write-back. On SQLite the work must await nothing but the session."""
+
     async def read(self, work: Callable[[Reads], Awaitable[_R]]) -> _R:
         """``work`` with the store's reads at one moment (one snapshot on SQLite; on
         PostgreSQL each statement's own, as a session at read committed has them). ``work``
@@ -181,8 +186,17 @@ class _Compiled:
 
     __slots__ = ("sql", "_params", "_defaults", "keys", "_results")
 
-    def __init__(self, stmt: sa.sql.ClauseElement, dialect: sa.Dialect, *, expanded: bool = False) -> None:
-        compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": expanded})
+    def __init__(
+        self,
+        stmt: sa.sql.ClauseElement,
+        dialect: sa.Dialect,
+        *,
+        expanded: bool = False,
+        column_keys: Sequence[str] | None = None,
+    ) -> None:
+        compiled = stmt.compile(
+            dialect=dialect, column_keys=column_keys, compile_kwargs={"render_postcompile": expanded}
+        )
         assert isinstance(compiled, SQLCompiler)
         self.sql = str(compiled)
         # Per position: the parameter's name, its item's index (an IN list's "p_ids_2" is
@@ -199,6 +213,12 @@ class _Compiled:
         self._defaults: dict[str, Any] = {
             key: compiled.binds[key].effective_value for key, _, _ in self._params if not compiled.binds[key].required
         }
+        # Columns an INSERT leaves out take their defaults, as SQLAlchemy would fill them in.
+        for column in getattr(compiled, "insert_prefetch", ()):
+            default = column.default
+            if default is None or not default.is_scalar:
+                raise ValueError(f"{column}: only scalar column defaults are filled in on the driver's connection")
+            self._defaults[column.key] = default.arg
         columns = getattr(stmt, "selected_columns", None) or getattr(stmt, "_returning", None) or ()
         self.keys: tuple[str, ...] = tuple(c.key for c in columns)
         self._results = tuple(_result_processor(c.type, dialect) for c in columns)
@@ -211,6 +231,11 @@ class _Compiled:
                 value = value[index]
             out.append(process(value) if process is not None and value is not None else value)
         return out
+
+    def values(self, raw: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(
+            process(value) if process is not None else value for process, value in zip(self._results, raw, strict=True)
+        )
 
     def row(self, raw: Sequence[Any]) -> dict[str, Any]:
         return {
@@ -332,6 +357,10 @@ class _Conn(Protocol):
     async def scalar(self, q: _Compiled, params: dict[str, Any]) -> Any: ...
 
     async def rowcount(self, q: _Compiled, params: dict[str, Any]) -> int: ...
+
+    async def many(self, q: _Compiled, params: Sequence[dict[str, Any]]) -> None: ...
+
+    async def raws(self, q: _Compiled, params: dict[str, Any]) -> list[Sequence[Any]]: ...
 
 
 class _Operations:
@@ -463,6 +492,132 @@ def _error(sql: str, e: BaseException) -> sa.exc.DBAPIError:
     return sa.exc.OperationalError(sql, None, e)
 
 
+# ---- a session's exec, on the driver's connection -----------------------------------------
+
+
+class _Cache:
+    """Statements compiled for a driver, by statement and the parameters given (an INSERT
+    compiles to the columns it is given), with the model a row is (a select of one entity).
+    The store's statements are built once; one built per call is compiled per call (and kept
+    a while only). IN lists given at run time are compiled to their length, and not kept."""
+
+    MOST = 512
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        self.dialect = dialect
+        self._kept: OrderedDict[tuple[Any, tuple[str, ...]], tuple[_Compiled, Any]] = OrderedDict()
+
+    def get(self, stmt: Any, params: dict[str, Any]) -> tuple[_Compiled, Any]:
+        key = (stmt, tuple(params))
+        found = self._kept.get(key)
+        if found is not None:
+            return found
+        keys = list(params) if isinstance(stmt, sa.Insert) else None
+        compiled = _Compiled(stmt, self.dialect, column_keys=keys)
+        model = _entity(stmt)
+        if "__[POSTCOMPILE_" in compiled.sql:
+            lists = {k: v for k, v in params.items() if isinstance(v, list | tuple)}
+            bound = stmt.params(lists) if lists else stmt
+            return _Compiled(bound, self.dialect, expanded=True, column_keys=keys), model
+        self._kept[key] = found = (compiled, model)
+        if len(self._kept) > self.MOST:
+            self._kept.popitem(last=False)
+        return found
+
+
+def _entity(stmt: Any) -> Any:
+    """The model a select of one entity returns (None: rows of values)."""
+    if not isinstance(stmt, sa.Select):
+        return None
+    described = stmt.column_descriptions
+    if len(described) == 1 and isinstance(described[0].get("expr"), type):
+        return described[0]["expr"]
+    return None
+
+
+class DriverResult:
+    """What ``DriverSession.exec`` returns: the part of SQLAlchemy's result the store uses."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        return list(self._rows)
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def one_or_none(self) -> Any:
+        if len(self._rows) > 1:
+            raise sa.exc.MultipleResultsFound("more than one row")
+        return self.first()
+
+    def one(self) -> Any:
+        if len(self._rows) != 1:
+            raise sa.exc.NoResultFound("no row") if not self._rows else sa.exc.MultipleResultsFound("more than one row")
+        return self._rows[0]
+
+    def scalar_one_or_none(self) -> Any:
+        row = self.one_or_none()
+        return row[0] if row is not None else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalar(self) -> Any:
+        row = self.first()
+        return row[0] if row is not None else None
+
+
+class DriverSession:
+    """The part of a session the store's plain statement work uses, ``exec(statement,
+    params=...)`` (and ``get_bind().dialect``), run on a driver's connection: rows of a model
+    come back as detached objects, others as tuples. Anything else of a session (``add``,
+    ``get``, ``flush``) is not here: work that needs it runs in ``Database.write``."""
+
+    __slots__ = ("_c", "_cache")
+
+    def __init__(self, c: _Conn, cache: _Cache) -> None:
+        self._c = c
+        self._cache = cache
+
+    @property
+    def dialect(self) -> sa.Dialect:
+        return self._cache.dialect
+
+    def get_bind(self) -> DriverSession:
+        return self
+
+    async def exec(
+        self, statement: Any, *, params: dict[str, Any] | list[dict[str, Any]] | None = None
+    ) -> DriverResult:
+        try:
+            if isinstance(params, list):
+                q, _model = self._cache.get(statement, params[0] if params else {})
+                await self._c.many(q, params)
+                return DriverResult([], len(params))
+            given = params or {}
+            q, model = self._cache.get(statement, given)
+            if not q.keys:
+                return DriverResult([], await self._c.rowcount(q, given))
+            raws = await self._c.raws(q, given)
+        except _PG_ERRORS as e:
+            raise _error(str(statement), e) from e
+        rows = [_detached(model, q.row(raw)) for raw in raws] if model is not None else [q.values(raw) for raw in raws]
+        return DriverResult(rows, len(rows))
+
+
+def _as_session(driver: DriverSession) -> AsyncSession:
+    """For the store's functions, typed for a session: they use only what ``DriverSession`` has."""
+    return cast(AsyncSession, driver)
+
+
 class _DriverReads:
     """``Reads`` on a driver's connection: rows as detached model objects."""
 
@@ -521,6 +676,9 @@ class _DriverPath:
     async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool) -> _R:
         raise NotImplementedError
 
+    def writing(self) -> AbstractAsyncContextManager[AsyncSession]:
+        raise NotImplementedError
+
     async def click_check(self, *, action_id: int, channel: str | None, ts: str | None) -> tuple[Action | None, bool]:
         return await self._run(
             lambda c: self._ops.click_check(c, action_id=action_id, channel=channel, ts=ts), write=False
@@ -557,7 +715,11 @@ class _SQLiteConn:
         return q.row(raw) if raw is not None else None
 
     async def rows(self, q: _Compiled, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return [q.row(raw) for raw in self._run(q, params).fetchall()]
+        return [q.row(raw) for raw in await self.raws(q, params)]
+
+    async def raws(self, q: _Compiled, params: dict[str, Any]) -> list[Sequence[Any]]:
+        found: list[Sequence[Any]] = self._run(q, params).fetchall()
+        return found
 
     async def scalar(self, q: _Compiled, params: dict[str, Any]) -> Any:
         raw = await self.raw(q, params)
@@ -565,6 +727,12 @@ class _SQLiteConn:
 
     async def rowcount(self, q: _Compiled, params: dict[str, Any]) -> int:
         return self._run(q, params).rowcount
+
+    async def many(self, q: _Compiled, params: Sequence[dict[str, Any]]) -> None:
+        try:
+            self._db.executemany(q.sql, [q.args(p) for p in params])
+        except sqlite3.Error as e:
+            raise _error(q.sql, e) from e
 
     def _run(self, q: _Compiled, params: dict[str, Any]) -> sqlite3.Cursor:
         try:
@@ -594,6 +762,7 @@ class SQLiteHotPath(_DriverPath):
     ) -> None:
         configure_mappers()
         self._ops = _Operations(_Statements(dialect))
+        self._cache = _Cache(dialect)
         self._open = open_connection
         self._db: sqlite3.Connection | None = None
         self._writers = writers
@@ -625,6 +794,17 @@ class SQLiteHotPath(_DriverPath):
                 raise
             self._exec(db, "COMMIT")
             return done
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncSession]:
+        self._count(True)
+        async with self._writers.hold(urgent=False), self._immediate(self._begin_immediate) as db:
+            try:
+                yield _as_session(DriverSession(_SQLiteConn(db), self._cache))
+            except BaseException:
+                self._exec(db, "ROLLBACK")
+                raise
+            self._exec(db, "COMMIT")
 
     async def _begin_immediate(self, _stack: Any) -> sqlite3.Connection:
         db = self._conn()
@@ -662,7 +842,10 @@ class _PgConn:
         return q.row(raw) if raw is not None else None
 
     async def rows(self, q: _Compiled, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return [q.row(tuple(raw)) for raw in await self._db.fetch(q.sql, *q.args(params))]
+        return [q.row(raw) for raw in await self.raws(q, params)]
+
+    async def raws(self, q: _Compiled, params: dict[str, Any]) -> list[Sequence[Any]]:
+        return [tuple(raw) for raw in await self._db.fetch(q.sql, *q.args(params))]
 
     async def scalar(self, q: _Compiled, params: dict[str, Any]) -> Any:
         return await self._db.fetchval(q.sql, *q.args(params))
@@ -670,6 +853,9 @@ class _PgConn:
     async def rowcount(self, q: _Compiled, params: dict[str, Any]) -> int:
         status: str = await self._db.execute(q.sql, *q.args(params))  # "UPDATE 1"
         return int(status.rsplit(" ", 1)[-1])
+
+    async def many(self, q: _Compiled, params: Sequence[dict[str, Any]]) -> None:
+        await self._db.executemany(q.sql, [q.args(p) for p in params])
 
 
 async def _pg_codecs(conn: Any) -> None:
@@ -708,6 +894,7 @@ class PostgresHotPath(_DriverPath):
     ) -> None:
         configure_mappers()
         self._ops = _Operations(_Statements(dialect))
+        self._cache = _Cache(dialect)
         self._connect_args = connect_args
         self._count = count
         self._size = size
@@ -732,6 +919,16 @@ class PostgresHotPath(_DriverPath):
                     except _PG_ERRORS as e:
                         raise _error("connect", e) from e
         return self._pool
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncSession]:
+        self._count(True)
+        pool = await self._get_pool()
+        try:
+            async with pool.acquire() as db, db.transaction():
+                yield _as_session(DriverSession(_PgConn(db), self._cache))
+        except _PG_ERRORS as e:
+            raise _error("asyncpg", e) from e
 
     async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool) -> _R:
         """``work`` on a pooled connection (in a transaction where it writes). A connection
@@ -773,9 +970,19 @@ class SessionHotPath:
     """The same operations through the store's sessions, where the driver's own connection
     cannot be used. ``read``/``write``: ``Database.read`` and ``Database.write``."""
 
-    def __init__(self, *, read: Callable[[], Any], write: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        *,
+        read: Callable[[], Any],
+        write: Callable[[], Any],
+        writing: Callable[[], AbstractAsyncContextManager[AsyncSession]] | None = None,
+    ) -> None:
         self._read = read
         self._write = write
+        self._writing = writing or write
+
+    def writing(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return self._writing()
 
     async def click_check(self, *, action_id: int, channel: str | None, ts: str | None) -> tuple[Action | None, bool]:
         async with self._read() as session:

@@ -12,10 +12,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import object_session
-from sqlmodel import select
+from sqlmodel import col, select
 
+from core import watch
 from core.lifecycle import TRANSITIONS
 from sources.base import Op, Option, Status
 from store import hot, queries
@@ -339,3 +341,103 @@ async def test_a_cards_reads_return_what_a_sessions_reads_return(db: Database) -
     reads = db.transactions.reads
     await db.hot.read(everything)
     assert db.transactions.reads == reads + 1  # one read transaction for all of it
+
+
+# ---- a session's exec on the driver's connection (HotPath.writing) ----------------------------
+
+
+async def _landed(db: Database, session: Any, outbox_id: int) -> Action | None:
+    """What the settle does in its transaction: land the decision, start the action's watch."""
+    claim = queries.Claim(NOW + timedelta(seconds=60))
+    action = await queries.outbox_delivered(
+        session, outbox_id=outbox_id, upstream=None, outcome=Status.APPROVED, now=NOW, claim=claim, note="landed"
+    )
+    if action is not None:
+        await watch.set_up_now(session, action, now=NOW, metrics=True)
+    return action
+
+
+async def _rows(db: Database, action_id: int) -> dict[str, Any]:
+    """Everything stored about an action, without ids and keys that differ between two."""
+
+    def plain(obj: Any) -> dict[str, Any]:
+        return {k: v for k, v in obj.model_dump().items() if k not in ("id", "action_id", "decision_id", "key", "external_id", "idempotency_key", "ts")}
+
+    async with db.read() as session:
+        found: dict[str, Any] = {"action": plain(await queries.get_action(session, action_id=action_id))}
+        for model in (Card, Decision, Outbox, Notice, Watch):
+            rows = (await session.exec(select(model).where(model.action_id == action_id).order_by(model.id))).all()  # type: ignore[attr-defined]
+            found[model.__name__] = [plain(r) for r in rows]
+    return found
+
+
+async def test_the_settle_writes_on_the_driver_what_it_writes_through_a_session(db: Database) -> None:
+    action_a = await _action(db, external_id="a1", rollback_conditions=["roas drops below 1.5 within 24h", "cpa > $50", "not a rule"])
+    action_b = await _action(db, external_id="a2", rollback_conditions=["roas drops below 1.5 within 24h", "cpa > $50", "not a rule"])
+    outboxes = []
+    for action in (action_a, action_b):
+        begun = await db.hot.begin_decision(**_begin_args(action, key=f"k{action.id}", seen=action))
+        assert isinstance(begun, queries.Begun)
+        outboxes.append(begun.outbox.id or 0)
+    writes = db.transactions.writes
+    async with db.write() as session:
+        through_session = await _landed(db, session, outboxes[0])
+    async with db.hot.writing() as driver:
+        assert isinstance(driver, hot.DriverSession)
+        on_driver = await _landed(db, driver, outboxes[1])
+    assert db.transactions.writes == writes + 2
+    assert through_session is not None and on_driver is not None
+    assert on_driver.status == Status.APPROVED.value and on_driver.watch_started_at == NOW
+    a, b = await _rows(db, action_a.id or 0), await _rows(db, action_b.id or 0)
+    assert a == b
+    assert [w["position"] for w in b["Watch"]] == [0, 1]
+    assert [n["kind"] for n in b["Notice"]] == ["status"] and b["Outbox"][0]["state"] == "done"
+    async with db.hot.writing() as driver:
+        assert await _landed(db, driver, outboxes[1]) is None  # settled already: nothing written again
+    assert await _rows(db, action_b.id or 0) == b
+
+
+async def test_a_driver_session_answers_as_a_session_does(db: Database) -> None:
+    stored = await _action(db)
+    aid = stored.id or 0
+    async with db.hot.writing() as session:
+        action = await queries.get_action(session, action_id=aid, lock=True)
+        assert action is not None and action.model_dump() == stored.model_dump() and object_session(action) is None
+        card = await queries.card_for_action(session, action_id=aid)
+        assert card is not None and card.ts == f"{aid}.0"
+        assert (await session.exec(select(Card.id, Card.ts).where(Card.action_id == aid))).all() == [(card.id, card.ts)]
+        assert await queries.card_rendered(session, card_id=card.id or 0, version=5) is False
+        result = await session.exec(sa.update(Card).where(col(Card.id) == -1).values(dirty=True))
+        assert result.rowcount == 0
+        await queries.release_claim(session, card_id=card.id, notice_ids=[1, 2, 3])  # an IN list of its own
+        with pytest.raises(AttributeError, match="add"):
+            session.add(card)
+        given = {"action_id": aid, "position": 7, "condition": "cpa > 50", "rule": {}, "metric": "cpa", "started_at": NOW}
+        given["next_check_at"] = NOW
+        await session.exec(sa.insert(Watch), params=given)  # the columns left out take their defaults
+    async with db.read() as session:
+        stored_card = await queries.card_for_action(session, action_id=aid)
+        watches = await queries.watches_for(session, action_id=aid)
+    assert stored_card is not None and stored_card.rendered_version == 5
+    assert [(w.active, w.reading, w.tripped, w.trips) for w in watches] == [(True, "pending", False, 0)]
+
+
+async def test_a_driver_session_rolls_back_what_failed_and_says_so_as_sqlalchemy_does(db: Database) -> None:
+    stored = await _action(db)
+    aid = stored.id or 0
+    with pytest.raises(RuntimeError):
+        async with db.hot.writing() as session:
+            await session.exec(sa.update(Card).where(col(Card.action_id) == aid).values(dirty=True))
+            raise RuntimeError("the work failed")
+    with pytest.raises(DBAPIError):
+        async with db.hot.writing() as session:
+            await session.exec(sa.update(Card).where(col(Card.action_id) == aid).values(dirty=True))
+            await session.exec(sa.insert(Card), params={"action_id": aid, "channel": "C1"})  # a second card: refused
+    async with db.read() as session:
+        card = await queries.card_for_action(session, action_id=aid)
+    assert card is not None and card.dirty is False  # neither transaction's update stayed
+    async with db.hot.writing() as session:  # and the connection is fine for the next one
+        await session.exec(sa.update(Card).where(col(Card.action_id) == aid).values(dirty=True))
+    async with db.read() as session:
+        card = await queries.card_for_action(session, action_id=aid)
+    assert card is not None and card.dirty is True
