@@ -78,7 +78,7 @@ async def check_rules(ctx: WatchContext) -> int:
             return await _check(ctx, watch, action)
 
     while True:
-        async with ctx.db.write() as session:
+        async with ctx.db.hot.writing() as session:  # statements only: on the driver's connection
             claimed = await queries.claim_watches(session, now=ctx.clock(), lease=ctx.lease, limit=ctx.batch)
         if claimed:
             await _record(ctx, await asyncio.gather(*(check(watch, action) for watch, action in claimed)))
@@ -218,7 +218,7 @@ async def _record(ctx: WatchContext, checks: Sequence[_Checked]) -> None:
     """Write a batch of checks back in one transaction, each under its watch's row lock."""
     transitions: list[tuple[rules.Rule, int, str]] = []
     rollbacks: list[tuple[rules.Rule, int]] = []
-    async with ctx.db.write() as session:
+    async with ctx.db.hot.writing() as session:
         for check in checks:
             transition, queued = await _record_one(ctx, session, check)
             assert check.action.id is not None

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import cloned_traverse
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -253,6 +254,18 @@ def _result_processor(type_: Any, dialect: sa.Dialect) -> Any:
     return type_.dialect_impl(dialect).result_processor(dialect, coltype)
 
 
+def _with_values(stmt: Any, values: dict[str, Any]) -> Any:
+    """A copy of ``stmt`` with these values bound (``Select.params``, for any statement:
+    an UPDATE's or a DELETE's IN list too)."""
+
+    def bind(param: sa.BindParameter[Any]) -> None:
+        if param.key in values:
+            param.value = values[param.key]
+            param.required = False
+
+    return cloned_traverse(stmt, {"maintain_key": True, "detect_subquery_cols": True}, {"bindparam": bind})
+
+
 class _In:
     """A statement with IN lists given at run time (SQLAlchemy's expanding parameters
     ``names``): compiled once per combination of the lists' lengths."""
@@ -274,7 +287,7 @@ class _In:
         found = self._by_lengths.get(lengths)
         if found is None:
             lists = {n: [None] * k for n, k in zip(self._names, lengths, strict=True)}
-            bound = self._stmt.params({**self._others, **lists})
+            bound = _with_values(self._stmt, {**self._others, **lists})
             found = _Compiled(bound, self._dialect, expanded=True)
             if len(self._by_lengths) < self.MOST_KEPT:
                 self._by_lengths[lengths] = found
@@ -516,8 +529,8 @@ class _Cache:
         compiled = _Compiled(stmt, self.dialect, column_keys=keys)
         model = _entity(stmt)
         if "__[POSTCOMPILE_" in compiled.sql:
-            lists = {k: v for k, v in params.items() if isinstance(v, list | tuple)}
-            bound = stmt.params(lists) if lists else stmt
+            # Compiling the lists' items needs every value bound: these (compiled for them alone).
+            bound = _with_values(stmt, params) if params else stmt
             return _Compiled(bound, self.dialect, expanded=True, column_keys=keys), model
         self._kept[key] = found = (compiled, model)
         if len(self._kept) > self.MOST:
@@ -525,14 +538,24 @@ class _Cache:
         return found
 
 
-def _entity(stmt: Any) -> Any:
-    """The model a select of one entity returns (None: rows of values)."""
+def _entity(stmt: Any) -> tuple[tuple[type[SQLModel], int], ...] | None:
+    """The models a select of entities returns, each with its number of columns, in order
+    (None: rows of values)."""
     if not isinstance(stmt, sa.Select):
         return None
-    described = stmt.column_descriptions
-    if len(described) == 1 and isinstance(described[0].get("expr"), type):
-        return described[0]["expr"]
-    return None
+    models = [d.get("expr") for d in stmt.column_descriptions]
+    if not all(isinstance(m, type) and issubclass(m, SQLModel) for m in models):
+        return None
+    return tuple((m, len(m.__table__.columns)) for m in models)
+
+
+def _models(entities: tuple[tuple[type[SQLModel], int], ...], keys: tuple[str, ...], values: tuple[Any, ...]) -> Any:
+    """A row of a select of entities: its model object, or a tuple of them."""
+    out, start = [], 0
+    for model, n in entities:
+        out.append(_detached(model, dict(zip(keys[start : start + n], values[start : start + n], strict=True))))
+        start += n
+    return out[0] if len(out) == 1 else tuple(out)
 
 
 class DriverResult:
@@ -609,7 +632,7 @@ class DriverSession:
             raws = await self._c.raws(q, given)
         except _PG_ERRORS as e:
             raise _error(str(statement), e) from e
-        rows = [_detached(model, q.row(raw)) for raw in raws] if model is not None else [q.values(raw) for raw in raws]
+        rows = [_models(model, q.keys, q.values(raw)) if model is not None else q.values(raw) for raw in raws]
         return DriverResult(rows, len(rows))
 
 

@@ -1418,12 +1418,17 @@ _WATCH_STARTED = (
 
 async def _bump(session: AsyncSession, *, action_id: int) -> None:
     """Something the card shows changed without the action's state changing: re-render it."""
-    action = await get_action(session, action_id=action_id, lock=True)
-    if action is None:
-        return
-    action.version += 1
-    session.add(action)
-    await _card_dirty(session, action_id=action_id, version=action.version)
+    version = (await session.exec(_ACTION_BUMPED, params={"p_action": action_id})).scalar_one_or_none()
+    if version is not None:
+        await _card_dirty(session, action_id=action_id, version=version)
+
+
+_ACTION_BUMPED = (
+    sa.update(_ACTIONS)
+    .where(_ACTIONS.c.id == sa.bindparam("p_action"))
+    .values(version=_ACTIONS.c.version + 1)
+    .returning(_ACTIONS.c.version)
+)
 
 
 async def claim_watches(
@@ -1443,10 +1448,19 @@ async def claim_watches(
         .with_for_update(of=Watch, skip_locked=True)
     )
     rows = [(watch, action) for watch, action in (await session.exec(stmt)).all()]
-    for watch, _action in rows:
-        watch.lease_until = now + lease
-        session.add(watch)
+    if rows:
+        until = now + lease
+        await session.exec(_WATCHES_LEASED, params={"p_ids": [w.id for w, _a in rows], "p_until": until})
+        for watch, _action in rows:
+            set_committed_value(watch, "lease_until", until)
     return rows
+
+
+_WATCHES_LEASED = (
+    sa.update(_WATCHES)
+    .where(_WATCHES.c.id.in_(sa.bindparam("p_ids", expanding=True)))
+    .values(lease_until=sa.bindparam("p_until", type_=UTCDateTime()))
+)
 
 
 async def get_watch(session: AsyncSession, *, watch_id: int) -> Watch | None:
@@ -1513,10 +1527,34 @@ async def record_check(
         transition = transition or "ended"
     watch.next_check_at = next_check_at
     watch.lease_until = None
-    session.add(watch)
+    # A Core UPDATE of the row, the object first marked as stored (no flush writes it again).
+    checked = {k: getattr(watch, k) for k in _WATCH_CHECKED_FIELDS}
+    for key, value in checked.items():
+        set_committed_value(watch, key, value)
+    await session.exec(_WATCH_CHECKED, params={"p_id": watch.id, **{f"p_{k}": v for k, v in checked.items()}})
     if (watch.reading, watch.tripped, watch.baseline is None, watch.active) != shown_before:
         await _bump(session, action_id=watch.action_id)
     return watch, transition
+
+
+# What a check may change on its watch.
+_WATCH_CHECKED_FIELDS = (
+    "reading",
+    "reading_detail",
+    "checked_at",
+    "last_value",
+    "last_observed_at",
+    "baseline",
+    "baseline_at",
+    "tripped",
+    "trips",
+    "tripped_at",
+    "active",
+    "ended",
+    "next_check_at",
+    "lease_until",
+)
+_WATCH_CHECKED = _update_by_id(_WATCHES, _WATCH_CHECKED_FIELDS)
 
 
 # ---- digests ----------------------------------------------------------------------------

@@ -415,11 +415,15 @@ async def test_a_driver_session_answers_as_a_session_does(db: Database) -> None:
         given = {"action_id": aid, "position": 7, "condition": "cpa > 50", "rule": {}, "metric": "cpa", "started_at": NOW}
         given["next_check_at"] = NOW
         await session.exec(sa.insert(Watch), params=given)  # the columns left out take their defaults
+        claimed = await queries.claim_watches(session, now=NOW, lease=timedelta(seconds=30), limit=5)
+        assert [(type(w), type(a), w.position, a.id) for w, a in claimed] == [(Watch, Action, 7, aid)]  # rows of two models
+        assert claimed[0][0].lease_until == NOW + timedelta(seconds=30)
     async with db.read() as session:
         stored_card = await queries.card_for_action(session, action_id=aid)
         watches = await queries.watches_for(session, action_id=aid)
     assert stored_card is not None and stored_card.rendered_version == 5
     assert [(w.active, w.reading, w.tripped, w.trips) for w in watches] == [(True, "pending", False, 0)]
+    assert watches[0].lease_until == NOW + timedelta(seconds=30)  # the claim's lease, an UPDATE with an IN list
 
 
 async def test_a_driver_session_rolls_back_what_failed_and_says_so_as_sqlalchemy_does(db: Database) -> None:
