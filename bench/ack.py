@@ -634,7 +634,8 @@ def main(argv: list[str] | None = None) -> int:
                              "the end of the decisions' acks on")
     parser.add_argument("--statements", action="store_true",
                         help="count the bot's SQL statements through SQLAlchemy by text, per decision, during and after "
-                             "the acks (the ack path's own, on the driver's connection, store/hot.py, are not among them)")
+                             "the acks (those on the driver's connection, store/hot.py, are not among them: the ack "
+                             "path, the card's reads, the settle, the card's write-back and the watch's checks)")
     parser.add_argument("--role", choices=("orchestrate", "bot", "bare", "load"), default="orchestrate",
                         help=argparse.SUPPRESS)
     parser.add_argument("--config", default="{}", help=argparse.SUPPRESS)
