@@ -39,6 +39,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import cloned_traverse
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from sources.base import Op, Option, Status
 from store import queries
@@ -587,21 +588,25 @@ class DriverResult:
         return self._rows[0]
 
     def scalar_one_or_none(self) -> Any:
-        row = self.one_or_none()
-        return row[0] if row is not None else None
+        return _scalar(self.one_or_none())
 
     def scalar_one(self) -> Any:
-        return self.one()[0]
+        return _scalar(self.one())
 
     def scalar(self) -> Any:
-        row = self.first()
-        return row[0] if row is not None else None
+        return _scalar(self.first())
+
+
+def _scalar(row: Any) -> Any:
+    """A row's first column (a row of one model, or of sqlmodel's one column, is that)."""
+    return row[0] if isinstance(row, tuple) else row
 
 
 class DriverSession:
     """The part of a session the store's plain statement work uses, ``exec(statement,
-    params=...)`` (and ``get_bind().dialect``), run on a driver's connection: rows of a model
-    come back as detached objects, others as tuples. Anything else of a session (``add``,
+    params=...)`` (and ``get_bind().dialect``), run on a driver's connection: rows of models
+    come back as detached objects, of one column (sqlmodel's ``select(X.c)``) as its values,
+    others as tuples. Anything else of a session (``add``,
     ``get``, ``flush``) is not here: work that needs it runs in ``Database.write``."""
 
     __slots__ = ("_c", "_cache")
@@ -632,7 +637,12 @@ class DriverSession:
             raws = await self._c.raws(q, given)
         except _PG_ERRORS as e:
             raise _error(str(statement), e) from e
-        rows = [_models(model, q.keys, q.values(raw)) if model is not None else q.values(raw) for raw in raws]
+        if model is not None:
+            rows = [_models(model, q.keys, q.values(raw)) for raw in raws]
+        elif isinstance(statement, SelectOfScalar):  # sqlmodel's select of one column: its values
+            rows = [q.values(raw)[0] for raw in raws]
+        else:
+            rows = [q.values(raw) for raw in raws]
         return DriverResult(rows, len(rows))
 
 

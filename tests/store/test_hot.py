@@ -406,6 +406,8 @@ async def test_a_driver_session_answers_as_a_session_does(db: Database) -> None:
         card = await queries.card_for_action(session, action_id=aid)
         assert card is not None and card.ts == f"{aid}.0"
         assert (await session.exec(select(Card.id, Card.ts).where(Card.action_id == aid))).all() == [(card.id, card.ts)]
+        assert (await session.exec(select(Card.id).where(Card.action_id == aid))).all() == [card.id]  # as sqlmodel's
+        assert (await session.exec(select(Card).where(Card.action_id == aid))).scalar_one().id == card.id
         assert await queries.card_rendered(session, card_id=card.id or 0, version=5) is False
         result = await session.exec(sa.update(Card).where(col(Card.id) == -1).values(dirty=True))
         assert result.rowcount == 0
