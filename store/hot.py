@@ -184,7 +184,7 @@ class SessionReads:
 class _Compiled:
     """One Core statement compiled for a driver: its SQL, its parameters in order with
     SQLAlchemy's conversions for them, and its result columns' conversions. ``expanded``:
-    compiled with its IN lists' lengths as bound (``_In``), each item a parameter of its own."""
+    compiled with its IN lists' lengths as bound (``_Cache``), each item a parameter of its own."""
 
     __slots__ = ("sql", "_params", "_defaults", "keys", "_results")
 
@@ -267,34 +267,6 @@ def _with_values(stmt: Any, values: dict[str, Any]) -> Any:
     return cloned_traverse(stmt, {"maintain_key": True, "detect_subquery_cols": True}, {"bindparam": bind})
 
 
-class _In:
-    """A statement with IN lists given at run time (SQLAlchemy's expanding parameters
-    ``names``): compiled once per combination of the lists' lengths."""
-
-    MOST_KEPT = 64  # compiled lengths kept (lists here are short: a card's few notices)
-
-    def __init__(self, stmt: sa.sql.Select[Any], dialect: sa.Dialect, *names: str) -> None:
-        self._stmt = stmt
-        self._dialect = dialect
-        self._names = names
-        self._by_lengths: dict[tuple[int, ...], _Compiled] = {}
-        # Compiling the lists' items needs a value for every parameter: a placeholder (the
-        # values are the caller's, at each run).
-        plain = stmt.compile(dialect=dialect)
-        self._others = {key: None for key, bind in plain.binds.items() if bind.required and key not in names}
-
-    def get(self, params: dict[str, Any]) -> _Compiled:
-        lengths = tuple(len(params[n]) for n in self._names)
-        found = self._by_lengths.get(lengths)
-        if found is None:
-            lists = {n: [None] * k for n, k in zip(self._names, lengths, strict=True)}
-            bound = _with_values(self._stmt, {**self._others, **lists})
-            found = _Compiled(bound, self._dialect, expanded=True)
-            if len(self._by_lengths) < self.MOST_KEPT:
-                self._by_lengths[lengths] = found
-        return found
-
-
 def _insert(table: sa.Table, keys: Sequence[str]) -> sa.Insert:
     """An INSERT of exactly ``keys`` (bound by those names), returning the new id."""
     return sa.insert(table).values({k: sa.bindparam(k, type_=table.c[k].type) for k in keys}).returning(table.c.id)
@@ -340,8 +312,8 @@ class _Statements:
         self.latest_confirmed = c(queries._LATEST_CONFIRMED)
         self.endorsements = c(queries._ENDORSEMENTS)
         self.watches_for = c(queries._WATCHES_FOR)
-        self.posted_notices = _In(queries._POSTED_NOTICES, dialect, "p_kinds")
-        self.notices_by_id = _In(queries._NOTICES_BY_ID, dialect, "p_ids")
+        # Statements with IN lists (compiled per length) and any other: by the cache.
+        self.cache = _Cache(dialect)
         self.insert_decision = c(_insert(Decision.__table__, _DECISION_KEYS))  # type: ignore[attr-defined]
         self.insert_outbox = c(_insert(Outbox.__table__, _OUTBOX_KEYS))  # type: ignore[attr-defined]
 
@@ -513,30 +485,44 @@ class _Cache:
     """Statements compiled for a driver, by statement and the parameters given (an INSERT
     compiles to the columns it is given), with the model a row is (a select of one entity).
     The store's statements are built once; one built per call is compiled per call (and kept
-    a while only). IN lists given at run time are compiled to their length, and not kept."""
+    a while only). A statement with IN lists given at run time is compiled once per
+    combination of the lists' lengths."""
 
     MOST = 512
 
     def __init__(self, dialect: sa.Dialect) -> None:
         self.dialect = dialect
-        self._kept: OrderedDict[tuple[Any, tuple[str, ...]], tuple[_Compiled, Any]] = OrderedDict()
+        self._kept: OrderedDict[tuple[Any, ...], tuple[_Compiled, Any]] = OrderedDict()
+        # Statements found to have IN lists given at run time: their lists' names.
+        self._expanding: OrderedDict[tuple[Any, ...], tuple[str, ...]] = OrderedDict()
 
     def get(self, stmt: Any, params: dict[str, Any]) -> tuple[_Compiled, Any]:
-        key = (stmt, tuple(params))
+        base = (stmt, tuple(params))
+        lists = self._expanding.get(base)
+        key = base if lists is None else (*base, tuple(len(params[n]) for n in lists))
         found = self._kept.get(key)
         if found is not None:
+            self._kept.move_to_end(key)
             return found
         keys = list(params) if isinstance(stmt, sa.Insert) else None
-        compiled = _Compiled(stmt, self.dialect, column_keys=keys)
-        model = _entity(stmt)
-        if "__[POSTCOMPILE_" in compiled.sql:
-            # Compiling the lists' items needs every value bound: these (compiled for them alone).
-            bound = _with_values(stmt, params) if params else stmt
-            return _Compiled(bound, self.dialect, expanded=True, column_keys=keys), model
-        self._kept[key] = found = (compiled, model)
-        if len(self._kept) > self.MOST:
-            self._kept.popitem(last=False)
+        if lists is None:
+            compiled = _Compiled(stmt, self.dialect, column_keys=keys)
+            if "__[POSTCOMPILE_" in compiled.sql:
+                lists = tuple(name for name, value in params.items() if isinstance(value, list | tuple))
+                self._keep(self._expanding, base, lists)
+                key = (*base, tuple(len(params[n]) for n in lists))
+        if lists is not None:
+            # Compiled for these lengths; the values bound are placeholders (each run binds its own).
+            placeholders = {**dict.fromkeys(params), **{n: [None] * len(params[n]) for n in lists}}
+            compiled = _Compiled(_with_values(stmt, placeholders), self.dialect, expanded=True, column_keys=keys)
+        found = (compiled, _entity(stmt))
+        self._keep(self._kept, key, found)
         return found
+
+    def _keep(self, kept: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any) -> None:
+        kept[key] = value
+        if len(kept) > self.MOST:
+            kept.popitem(last=False)
 
 
 def _entity(stmt: Any) -> tuple[tuple[type[SQLModel], int], ...] | None:
@@ -690,11 +676,14 @@ class _DriverReads:
 
     async def posted_notices(self, *, action_id: int, kinds: Iterable[str]) -> Sequence[Notice]:
         params: dict[str, Any] = {"p_action": action_id, "p_kinds": list(kinds)}
-        return await self._all(Notice, self._q.posted_notices.get(params), params) if params["p_kinds"] else []
+        return await self._all(Notice, self._in(queries._POSTED_NOTICES, params), params) if params["p_kinds"] else []
 
     async def notices_by_id(self, *, notice_ids: Sequence[int]) -> list[Notice]:
         params = {"p_ids": list(notice_ids)}
-        return await self._all(Notice, self._q.notices_by_id.get(params), params) if notice_ids else []
+        return await self._all(Notice, self._in(queries._NOTICES_BY_ID, params), params) if notice_ids else []
+
+    def _in(self, stmt: Any, params: dict[str, Any]) -> _Compiled:
+        return self._q.cache.get(stmt, params)[0]
 
 
 # ---- on the driver's own connection -----------------------------------------------------------
@@ -795,7 +784,7 @@ class SQLiteHotPath(_DriverPath):
     ) -> None:
         configure_mappers()
         self._ops = _Operations(_Statements(dialect))
-        self._cache = _Cache(dialect)
+        self._cache = self._ops.statements.cache
         self._open = open_connection
         self._db: sqlite3.Connection | None = None
         self._writers = writers
@@ -927,7 +916,7 @@ class PostgresHotPath(_DriverPath):
     ) -> None:
         configure_mappers()
         self._ops = _Operations(_Statements(dialect))
-        self._cache = _Cache(dialect)
+        self._cache = self._ops.statements.cache
         self._connect_args = connect_args
         self._count = count
         self._size = size

@@ -1435,19 +1435,8 @@ async def claim_watches(
     session: AsyncSession, *, now: datetime, lease: timedelta, limit: int
 ) -> list[tuple[Watch, Action]]:
     """Lease due watches to this worker; rows another worker holds are skipped."""
-    stmt = (
-        select(Watch, Action)
-        .join(Action, col(Action.id) == col(Watch.action_id))
-        .where(
-            col(Watch.active),
-            col(Watch.next_check_at) <= now,
-            sa.or_(col(Watch.lease_until).is_(None), col(Watch.lease_until) < now),
-        )
-        .order_by(col(Watch.next_check_at), col(Watch.id))
-        .limit(limit)
-        .with_for_update(of=Watch, skip_locked=True)
-    )
-    rows = [(watch, action) for watch, action in (await session.exec(stmt)).all()]
+    found = await session.exec(_WATCHES_DUE, params={"p_now": now, "p_limit": limit})
+    rows = [(watch, action) for watch, action in found.all()]
     if rows:
         until = now + lease
         await session.exec(_WATCHES_LEASED, params={"p_ids": [w.id for w, _a in rows], "p_until": until})
@@ -1456,6 +1445,18 @@ async def claim_watches(
     return rows
 
 
+_WATCHES_DUE = (
+    select(Watch, Action)
+    .join(Action, col(Action.id) == col(Watch.action_id))
+    .where(
+        col(Watch.active),
+        col(Watch.next_check_at) <= sa.bindparam("p_now", type_=UTCDateTime()),
+        sa.or_(col(Watch.lease_until).is_(None), col(Watch.lease_until) < sa.bindparam("p_now", type_=UTCDateTime())),
+    )
+    .order_by(col(Watch.next_check_at), col(Watch.id))
+    .limit(sa.bindparam("p_limit", type_=sa.Integer()))
+    .with_for_update(of=Watch, skip_locked=True)
+)
 _WATCHES_LEASED = (
     sa.update(_WATCHES)
     .where(_WATCHES.c.id.in_(sa.bindparam("p_ids", expanding=True)))

@@ -428,6 +428,32 @@ async def test_a_driver_session_answers_as_a_session_does(db: Database) -> None:
     assert watches[0].lease_until == NOW + timedelta(seconds=30)  # the claim's lease, an UPDATE with an IN list
 
 
+async def test_an_in_list_is_compiled_once_per_length_and_binds_each_calls_values(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second, third = [await _action(db, external_id=e) for e in ("a1", "a2", "a3")]
+    compiled: list[str] = []
+    init = hot._Compiled.__init__
+
+    def counting(self: Any, stmt: Any, *args: Any, **kwargs: Any) -> None:
+        compiled.append(f"{stmt} expanded={kwargs.get('expanded')}")
+        init(self, stmt, *args, **kwargs)
+
+    monkeypatch.setattr(hot._Compiled, "__init__", counting)
+    stmt = (
+        select(Action.external_id)
+        .where(col(Action.id).in_(sa.bindparam("p_ids", expanding=True)), Action.source == sa.bindparam("p_source"))
+        .order_by(col(Action.id))
+    )
+    got = []
+    for ids in ([first.id], [second.id], [first.id, third.id], [third.id, second.id], [], [third.id]):
+        async with db.hot.writing() as session:
+            got.append((await session.exec(stmt, params={"p_ids": ids, "p_source": "flokit"})).all())
+    assert got == [["a1"], ["a2"], ["a1", "a3"], ["a2", "a3"], [], ["a3"]]
+    # Found to have an IN list, then compiled for lengths 1, 2 and 0: each once.
+    assert [c.endswith("True") for c in compiled] == [False, True, True, True], compiled
+
+
 async def test_a_driver_session_rolls_back_what_failed_and_says_so_as_sqlalchemy_does(db: Database) -> None:
     stored = await _action(db)
     aid = stored.id or 0
