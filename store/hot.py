@@ -33,8 +33,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
-from sqlalchemy.orm import configure_mappers, make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import configure_mappers
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import cloned_traverse
 from sqlmodel import SQLModel
@@ -43,7 +42,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from sources.base import Op, Option, Status
 from store import queries
-from store.models import Action, AuditEvent, Card, Decision, Notice, Outbox, OutboxState, Watch
+from store.models import Action, Card, Decision, Notice, Outbox, Watch
 
 _R = TypeVar("_R")
 _M = TypeVar("_M", bound=SQLModel)
@@ -267,44 +266,15 @@ def _with_values(stmt: Any, values: dict[str, Any]) -> Any:
     return cloned_traverse(stmt, {"maintain_key": True, "detect_subquery_cols": True}, {"bindparam": bind})
 
 
-def _insert(table: sa.Table, keys: Sequence[str]) -> sa.Insert:
-    """An INSERT of exactly ``keys`` (bound by those names), returning the new id."""
-    return sa.insert(table).values({k: sa.bindparam(k, type_=table.c[k].type) for k in keys}).returning(table.c.id)
-
-
-_DECISION_KEYS = ("action_id", "event", "op", "actor", "note", "from_status", "to_status", "at", "option")
-_OUTBOX_KEYS = (
-    "action_id",
-    "decision_id",
-    "op",
-    "actor",
-    "note",
-    "idempotency_key",
-    "state",
-    "attempts",
-    "next_attempt_at",
-    "notify_channel",
-    "created_at",
-    "option_key",
-    "option_label",
-    "actor_identifier",
-    "lease_until",
-)
-
-
 class _Statements:
     def __init__(self, dialect: sa.Dialect) -> None:
         def c(stmt: sa.sql.ClauseElement) -> _Compiled:
             return _Compiled(stmt, dialect)
 
         self.action = c(queries._ACTION_BY_ID)
-        self.action_locked = c(queries._ACTION_BY_ID_LOCKED)
         self.card_message = c(queries._CARD_MESSAGE_ACTION)
         self.notice_message = c(queries._NOTICE_MESSAGE_ACTION)
         self.digest_lists = c(queries._DIGEST_LISTS)
-        self.move = c(queries._ACTION_MOVE_SEEN)
-        self.card_dirty = c(queries._CARD_DIRTY)
-        self.card_dirty_claimed = c(queries._CARD_DIRTY_CLAIMED)
         self.latest_decision = c(queries._LATEST_DECISION)
         # The card's reads (``Reads``).
         self.card_for_action = c(queries._CARD_FOR_ACTION)
@@ -314,20 +284,9 @@ class _Statements:
         self.watches_for = c(queries._WATCHES_FOR)
         # Statements with IN lists (compiled per length) and any other: by the cache.
         self.cache = _Cache(dialect)
-        self.insert_decision = c(_insert(Decision.__table__, _DECISION_KEYS))  # type: ignore[attr-defined]
-        self.insert_outbox = c(_insert(Outbox.__table__, _OUTBOX_KEYS))  # type: ignore[attr-defined]
 
 
-def _detached(model: type[SQLModel], values: dict[str, Any]) -> Any:
-    """The model object a session would have loaded for ``values`` (a row), detached: built
-    without the model's validation (the row is what was stored), as the ORM builds it."""
-    fields = model.model_fields
-    for name in fields.keys() - values.keys():
-        values[name] = fields[name].get_default(call_default_factory=True)
-    obj = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]
-    obj.__dict__.update(values)
-    make_transient_to_detached(obj)
-    return obj
+_detached = queries.as_loaded
 
 
 # ---- one connection's statements, whatever the driver ----------------------------------------
@@ -347,6 +306,22 @@ class _Conn(Protocol):
     async def many(self, q: _Compiled, params: Sequence[dict[str, Any]]) -> None: ...
 
     async def raws(self, q: _Compiled, params: dict[str, Any]) -> list[Sequence[Any]]: ...
+
+
+async def begin_decision(session: AsyncSession, *, strict: bool = False, **kwargs: Any) -> queries.Begun | Lost | Moved:
+    """``queries.begin_decision``, saying why nothing was written: ``Moved`` where ``strict``
+    and the action is no longer the version seen; else ``Lost``, with the action and the
+    decision that won."""
+    begun = await queries.begin_decision(session, strict=strict, **kwargs)
+    if begun is not None:
+        return begun
+    if strict and kwargs.get("seen") is not None:
+        return Moved()
+    action_id = kwargs["action_id"]
+    return Lost(
+        await queries.get_action(session, action_id=action_id),
+        await queries.latest_decision(session, action_id=action_id),
+    )
 
 
 class _Operations:
@@ -389,88 +364,6 @@ class _Operations:
         self._recent.pop(action_id, None)
         row = await c.one(self._q.action, {"action_id": action_id})
         return _detached(Action, row) if row is not None else None
-
-    async def begin_decision(
-        self,
-        c: _Conn,
-        *,
-        action_id: int,
-        op: Op,
-        allowed_from: frozenset[Status],
-        in_flight: Status,
-        actor: str,
-        note: str | None,
-        idempotency_key: str,
-        notify_channel: str | None,
-        now: datetime,
-        option: Option | None = None,
-        actor_identifier: str | None = None,
-        claim: queries.Claim | None = None,
-        seen: Action | None = None,
-        strict: bool = False,
-    ) -> queries.Begun | Lost | Moved:
-        q = self._q
-
-        async def move(row: Action) -> bool:
-            params = {"p_action": action_id, "p_version": row.version, "p_status": in_flight.value, "p_now": now}
-            return await c.rowcount(q.move, params) == 1
-
-        action: Action | None = seen
-        if seen is None or seen.id != action_id or Status(seen.status) not in allowed_from or not await move(seen):
-            if strict and seen is not None:
-                return Moved()
-            row = await c.one(q.action_locked, {"action_id": action_id})
-            action = _detached(Action, row) if row is not None else None
-            if action is None or Status(action.status) not in allowed_from or not await move(action):
-                latest = await c.one(q.latest_decision, {"action_id": action_id})
-                return Lost(action, _detached(Decision, latest) if latest is not None else None)
-        assert action is not None
-        before, version = action.status, action.version + 1
-        if claim is None:
-            await c.rowcount(q.card_dirty, {"p_action": action_id, "p_version": version})
-        else:
-            await c.rowcount(
-                q.card_dirty_claimed, {"p_action": action_id, "p_version": version, "p_until": claim.until}
-            )
-        audit: dict[str, Any] = {
-            "action_id": action_id,
-            "event": AuditEvent.REQUESTED.value,
-            "op": op.value,
-            "actor": actor,
-            "note": note,
-            "from_status": before,
-            "to_status": in_flight.value,
-            "at": now,
-            "option": option.label if option else None,
-        }
-        audit["id"] = await c.scalar(q.insert_decision, audit)
-        values: dict[str, Any] = {
-            "action_id": action_id,
-            "decision_id": audit["id"],
-            "op": op.value,
-            "actor": actor,
-            "note": note,
-            "idempotency_key": idempotency_key,
-            "state": OutboxState.PENDING.value,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "notify_channel": notify_channel,
-            "created_at": now,
-            "option_key": option.key if option else None,
-            "option_label": option.label if option else None,
-            "actor_identifier": actor_identifier,
-            "lease_until": claim.until if claim is not None else None,
-        }
-        values["id"] = await c.scalar(q.insert_outbox, values)
-        # The row as the UPDATE left it, without marking the object changed.
-        for key, value in (
-            ("status", in_flight.value),
-            ("version", version),
-            ("last_error", None),
-            ("updated_at", now),
-        ):
-            set_committed_value(action, key, value)
-        return queries.Begun(_detached(Decision, audit), _detached(Outbox, values), action)
 
 
 def _error(sql: str, e: BaseException) -> sa.exc.DBAPIError:
@@ -713,7 +606,10 @@ class _DriverPath:
         return await self._run(lambda c: self._ops.action(c, action_id=action_id), write=False)
 
     async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost | Moved:
-        return await self._run(lambda c: self._ops.begin_decision(c, **kwargs), write=True)
+        return await self._run(lambda c: begin_decision(self._session(c), **kwargs), write=True)
+
+    def _session(self, c: _Conn) -> AsyncSession:
+        return _as_session(DriverSession(c, self._ops.statements.cache))
 
     async def read(self, work: Callable[[Reads], Awaitable[_R]]) -> _R:
         return await self._run(lambda c: work(_DriverReads(c, self._ops.statements)), write=False)
@@ -1023,21 +919,9 @@ class SessionHotPath:
         async with self._read() as session:
             return await queries.get_action(session, action_id=action_id)
 
-    async def begin_decision(self, *, strict: bool = False, **kwargs: Any) -> queries.Begun | Lost | Moved:
+    async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost | Moved:
         async with self._write() as session:
-            seen = kwargs.get("seen")
-            if strict and seen is not None:
-                now = await queries.get_action(session, action_id=kwargs["action_id"], lock=True)
-                if now is None or now.version != seen.version or now.status != seen.status:
-                    return Moved()
-            begun = await queries.begin_decision(session, **kwargs)
-            if begun is not None:
-                return begun
-            action_id = kwargs["action_id"]
-            return Lost(
-                await queries.get_action(session, action_id=action_id),
-                await queries.latest_decision(session, action_id=action_id),
-            )
+            return await begin_decision(session, **kwargs)
 
     async def read(self, work: Callable[[Reads], Awaitable[_R]]) -> _R:
         async with self._read() as session:

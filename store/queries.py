@@ -14,8 +14,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sources.base import IN_FLIGHT, Op, Option, Status, UpstreamAction
@@ -132,6 +133,20 @@ _ACTION_BY_ID = (
     select(Action).where(col(Action.id) == sa.bindparam("action_id")).execution_options(populate_existing=True)
 )
 _ACTION_BY_ID_LOCKED = _ACTION_BY_ID.with_for_update()
+
+
+def as_loaded(model: type[SQLModel], values: dict[str, Any]) -> Any:
+    """The model object a session would have loaded for ``values`` (a row as stored),
+    detached: built as the ORM builds a loaded row, without the model's constructor (its
+    validation and bookkeeping cost more than the statement). Fields not given take their
+    defaults."""
+    fields = model.model_fields
+    for name in fields.keys() - values.keys():
+        values[name] = fields[name].get_default(call_default_factory=True)
+    obj = model._sa_class_manager.new_instance()  # type: ignore[attr-defined]
+    obj.__dict__.update(values)
+    make_transient_to_detached(obj)
+    return obj
 
 
 async def get_action(session: AsyncSession, *, action_id: int, lock: bool = False) -> Action | None:
@@ -326,6 +341,7 @@ async def begin_decision(
     actor_identifier: str | None = None,
     claim: Claim | None = None,
     seen: Action | None = None,
+    strict: bool = False,
 ) -> Begun | None:
     """Compare-and-set the action from one of ``allowed_from`` into ``in_flight``, append the
     decision and queue its upstream call, all in the caller's transaction. Returns None when
@@ -333,9 +349,9 @@ async def begin_decision(
 
     ``seen``: the action as the caller read it moments ago. Where it is still at that version
     (every change of an action bumps it), the compare-and-set needs no read of its own; where
-    it moved on, the row is read again under lock. Under a ``claim`` the outbox entry (and the
-    card) are leased to this process, which delivers it at once; ``actor_identifier``, where
-    already known, is stored with it."""
+    it moved on, the row is read again under lock (``strict``: None at once, nothing written).
+    Under a ``claim`` the outbox entry (and the card) are leased to this process, which
+    delivers it at once; ``actor_identifier``, where already known, is stored with it."""
 
     async def move(row: Action) -> bool:
         moved = await session.exec(
@@ -346,6 +362,8 @@ async def begin_decision(
 
     action: Action | None = seen
     if seen is None or seen.id != action_id or Status(seen.status) not in allowed_from or not await move(seen):
+        if strict and seen is not None:
+            return None
         action = await get_action(session, action_id=action_id, lock=True)
         if action is None or Status(action.status) not in allowed_from or not await move(action):
             return None
@@ -382,8 +400,8 @@ async def begin_decision(
         "actor_identifier": actor_identifier,
         "lease_until": claim.until if claim is not None else None,
     }
-    outbox_id = (await session.exec(_INSERT_OUTBOX, params=values)).scalar_one()
-    outbox = Outbox(id=outbox_id, **values)
+    values["id"] = (await session.exec(_INSERT_OUTBOX, params=values)).scalar_one()
+    outbox: Outbox = as_loaded(Outbox, values)
     # The row as the UPDATE left it (``seen`` included: it is the caller's view of the row),
     # without marking the object changed (no second UPDATE).
     for key, value in (("status", in_flight.value), ("version", version), ("last_error", None), ("updated_at", now)):
@@ -491,8 +509,9 @@ async def append_audit(
         "option": option,
     }
     # A Core INSERT: the audit trail is never updated, so the row needs no session tracking.
-    decision_id = (await session.exec(_INSERT_DECISION, params=values)).scalar_one()
-    return Decision(id=decision_id, **values)
+    values["id"] = (await session.exec(_INSERT_DECISION, params=values)).scalar_one()
+    decision: Decision = as_loaded(Decision, values)
+    return decision
 
 
 _INSERT_DECISION = sa.insert(Decision.__table__).returning(Decision.__table__.c.id)  # type: ignore[attr-defined]

@@ -330,6 +330,10 @@ async def test_a_cards_reads_return_what_a_sessions_reads_return(db: Database) -
             return [dumped(v) for v in value]
         return value.model_dump() if value is not None else None
 
+    async def kind(reads: hot.Reads) -> type:
+        return type(reads)
+
+    assert await db.hot.read(kind) is hot._DriverReads  # on the driver's connection, not a session
     on_driver = await db.hot.read(everything)
     async with db.read() as session:
         through_session = await everything(hot.SessionReads(session))
