@@ -10,6 +10,7 @@ listener acknowledges Slack.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -338,23 +339,19 @@ class DecisionService:
             ):
                 return Outcome(Result.CONFIRMATION_REQUIRED, action)
             needed = self._policy.required_approvals(action.type, action.risk, source=action.source)
+        begin_args = functools.partial(
+            self._begin_args,
+            action,
+            op,
+            user_id=user_id,
+            picked=picked,
+            request_key=request_key,
+            channel=channel,
+            identifier=identifier,
+        )
         if needed == 1:
             # The common case, on the store's fast path: one write transaction, nothing else.
-            now = self._clock()
-            written = await self._db.hot.begin_decision(
-                **self._begin_args(
-                    action,
-                    op,
-                    user_id=user_id,
-                    note=note,
-                    picked=picked,
-                    request_key=request_key,
-                    channel=channel,
-                    identifier=identifier,
-                    now=now,
-                ),
-                strict=strict,
-            )
+            written = await self._db.hot.begin_decision(**begin_args(note=note, now=self._clock()), strict=strict)
             if isinstance(written, Moved):
                 return None
             if isinstance(written, Lost):
@@ -376,22 +373,7 @@ class DecisionService:
                     approvals = endorsed.approvers
                     others = ", ".join(f"<@{a}>" if a[:1] in ("U", "W") else a for a in endorsed.approvers[:-1])
                     note = f"{note + ' — ' if note else ''}also approved by {others}"
-            now = self._clock()
-            begun = await queries.begin_decision(
-                session,
-                **self._begin_args(
-                    action,
-                    op,
-                    user_id=user_id,
-                    note=note,
-                    picked=picked,
-                    request_key=request_key,
-                    channel=channel,
-                    identifier=identifier,
-                    now=now,
-                    seen=False,
-                ),
-            )
+            begun = await queries.begin_decision(session, **begin_args(note=note, now=self._clock(), seen=False))
             if begun is None:
                 action = await queries.get_action(session, action_id=action_id)
                 latest = await queries.latest_decision(session, action_id=action_id)

@@ -1027,11 +1027,11 @@ _CARD_RENDERED_KEEP = _card_rendered(keep_lease_if_newer=True)
 
 
 async def card_failed(session: AsyncSession, *, card_id: int, error: str, next_attempt_at: datetime) -> None:
-    await session.exec(
-        sa.update(Card)
-        .where(col(Card.id) == card_id)
-        .values(last_error=error, next_attempt_at=next_attempt_at, lease_until=None)
-    )
+    params = {"p_id": card_id, "p_last_error": error, "p_next_attempt_at": next_attempt_at, "p_lease_until": None}
+    await session.exec(_CARD_FAILED, params=params)
+
+
+_CARD_FAILED = _update_by_id(_CARDS, ("last_error", "next_attempt_at", "lease_until"))
 
 
 async def card_for_message(session: AsyncSession, *, channel: str, ts: str) -> Card | None:
@@ -1183,9 +1183,15 @@ _NOTICES_BY_ID = (
 async def release_claim(session: AsyncSession, *, card_id: int | None, notice_ids: Sequence[int]) -> None:
     """Hand work claimed for this process back to the sweeps, now."""
     if card_id is not None:
-        await session.exec(sa.update(Card).where(col(Card.id) == card_id).values(lease_until=None))
+        await session.exec(_CARD_RELEASED, params={"p_id": card_id, "p_lease_until": None})
     if notice_ids:
-        await session.exec(sa.update(Notice).where(col(Notice.id).in_(list(notice_ids))).values(lease_until=None))
+        await session.exec(_NOTICES_RELEASED, params={"p_ids": list(notice_ids)})
+
+
+_CARD_RELEASED = _update_by_id(_CARDS, ("lease_until",))
+_NOTICES_RELEASED = (
+    sa.update(_NOTICES).where(_NOTICES.c.id.in_(sa.bindparam("p_ids", expanding=True))).values(lease_until=None)
+)
 
 
 async def notice_posted(session: AsyncSession, *, notice_id: int, ts: str, now: datetime) -> None:
@@ -1206,19 +1212,19 @@ _NOTICE_POSTED = (
 
 
 async def notice_retry_later(session: AsyncSession, *, notice_id: int, error: str, next_attempt_at: datetime) -> None:
-    await session.exec(
-        sa.update(Notice)
-        .where(col(Notice.id) == notice_id)
-        .values(last_error=error, next_attempt_at=next_attempt_at, lease_until=None)
-    )
+    params = {"p_id": notice_id, "p_last_error": error, "p_next_attempt_at": next_attempt_at, "p_lease_until": None}
+    await session.exec(_NOTICE_RETRY_LATER, params=params)
+
+
+_NOTICE_RETRY_LATER = _update_by_id(_NOTICES, ("last_error", "next_attempt_at", "lease_until"))
 
 
 async def notice_failed(session: AsyncSession, *, notice_id: int, error: str) -> None:
-    await session.exec(
-        sa.update(Notice)
-        .where(col(Notice.id) == notice_id)
-        .values(state=NoticeState.FAILED.value, last_error=error, lease_until=None)
-    )
+    params = {"p_id": notice_id, "p_state": NoticeState.FAILED.value, "p_last_error": error, "p_lease_until": None}
+    await session.exec(_NOTICE_FAILED, params=params)
+
+
+_NOTICE_FAILED = _update_by_id(_NOTICES, ("state", "last_error", "lease_until"))
 
 
 async def posted_notices(session: AsyncSession, *, action_id: int, kinds: Iterable[str]) -> Sequence[Notice]:
