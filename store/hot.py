@@ -397,7 +397,7 @@ class _Cache:
         if found is not None:
             self._kept.move_to_end(key)
             return found
-        keys = list(params) if isinstance(stmt, sa.Insert) else None
+        keys = list(params) if isinstance(stmt, sa.Insert) and stmt.select is None else None
         if lists is None:
             compiled = _Compiled(stmt, self.dialect, column_keys=keys)
             if "__[POSTCOMPILE_" in compiled.sql:
@@ -587,8 +587,12 @@ class _DriverPath:
     write transaction where ``write``."""
 
     _ops: _Operations
+    # Whether one statement may write a whole decision (``queries.begin_decision_in_one``).
+    _IN_ONE = False
 
-    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool) -> _R:
+    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool, alone: bool = False) -> _R:
+        """``work`` on a connection of the path's own, in a write transaction where ``write``;
+        ``alone``: a write of one statement, which is its own transaction."""
         raise NotImplementedError
 
     def writing(self) -> AbstractAsyncContextManager[AsyncSession]:
@@ -606,6 +610,18 @@ class _DriverPath:
         return await self._run(lambda c: self._ops.action(c, action_id=action_id), write=False)
 
     async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost | Moved:
+        seen = kwargs.get("seen")
+        if self._IN_ONE and seen is not None:
+            # The common case, from the version a click's check read: one statement, alone.
+            one = {k: v for k, v in kwargs.items() if k != "strict"}
+            begun = await self._run(
+                lambda c: queries.begin_decision_in_one(self._session(c), **one), write=True, alone=True
+            )
+            if begun is not None:
+                return begun
+            if kwargs.get("strict"):
+                return Moved()
+            kwargs["seen"] = None  # it moved on: decide from the row as it now is
         return await self._run(lambda c: begin_decision(self._session(c), **kwargs), write=True)
 
     def _session(self, c: _Conn) -> AsyncSession:
@@ -695,7 +711,7 @@ class SQLiteHotPath(_DriverPath):
                 raise _error("connect", e) from e
         return self._db
 
-    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool) -> _R:
+    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool, alone: bool = False) -> _R:
         self._count(write)
         if not write:
             db = self._conn()
@@ -802,6 +818,8 @@ async def _pg_keep(_conn: Any) -> None:
 class PostgresHotPath(_DriverPath):
     """``connect_args``: asyncpg's arguments for the database (from SQLAlchemy's dialect)."""
 
+    _IN_ONE = True
+
     def __init__(
         self,
         *,
@@ -848,8 +866,9 @@ class PostgresHotPath(_DriverPath):
         except _PG_ERRORS as e:
             raise _error("asyncpg", e) from e
 
-    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool) -> _R:
-        """``work`` on a pooled connection (in a transaction where it writes). A connection
+    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool, alone: bool = False) -> _R:
+        """``work`` on a pooled connection (in a transaction where it writes, but for one
+        statement ``alone``, which the server commits as it ends). A connection
         the server dropped while it sat in the pool (a restart, a failover, an administrator)
         is replaced and the work run again, once: safe for a write too, as a decision's
         compare-and-set cannot apply twice (a retry of a write that did commit loses, and
@@ -859,9 +878,10 @@ class PostgresHotPath(_DriverPath):
             pool = await self._get_pool()
             try:
                 async with pool.acquire() as db:
-                    if not write:
+                    if not write or alone:
                         # Read committed: each statement sees what was committed when it
-                        # began, so a read needs no BEGIN and COMMIT of its own.
+                        # began, so a read needs no BEGIN and COMMIT of its own; nor does
+                        # a write of one statement.
                         return await work(_PgConn(db))
                     async with db.transaction():
                         return await work(_PgConn(db))
@@ -870,6 +890,9 @@ class PostgresHotPath(_DriverPath):
                     raise _error("asyncpg", e) from e
             except _PG_ERRORS as e:
                 raise _error("asyncpg", e) from e
+            except sa.exc.DBAPIError as e:  # from a DriverSession's statement
+                if attempt == 2 or not isinstance(e.orig, _PG_DROPPED):
+                    raise
         raise AssertionError("unreachable")
 
     async def close(self) -> None:

@@ -368,24 +368,55 @@ async def begin_decision(
         if action is None or Status(action.status) not in allowed_from or not await move(action):
             return None
     assert action is not None
-    before, version = action.status, action.version + 1
-    await _card_dirty(session, action_id=action_id, version=version, claim=claim)
-    decision = await append_audit(
-        session,
-        action_id=action_id,
+    await _card_dirty(session, action_id=action_id, version=action.version + 1, claim=claim)
+    audit, queued = _decision_rows(
+        action,
+        op=op,
+        in_flight=in_flight,
+        actor=actor,
+        note=note,
+        idempotency_key=idempotency_key,
+        notify_channel=notify_channel,
+        now=now,
+        option=option,
+        actor_identifier=actor_identifier,
+        claim=claim,
+    )
+    audit["id"] = queued["decision_id"] = (await session.exec(_INSERT_DECISION, params=audit)).scalar_one()
+    queued["id"] = (await session.exec(_INSERT_OUTBOX, params=queued)).scalar_one()
+    return _begun(action, audit, queued)
+
+
+def _decision_rows(
+    action: Action,
+    *,
+    op: Op,
+    in_flight: Status,
+    actor: str,
+    note: str | None,
+    idempotency_key: str,
+    notify_channel: str | None,
+    now: datetime,
+    option: Option | None,
+    actor_identifier: str | None,
+    claim: Claim | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A decision's audit entry and outbox entry, as ``begin_decision`` inserts them (the
+    entry's ``decision_id`` and both ids are the inserts')."""
+    audit = _audit_row(
+        action_id=action.id or 0,
         event=AuditEvent.REQUESTED,
         op=op,
         actor=actor,
         note=note,
-        from_status=before,
+        from_status=action.status,
         to_status=in_flight.value,
         now=now,
         option=option.label if option else None,
     )
-    assert decision.id is not None
-    values: dict[str, Any] = {
-        "action_id": action_id,
-        "decision_id": decision.id,
+    queued: dict[str, Any] = {
+        "action_id": action.id,
+        "decision_id": None,  # the audit entry's, once inserted
         "op": op.value,
         "actor": actor,
         "note": note,
@@ -400,13 +431,92 @@ async def begin_decision(
         "actor_identifier": actor_identifier,
         "lease_until": claim.until if claim is not None else None,
     }
-    values["id"] = (await session.exec(_INSERT_OUTBOX, params=values)).scalar_one()
-    outbox: Outbox = as_loaded(Outbox, values)
-    # The row as the UPDATE left it (``seen`` included: it is the caller's view of the row),
-    # without marking the object changed (no second UPDATE).
-    for key, value in (("status", in_flight.value), ("version", version), ("last_error", None), ("updated_at", now)):
+    return audit, queued
+
+
+# An outbox entry's fields as a decision queues it, but for its action's and audit entry's ids.
+_QUEUED_FIELDS = (
+    "op",
+    "actor",
+    "note",
+    "idempotency_key",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "notify_channel",
+    "created_at",
+    "option_key",
+    "option_label",
+    "actor_identifier",
+    "lease_until",
+)
+
+
+def _begun(action: Action, audit: dict[str, Any], queued: dict[str, Any]) -> Begun:
+    """What ``begin_decision`` wrote, the action as the compare-and-set left it (``seen``
+    included: it is the caller's view of the row), without marking it changed (no flush
+    writes it again)."""
+    for key, value in (
+        ("status", audit["to_status"]),
+        ("version", action.version + 1),
+        ("last_error", None),
+        ("updated_at", audit["at"]),
+    ):
         set_committed_value(action, key, value)
-    return Begun(decision, outbox, action)
+    return Begun(as_loaded(Decision, audit), as_loaded(Outbox, queued), action)
+
+
+async def begin_decision_in_one(
+    session: AsyncSession,
+    *,
+    action_id: int,
+    op: Op,
+    allowed_from: frozenset[Status],
+    in_flight: Status,
+    actor: str,
+    note: str | None,
+    idempotency_key: str,
+    notify_channel: str | None,
+    now: datetime,
+    seen: Action,
+    option: Option | None = None,
+    actor_identifier: str | None = None,
+    claim: Claim | None = None,
+) -> Begun | None:
+    """``begin_decision`` from ``seen``, as one statement (PostgreSQL only: its WITH runs
+    UPDATEs and INSERTs): the compare-and-set, the card marked, the audit entry and the
+    outbox entry. None, with nothing written, where the action is no longer at ``seen``'s
+    version or ``seen`` cannot be decided so. Run alone it is its own transaction: one round
+    trip, where ``begin_decision`` takes four statements and a BEGIN and a COMMIT."""
+    if seen.id != action_id or Status(seen.status) not in allowed_from:
+        return None
+    audit, queued = _decision_rows(
+        seen,
+        op=op,
+        in_flight=in_flight,
+        actor=actor,
+        note=note,
+        idempotency_key=idempotency_key,
+        notify_channel=notify_channel,
+        now=now,
+        option=option,
+        actor_identifier=actor_identifier,
+        claim=claim,
+    )
+    params = {
+        **audit,
+        **queued,
+        "p_action": action_id,
+        "p_version": seen.version,
+        "p_status": in_flight.value,
+        "p_now": now,
+    }
+    ids = (await session.exec(_BEGUN_IN_ONE[claim is not None], params=params)).first()
+    if ids is None:
+        return None
+    queued["id"], decision_id = ids
+    audit["id"] = queued["decision_id"] = decision_id
+    return _begun(seen, audit, queued)
 
 
 _ACTIONS = Action.__table__  # type: ignore[attr-defined]
@@ -497,7 +607,36 @@ async def append_audit(
     to_status: str | None = None,
     option: str | None = None,
 ) -> Decision:
-    values: dict[str, Any] = {
+    values = _audit_row(
+        action_id=action_id,
+        event=event,
+        op=op,
+        actor=actor,
+        note=note,
+        from_status=from_status,
+        to_status=to_status,
+        now=now,
+        option=option,
+    )
+    # A Core INSERT: the audit trail is never updated, so the row needs no session tracking.
+    values["id"] = (await session.exec(_INSERT_DECISION, params=values)).scalar_one()
+    decision: Decision = as_loaded(Decision, values)
+    return decision
+
+
+def _audit_row(
+    *,
+    action_id: int,
+    event: AuditEvent,
+    actor: str,
+    now: datetime,
+    op: Op | None,
+    note: str | None,
+    from_status: str | None,
+    to_status: str | None,
+    option: str | None,
+) -> dict[str, Any]:
+    return {
         "action_id": action_id,
         "event": event.value,
         "op": op.value if op else None,
@@ -508,13 +647,46 @@ async def append_audit(
         "at": now,
         "option": option,
     }
-    # A Core INSERT: the audit trail is never updated, so the row needs no session tracking.
-    values["id"] = (await session.exec(_INSERT_DECISION, params=values)).scalar_one()
-    decision: Decision = as_loaded(Decision, values)
-    return decision
 
 
-_INSERT_DECISION = sa.insert(Decision.__table__).returning(Decision.__table__.c.id)  # type: ignore[attr-defined]
+_DECISIONS = Decision.__table__  # type: ignore[attr-defined]
+_INSERT_DECISION = sa.insert(_DECISIONS).returning(_DECISIONS.c.id)
+
+
+def _begin_in_one(claimed: bool) -> sa.Insert:
+    """``begin_decision_in_one``'s statement: the audit entry's and outbox entry's values are
+    bound by their column names, the compare-and-set's as in ``_ACTION_MOVE_SEEN``."""
+    outbox = Outbox.__table__  # type: ignore[attr-defined]
+    moved = _ACTION_MOVE_SEEN.returning(_ACTIONS.c.id, _ACTIONS.c.version).cte("moved")
+    given: dict[str, Any] = {}
+
+    def values(table: sa.Table, names: Sequence[str]) -> list[Any]:
+        return [given.setdefault(n, sa.bindparam(n, type_=table.c[n].type)) for n in names]
+
+    card = sa.update(_CARDS).where(_CARDS.c.action_id == moved.c.id).values(dirty=True, wanted_version=moved.c.version)
+    if claimed:
+        card = card.values(lease_until=values(outbox, ["lease_until"])[0])
+
+    audit = ("event", "op", "actor", "note", "from_status", "to_status", "at", "option")
+    decision = (
+        sa.insert(_DECISIONS)
+        .from_select(("action_id", *audit), sa.select(moved.c.id, *values(_DECISIONS, audit)))
+        .returning(_DECISIONS.c.id)
+        .cte("decision")
+    )
+    queued = _QUEUED_FIELDS
+    return (
+        sa.insert(outbox)
+        .from_select(
+            ("action_id", "decision_id", *queued),
+            sa.select(moved.c.id, decision.c.id, *values(outbox, queued)),
+        )
+        .returning(outbox.c.id, outbox.c.decision_id)
+        .add_cte(card.cte("card"))
+    )
+
+
+_BEGUN_IN_ONE = {False: _begin_in_one(False), True: _begin_in_one(True)}
 
 
 async def latest_decision(session: AsyncSession, *, action_id: int) -> Decision | None:

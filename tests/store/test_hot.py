@@ -140,6 +140,53 @@ async def test_a_decision_is_written_as_begin_decision_writes_it(db: Database, p
     assert object_session(begun.outbox) is None and begun.outbox.id == o.id
 
 
+@pytest.mark.parametrize("claimed", [False, True])
+async def test_on_postgresql_a_decision_from_the_version_seen_is_one_statement_writing_what_four_write(
+    db: Database, claimed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's WITH runs UPDATEs and INSERTs; SQLite's does not")
+    one, four = await _action(db, external_id="a1"), await _action(db, external_id="a2")
+    claim = queries.Claim(NOW + timedelta(seconds=30)) if claimed else None
+    option = Option(kind=Op.APPROVE, label="Ship it", key="opt-1")
+    statements: list[str] = []
+    for name in ("raw", "raws", "one", "rows", "scalar", "rowcount", "many"):
+        method = getattr(hot._PgConn, name)
+
+        def counting(self: Any, q: Any, params: Any, _method: Any = method) -> Any:
+            statements.append(q.sql)
+            return _method(self, q, params)
+
+        monkeypatch.setattr(hot._PgConn, name, counting)
+    begun = await db.hot.begin_decision(**_begin_args(one, key="k1", seen=one, option=option, claim=claim))
+    assert isinstance(begun, queries.Begun) and len(statements) == 1 and statements[0].startswith("WITH")
+    async with db.write() as session:
+        other = await queries.begin_decision(session, **_begin_args(four, key="k2", seen=four, option=option, claim=claim))
+    assert other is not None
+
+    async def stored(action_id: int) -> list[dict[str, Any]]:
+        async with db.read() as session:
+            rows: list[Any] = [await queries.get_action(session, action_id=action_id)]
+            rows += (await session.exec(select(Decision).where(Decision.action_id == action_id))).all()
+            rows += (await session.exec(select(Outbox).where(Outbox.action_id == action_id))).all()
+            rows += (await session.exec(select(Card).where(Card.action_id == action_id))).all()
+        skip = {"id", "action_id", "decision_id", "external_id", "idempotency_key", "ts"}
+        return [{k: v for k, v in r.model_dump().items() if k not in skip} for r in rows]
+
+    assert await stored(one.id or 0) == await stored(four.id or 0)
+    # What it returned is what it stored.
+    async with db.read() as session:
+        outbox = (await session.exec(select(Outbox).where(Outbox.action_id == one.id))).one()
+        decision = (await session.exec(select(Decision).where(Decision.action_id == one.id))).one()
+    assert begun.outbox.model_dump() == outbox.model_dump() and begun.decision.model_dump() == decision.model_dump()
+    # From a version no longer stored (``one`` as first read): the statement writes nothing.
+    statements.clear()
+    stale = one.model_copy(update={"version": 1, "status": Status.READY.value})
+    assert isinstance(await db.hot.begin_decision(**_begin_args(stale, key="k3", seen=stale), strict=True), hot.Moved)
+    assert len(statements) == 1
+    assert len(await stored(one.id or 0)) == 4  # still one decision and one outbox entry
+
+
 async def test_a_second_decision_from_the_same_read_loses_and_says_what_won(db: Database, path: hot.HotPath) -> None:
     seen = await _action(db)
     stale = seen.model_copy()
