@@ -272,7 +272,7 @@ class _Statements:
             return _Compiled(stmt, dialect)
 
         self.action = c(queries._ACTION_BY_ID)
-        self.card_message = c(queries._CARD_MESSAGE_ACTION)
+        self.action_card_at = c(queries._ACTION_CARD_AT)
         self.notice_message = c(queries._NOTICE_MESSAGE_ACTION)
         self.digest_lists = c(queries._DIGEST_LISTS)
         self.latest_decision = c(queries._LATEST_DECISION)
@@ -340,24 +340,24 @@ class _Operations:
         self, c: _Conn, *, action_id: int, channel: str | None, ts: str | None
     ) -> tuple[Action | None, bool]:
         q = self._q
-        raw = await c.raw(q.action, {"action_id": action_id})
+        at_message = channel is not None and ts is not None
+        params: dict[str, Any] = {"action_id": action_id, "channel": channel, "ts": ts}
+        raw = await c.raw(q.action_card_at if at_message else q.action, params)
         if raw is None:
             self._recent.pop(action_id, None)
             return None, True
+        card_at = bool(raw[-1]) if at_message else True
+        raw = raw[:-1] if at_message else raw
         self._recent[action_id] = raw
         self._recent.move_to_end(action_id)
         if len(self._recent) > RECENT_ROWS:
             self._recent.popitem(last=False)
         action: Action = _detached(Action, q.action.row(raw))
-        if channel is None or ts is None:
+        if card_at:  # its card (or no message to check)
             return action, True
-        params: dict[str, Any] = {"channel": channel, "ts": ts}
-        found = await c.one(q.card_message, params)
-        if found is None:
-            found = await c.one(q.notice_message, params)
+        found = await c.one(q.notice_message, params)
         if found is not None and found["action_id"] == action_id:
             return action, True
-        params["action_id"] = action_id
         return action, await c.one(q.digest_lists, params) is not None
 
     async def action(self, c: _Conn, *, action_id: int) -> Action | None:

@@ -1438,6 +1438,17 @@ async def message_action(session: AsyncSession, *, channel: str, ts: str) -> int
 _CARD_MESSAGE_ACTION = select(Card.action_id).where(
     col(Card.channel) == sa.bindparam("channel"), col(Card.ts) == sa.bindparam("ts")
 )
+# An action, and whether its own card is the message (channel, ts): a click's check, one read.
+_ACTION_CARD_AT = select(
+    Action,
+    sa.exists()
+    .where(
+        col(Card.action_id) == col(Action.id),
+        col(Card.channel) == sa.bindparam("channel"),
+        col(Card.ts) == sa.bindparam("ts"),
+    )
+    .label("card_at"),
+).where(col(Action.id) == sa.bindparam("action_id"))
 _NOTICE_MESSAGE_ACTION = (
     select(Notice.action_id)
     .join(Card, col(Card.action_id) == col(Notice.action_id))
