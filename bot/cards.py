@@ -115,11 +115,11 @@ async def load_card(reads: hot.Reads, *, action: Action, caps: Capabilities, pol
     approvals: list[str] = []
     if needed > 1 and action.status == Status.READY.value:
         approvals = list(dict.fromkeys(d.actor for d in await reads.endorsements(action_id=action.id)))
-    decision = await reads.latest_decision(action_id=action.id)
-    outbox = await reads.latest_outbox(action_id=action.id)
-    confirmed = await reads.latest_confirmed(action_id=action.id)
+    latest = await reads.latest(action_id=action.id)
     watches = await reads.watches_for(action_id=action.id) if action.watch_started_at else ()
-    return card_view(action, decision, outbox, caps, confirmed, watches, approvals, needed, confirm)
+    return card_view(
+        action, latest.decision, latest.outbox, caps, latest.confirmed, watches, approvals, needed, confirm
+    )
 
 
 class CardReader:

@@ -134,6 +134,8 @@ class Reads(Protocol):
 
     async def latest_confirmed(self, *, action_id: int) -> Decision | None: ...
 
+    async def latest(self, *, action_id: int) -> queries.Latest: ...
+
     async def endorsements(self, *, action_id: int) -> list[Decision]: ...
 
     async def watches_for(self, *, action_id: int) -> Sequence[Watch]: ...
@@ -163,6 +165,9 @@ class SessionReads:
 
     async def latest_confirmed(self, *, action_id: int) -> Decision | None:
         return await queries.latest_confirmed(self._s, action_id=action_id)
+
+    async def latest(self, *, action_id: int) -> queries.Latest:
+        return await queries.latest(self._s, action_id=action_id)
 
     async def endorsements(self, *, action_id: int) -> list[Decision]:
         return await queries.endorsements(self._s, action_id=action_id)
@@ -280,6 +285,7 @@ class _Statements:
         self.card_for_action = c(queries._CARD_FOR_ACTION)
         self.latest_outbox = c(queries._LATEST_OUTBOX)
         self.latest_confirmed = c(queries._LATEST_CONFIRMED)
+        self.latest = c(queries._LATEST)
         self.endorsements = c(queries._ENDORSEMENTS)
         self.watches_for = c(queries._WATCHES_FOR)
         # Statements with IN lists (compiled per length) and any other: by the cache.
@@ -530,6 +536,14 @@ def _as_session(driver: DriverSession) -> AsyncSession:
     return cast(AsyncSession, driver)
 
 
+def _columns(model: type[SQLModel]) -> tuple[str, ...]:
+    return tuple(c.key for c in model.__table__.columns)  # type: ignore[attr-defined]
+
+
+# The models ``queries._LATEST`` selects, in order, with their columns' names.
+_LATEST_ROWS = ((Decision, _columns(Decision)), (Outbox, _columns(Outbox)), (Decision, _columns(Decision)))
+
+
 class _DriverReads:
     """``Reads`` on a driver's connection: rows as detached model objects."""
 
@@ -560,6 +574,18 @@ class _DriverReads:
 
     async def latest_confirmed(self, *, action_id: int) -> Decision | None:
         return await self._first(Decision, self._q.latest_confirmed, {"action_id": action_id})
+
+    async def latest(self, *, action_id: int) -> queries.Latest:
+        q = self._q.latest
+        raw = await self._c.raw(q, {"action_id": action_id})
+        if raw is None:
+            return queries.Latest(None, None, None)
+        values, found, start = q.values(raw), [], 0
+        for model, keys in _LATEST_ROWS:
+            row = values[start : start + len(keys)]
+            found.append(_detached(model, dict(zip(keys, row, strict=True))) if row[0] is not None else None)
+            start += len(keys)
+        return queries.Latest(*found)
 
     async def endorsements(self, *, action_id: int) -> list[Decision]:
         return await self._all(Decision, self._q.endorsements, {"action_id": action_id})

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import aliased, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -712,6 +712,46 @@ _LATEST_CONFIRMED = (
     .where(col(Decision.action_id) == sa.bindparam("action_id"), Decision.event == AuditEvent.CONFIRMED.value)
     .order_by(col(Decision.id).desc())
     .limit(1)
+)
+
+
+@dataclass(frozen=True)
+class Latest:
+    """What a card shows of an action's history: its newest audit entry worth showing
+    (``latest_decision``), its newest outbox entry (``latest_outbox``) and its newest
+    decision the upstream accepted (``latest_confirmed``)."""
+
+    decision: Decision | None
+    outbox: Outbox | None
+    confirmed: Decision | None
+
+
+async def latest(session: AsyncSession, *, action_id: int) -> Latest:
+    """``latest_decision``, ``latest_outbox`` and ``latest_confirmed`` in one statement."""
+    row = (await session.exec(_LATEST, params={"action_id": action_id})).first()
+    return Latest(*row) if row is not None else Latest(None, None, None)
+
+
+def _newest(table: sa.Table, *where: Any) -> Any:
+    return (
+        sa.select(sa.func.max(table.c.id))
+        .where(table.c.action_id == sa.bindparam("action_id"), *where)
+        .scalar_subquery()
+    )
+
+
+_SHOWN, _CONFIRMED = aliased(Decision, name="shown"), aliased(Decision, name="confirmed")
+_NEWEST_OUTBOX = aliased(Outbox, name="newest")
+# The three rows (each may be missing), for an action that exists: ``latest``; its rows come
+# Decision's, Outbox's and Decision's columns in that order (``store.hot`` reads them so).
+_LATEST = (
+    select(_SHOWN, _NEWEST_OUTBOX, _CONFIRMED)
+    .select_from(_ACTIONS)
+    .outerjoin(_SHOWN, col(_SHOWN.id) == _newest(_DECISIONS, _DECISIONS.c.event != AuditEvent.DISCOVERED.value))
+    .outerjoin(_NEWEST_OUTBOX, col(_NEWEST_OUTBOX.id) == _newest(Outbox.__table__))  # type: ignore[attr-defined]
+    .outerjoin(_CONFIRMED, col(_CONFIRMED.id) == _newest(_DECISIONS, _DECISIONS.c.event == AuditEvent.CONFIRMED.value))
+    .where(_ACTIONS.c.id == sa.bindparam("action_id"))
+    .execution_options(populate_existing=True)
 )
 
 

@@ -323,6 +323,7 @@ async def test_a_cards_reads_return_what_a_sessions_reads_return(db: Database) -
     through a session: the same rows, as the same model objects (floats, JSON, times, IN lists)."""
     stored = await _action(db, watch_started_at=NOW)
     other = await _action(db, external_id="a2")
+    bare = await _action(db, external_id="a3")  # no history at all
     aid = stored.id or 0
     at = [NOW + timedelta(seconds=i) for i in range(8)]
     async with db.write() as session:
@@ -366,6 +367,14 @@ async def test_a_cards_reads_return_what_a_sessions_reads_return(db: Database) -
                 await reads.latest_confirmed(action_id=a), await reads.endorsements(action_id=a),
                 await reads.watches_for(action_id=a),
             ]
+        for a in (aid, other.id or 0, bare.id or 0, aid + 1000):
+            latest = await reads.latest(action_id=a)
+            # One statement, the same rows as the three reads it stands for.
+            assert dumped([latest.decision, latest.outbox, latest.confirmed]) == dumped([
+                await reads.latest_decision(action_id=a), await reads.latest_outbox(action_id=a),
+                await reads.latest_confirmed(action_id=a),
+            ])
+            got += [latest.decision, latest.outbox, latest.confirmed]
         for kinds in (["trip", "escalation"], frozenset({"trip"}), ["status"], []):
             got.append(await reads.posted_notices(action_id=aid, kinds=kinds))
         for ids in (notice_ids, notice_ids[3:4], [notice_ids[4], 10_000], []):
