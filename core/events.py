@@ -86,14 +86,19 @@ class Foreground:
     """Requests a person is waiting on (a click, a modal, a command), in flight in this process.
 
     Work that follows from a change (delivering a decision, re-rendering a card) gives way to
-    them: it starts when no such request is in flight, or after ``patience`` seconds at most,
-    so that a burst of clicks is answered first and a steady stream cannot starve the rest."""
+    them: it starts once no such request has been in flight for ``calm`` seconds, or after
+    ``patience`` seconds at most, so that a burst of clicks is answered first and a steady
+    stream cannot starve the rest. (Within a burst, the moments with no request in flight are
+    short: the work waiting does not all start at the first of them, to compete with the
+    rest of the burst.)"""
 
-    def __init__(self, patience: float = 3.0) -> None:
+    def __init__(self, patience: float = 3.0, calm: float = 0.01) -> None:
         self._patience = patience
+        self._calm = calm
         self._in_flight = 0
         self._quiet = asyncio.Event()
         self._quiet.set()
+        self._quiet_since = float("-inf")  # loop time the last request in flight ended
 
     @contextmanager
     def busy(self) -> Iterator[None]:
@@ -104,14 +109,26 @@ class Foreground:
         finally:
             self._in_flight -= 1
             if not self._in_flight:
+                self._quiet_since = asyncio.get_running_loop().time()
                 self._quiet.set()
 
     async def idle(self) -> None:
-        if self._in_flight:
-            try:
-                await asyncio.wait_for(self._quiet.wait(), self._patience)
-            except TimeoutError:
-                pass
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._patience
+        while True:
+            now = loop.time()
+            if now >= deadline:
+                return
+            if self._in_flight:
+                try:
+                    await asyncio.wait_for(self._quiet.wait(), deadline - now)
+                except TimeoutError:
+                    return
+                continue
+            calm_at = self._quiet_since + self._calm
+            if calm_at <= now:
+                return
+            await asyncio.sleep(min(calm_at, deadline) - now)
 
 
 class LiveTasks:

@@ -103,8 +103,9 @@ class HotPath(Protocol):
         seen: Action | None = None,
         strict: bool = False,
     ) -> queries.Begun | Lost | Moved:
-        """``queries.begin_decision`` in a write transaction of its own; where the decision
-        cannot be made, what the action is now (``Lost``), from that same transaction.
+        """``queries.begin_decision`` in a write transaction of its own (on PostgreSQL, from
+        ``seen`` while it is still the stored version, ``queries.begin_decision_in_one``: one
+        statement); where the decision cannot be made, what the action is now (``Lost``).
         ``strict``: where the action is no longer at ``seen``'s version, write nothing and
         say so (``Moved``) instead of deciding from the row as it now is."""
 
