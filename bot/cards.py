@@ -10,7 +10,7 @@ from core.decide import has_failed_guardrail
 from core.lifecycle import options_for, stored_options
 from policy import Policy
 from sources.base import Capabilities, Op, Status
-from store import hot
+from store import hot, queries
 from store.db import Database
 from store.models import Action, AuditEvent, Decision, Outbox, OutboxState, Watch
 
@@ -103,8 +103,16 @@ def card_view(
     )
 
 
-async def load_card(reads: hot.Reads, *, action: Action, caps: Capabilities, policy: Policy | None = None) -> CardView:
-    """Everything the card shows, from the store (and the action's route, when given)."""
+async def load_card(
+    reads: hot.Reads,
+    *,
+    action: Action,
+    caps: Capabilities,
+    policy: Policy | None = None,
+    latest: queries.Latest | None = None,
+) -> CardView:
+    """Everything the card shows, from the store (and the action's route, when given);
+    ``latest``: where already read with the action (``Reads.card_shown``)."""
     assert action.id is not None
     needed = policy.required_approvals(action.type, action.risk, source=action.source) if policy is not None else 1
     confirm = (
@@ -115,7 +123,7 @@ async def load_card(reads: hot.Reads, *, action: Action, caps: Capabilities, pol
     approvals: list[str] = []
     if needed > 1 and action.status == Status.READY.value:
         approvals = list(dict.fromkeys(d.actor for d in await reads.endorsements(action_id=action.id)))
-    latest = await reads.latest(action_id=action.id)
+    latest = latest or await reads.latest(action_id=action.id)
     watches = await reads.watches_for(action_id=action.id) if action.watch_started_at else ()
     return card_view(
         action, latest.decision, latest.outbox, caps, latest.confirmed, watches, approvals, needed, confirm

@@ -505,11 +505,14 @@ class CardUpdater:
 
     async def _load(self, reads: hot.Reads, action_id: int, notice_ids: list[int]) -> _Loaded | None:
         ctx = self._ctx
-        card = await reads.card_for_action(action_id=action_id)
-        action = await reads.action(action_id=action_id)
-        if card is None or action is None or card.ts is None or card.state != CardState.POSTED.value:
+        shown = await reads.card_shown(action_id=action_id)
+        if shown is None:
             return None
-        view = await load_card(reads, action=action, caps=ctx.sources.capabilities(action.source), policy=ctx.policy)
+        card, action, latest = shown
+        if card.ts is None or card.state != CardState.POSTED.value:
+            return None
+        caps = ctx.sources.capabilities(action.source)
+        view = await load_card(reads, action=action, caps=caps, policy=ctx.policy, latest=latest)
         live = (
             await reads.posted_notices(action_id=action_id, kinds=render_notices.LIVE_KINDS)
             if action.watch_started_at is not None or card.escalated_at is not None

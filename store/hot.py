@@ -137,6 +137,8 @@ class Reads(Protocol):
 
     async def latest(self, *, action_id: int) -> queries.Latest: ...
 
+    async def card_shown(self, *, action_id: int) -> tuple[Card, Action, queries.Latest] | None: ...
+
     async def endorsements(self, *, action_id: int) -> list[Decision]: ...
 
     async def watches_for(self, *, action_id: int) -> Sequence[Watch]: ...
@@ -169,6 +171,9 @@ class SessionReads:
 
     async def latest(self, *, action_id: int) -> queries.Latest:
         return await queries.latest(self._s, action_id=action_id)
+
+    async def card_shown(self, *, action_id: int) -> tuple[Card, Action, queries.Latest] | None:
+        return await queries.card_shown(self._s, action_id=action_id)
 
     async def endorsements(self, *, action_id: int) -> list[Decision]:
         return await queries.endorsements(self._s, action_id=action_id)
@@ -287,6 +292,7 @@ class _Statements:
         self.latest_outbox = c(queries._LATEST_OUTBOX)
         self.latest_confirmed = c(queries._LATEST_CONFIRMED)
         self.latest = c(queries._LATEST)
+        self.card_shown = c(queries._CARD_SHOWN)
         self.endorsements = c(queries._ENDORSEMENTS)
         self.watches_for = c(queries._WATCHES_FOR)
         # Statements with IN lists (compiled per length) and any other: by the cache.
@@ -541,8 +547,20 @@ def _columns(model: type[SQLModel]) -> tuple[str, ...]:
     return tuple(c.key for c in model.__table__.columns)  # type: ignore[attr-defined]
 
 
-# The models ``queries._LATEST`` selects, in order, with their columns' names.
+# The models ``queries._LATEST`` and ``queries._CARD_SHOWN`` select, in order, with their columns' names.
 _LATEST_ROWS = ((Decision, _columns(Decision)), (Outbox, _columns(Outbox)), (Decision, _columns(Decision)))
+_CARD_SHOWN_ROWS = ((Card, _columns(Card)), (Action, _columns(Action)), *_LATEST_ROWS)
+
+
+def _objects(layout: Sequence[tuple[type[SQLModel], tuple[str, ...]]], values: Sequence[Any]) -> list[Any]:
+    """A row of several models' columns (``layout``) as their objects; None for a model whose
+    columns are all missing (an outer join that found no row: its id is NULL)."""
+    found, start = [], 0
+    for model, keys in layout:
+        row = values[start : start + len(keys)]
+        found.append(_detached(model, dict(zip(keys, row, strict=True))) if row[0] is not None else None)
+        start += len(keys)
+    return found
 
 
 class _DriverReads:
@@ -579,14 +597,19 @@ class _DriverReads:
     async def latest(self, *, action_id: int) -> queries.Latest:
         q = self._q.latest
         raw = await self._c.raw(q, {"action_id": action_id})
+        return (
+            queries.Latest(*_objects(_LATEST_ROWS, q.values(raw)))
+            if raw is not None
+            else queries.Latest(None, None, None)
+        )
+
+    async def card_shown(self, *, action_id: int) -> tuple[Card, Action, queries.Latest] | None:
+        q = self._q.card_shown
+        raw = await self._c.raw(q, {"action_id": action_id})
         if raw is None:
-            return queries.Latest(None, None, None)
-        values, found, start = q.values(raw), [], 0
-        for model, keys in _LATEST_ROWS:
-            row = values[start : start + len(keys)]
-            found.append(_detached(model, dict(zip(keys, row, strict=True))) if row[0] is not None else None)
-            start += len(keys)
-        return queries.Latest(*found)
+            return None
+        card, action, *latest = _objects(_CARD_SHOWN_ROWS, q.values(raw))
+        return card, action, queries.Latest(*latest)
 
     async def endorsements(self, *, action_id: int) -> list[Decision]:
         return await self._all(Decision, self._q.endorsements, {"action_id": action_id})

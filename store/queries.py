@@ -742,16 +742,39 @@ def _newest(table: sa.Table, *where: Any) -> Any:
 
 _SHOWN, _CONFIRMED = aliased(Decision, name="shown"), aliased(Decision, name="confirmed")
 _NEWEST_OUTBOX = aliased(Outbox, name="newest")
-# The three rows (each may be missing), for an action that exists: ``latest``; its rows come
-# Decision's, Outbox's and Decision's columns in that order (``store.hot`` reads them so).
-_LATEST = (
-    select(_SHOWN, _NEWEST_OUTBOX, _CONFIRMED)
-    .select_from(_ACTIONS)
-    .outerjoin(_SHOWN, col(_SHOWN.id) == _newest(_DECISIONS, _DECISIONS.c.event != AuditEvent.DISCOVERED.value))
-    .outerjoin(_NEWEST_OUTBOX, col(_NEWEST_OUTBOX.id) == _newest(Outbox.__table__))  # type: ignore[attr-defined]
-    .outerjoin(_CONFIRMED, col(_CONFIRMED.id) == _newest(_DECISIONS, _DECISIONS.c.event == AuditEvent.CONFIRMED.value))
-    .where(_ACTIONS.c.id == sa.bindparam("action_id"))
-    .execution_options(populate_existing=True)
+
+
+def _with_latest(stmt: Any) -> Any:
+    """``stmt`` (a select from actions, the action's id bound as ``action_id``) joined to the
+    three rows of ``Latest`` (each may be missing)."""
+    return (
+        stmt.outerjoin(_SHOWN, col(_SHOWN.id) == _newest(_DECISIONS, _DECISIONS.c.event != AuditEvent.DISCOVERED.value))
+        .outerjoin(_NEWEST_OUTBOX, col(_NEWEST_OUTBOX.id) == _newest(Outbox.__table__))  # type: ignore[attr-defined]
+        .outerjoin(
+            _CONFIRMED, col(_CONFIRMED.id) == _newest(_DECISIONS, _DECISIONS.c.event == AuditEvent.CONFIRMED.value)
+        )
+        .where(_ACTIONS.c.id == sa.bindparam("action_id"))
+        .execution_options(populate_existing=True)
+    )
+
+
+# ``latest``: rows of Decision's, Outbox's and Decision's columns, in that order (``store.hot``
+# reads them so), for an action that exists.
+_LATEST = _with_latest(select(_SHOWN, _NEWEST_OUTBOX, _CONFIRMED).select_from(_ACTIONS))
+
+
+async def card_shown(session: AsyncSession, *, action_id: int) -> tuple[Card, Action, Latest] | None:
+    """An action's card, the action, and ``latest``, in one statement (None: no card)."""
+    row = (await session.exec(_CARD_SHOWN, params={"action_id": action_id})).first()
+    if row is None:
+        return None
+    card, action, *latest = row
+    return card, action, Latest(*latest)
+
+
+# ``card_shown``: rows of Card's and Action's columns, then ``_LATEST``'s.
+_CARD_SHOWN = _with_latest(
+    sa.select(Card, Action, _SHOWN, _NEWEST_OUTBOX, _CONFIRMED).join(Action, col(Action.id) == col(Card.action_id))
 )
 
 

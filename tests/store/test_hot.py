@@ -375,6 +375,17 @@ async def test_a_cards_reads_return_what_a_sessions_reads_return(db: Database) -
                 await reads.latest_confirmed(action_id=a),
             ])
             got += [latest.decision, latest.outbox, latest.confirmed]
+            shown = await reads.card_shown(action_id=a)
+            if a == aid + 1000:
+                assert shown is None  # no such action (nor card)
+            else:
+                assert shown is not None
+                card, action, also = shown
+                assert dumped([card, action, also.decision, also.outbox, also.confirmed]) == dumped([
+                    await reads.card_for_action(action_id=a), await reads.action(action_id=a),
+                    latest.decision, latest.outbox, latest.confirmed,
+                ])
+                got += [card, action]
         for kinds in (["trip", "escalation"], frozenset({"trip"}), ["status"], []):
             got.append(await reads.posted_notices(action_id=aid, kinds=kinds))
         for ids in (notice_ids, notice_ids[3:4], [notice_ids[4], 10_000], []):
