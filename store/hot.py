@@ -640,9 +640,8 @@ class _DriverPath:
     # Whether one statement may write a whole decision (``queries.begin_decision_in_one``).
     _IN_ONE = False
 
-    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool, alone: bool = False) -> _R:
-        """``work`` on a connection of the path's own, in a write transaction where ``write``;
-        ``alone``: a write of one statement, which is its own transaction."""
+    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool) -> _R:
+        """``work`` on a connection of the path's own, in a write transaction where ``write``."""
         raise NotImplementedError
 
     def writing(self) -> AbstractAsyncContextManager[AsyncSession]:
@@ -662,11 +661,11 @@ class _DriverPath:
     async def begin_decision(self, **kwargs: Any) -> queries.Begun | Lost | Moved:
         seen = kwargs.get("seen")
         if self._IN_ONE and seen is not None:
-            # The common case, from the version a click's check read: one statement, alone.
+            # The common case, from the version a click's check read: one statement. In a
+            # transaction all the same: a bot that dies before its COMMIT leaves nothing (a
+            # statement alone would still commit, once a lock it waits for is released).
             one = {k: v for k, v in kwargs.items() if k != "strict"}
-            begun = await self._run(
-                lambda c: queries.begin_decision_in_one(self._session(c), **one), write=True, alone=True
-            )
+            begun = await self._run(lambda c: queries.begin_decision_in_one(self._session(c), **one), write=True)
             if begun is not None:
                 return begun
             if kwargs.get("strict"):
@@ -761,7 +760,7 @@ class SQLiteHotPath(_DriverPath):
                 raise _error("connect", e) from e
         return self._db
 
-    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool, alone: bool = False) -> _R:
+    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool) -> _R:
         self._count(write)
         if not write:
             db = self._conn()
@@ -916,9 +915,8 @@ class PostgresHotPath(_DriverPath):
         except _PG_ERRORS as e:
             raise _error("asyncpg", e) from e
 
-    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool, alone: bool = False) -> _R:
-        """``work`` on a pooled connection (in a transaction where it writes, but for one
-        statement ``alone``, which the server commits as it ends). A connection
+    async def _run(self, work: Callable[[_Conn], Awaitable[_R]], *, write: bool) -> _R:
+        """``work`` on a pooled connection (in a transaction where it writes). A connection
         the server dropped while it sat in the pool (a restart, a failover, an administrator)
         is replaced and the work run again, once: safe for a write too, as a decision's
         compare-and-set cannot apply twice (a retry of a write that did commit loses, and
@@ -928,10 +926,9 @@ class PostgresHotPath(_DriverPath):
             pool = await self._get_pool()
             try:
                 async with pool.acquire() as db:
-                    if not write or alone:
+                    if not write:
                         # Read committed: each statement sees what was committed when it
-                        # began, so a read needs no BEGIN and COMMIT of its own; nor does
-                        # a write of one statement.
+                        # began, so a read needs no BEGIN and COMMIT of its own.
                         return await work(_PgConn(db))
                     async with db.transaction():
                         return await work(_PgConn(db))

@@ -486,8 +486,8 @@ async def begin_decision_in_one(
     """``begin_decision`` from ``seen``, as one statement (PostgreSQL only: its WITH runs
     UPDATEs and INSERTs): the compare-and-set, the card marked, the audit entry and the
     outbox entry. None, with nothing written, where the action is no longer at ``seen``'s
-    version or ``seen`` cannot be decided so. Run alone it is its own transaction: one round
-    trip, where ``begin_decision`` takes four statements and a BEGIN and a COMMIT."""
+    version or ``seen`` cannot be decided so. One round trip in the caller's transaction,
+    where ``begin_decision`` takes four."""
     if seen.id != action_id or Status(seen.status) not in allowed_from:
         return None
     audit, queued = _decision_rows(

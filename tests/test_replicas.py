@@ -668,6 +668,8 @@ async def test_sigkill_before_the_decision_commits_leaves_no_decision(
 
     # Killed inside the decision's transaction: the action row is already moved to
     # "approving" (uncommitted) and the transaction waits for the card row, which we hold.
+    # (From the version the click read, the decision is one statement, a WITH whose
+    # UPDATE of the card row waits.)
     await cluster.start(bot)
     async with store.engine.connect() as holder:
         await holder.execute(sa.text("SELECT id FROM cards WHERE action_id = :a FOR UPDATE"), {"a": ref.action_id})
@@ -675,7 +677,7 @@ async def test_sigkill_before_the_decision_commits_leaves_no_decision(
         blocked = await eventually(
             lambda: store.rows(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE cards%'"
+                "AND wait_event_type = 'Lock' AND query LIKE '%UPDATE cards%'"
             ),
             timeout=10, what="the decision's transaction waiting for the card row",
         )
