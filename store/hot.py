@@ -849,13 +849,16 @@ async def _pg_codecs(conn: Any) -> None:
 
 
 # A connection the server dropped (the work is run again on a new one), and any other error.
+# (InternalClientError: a connection the server has just dropped, its protocol still busy with
+# the server's last word, "cannot switch to state ...; another operation is in progress".)
 _PG_DROPPED = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.AdminShutdownError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     ConnectionError,
 )
-_PG_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_PG_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 async def _pg_keep(_conn: Any) -> None:
@@ -926,12 +929,20 @@ class PostgresHotPath(_DriverPath):
             pool = await self._get_pool()
             try:
                 async with pool.acquire() as db:
-                    if not write:
-                        # Read committed: each statement sees what was committed when it
-                        # began, so a read needs no BEGIN and COMMIT of its own.
-                        return await work(_PgConn(db))
-                    async with db.transaction():
-                        return await work(_PgConn(db))
+                    try:
+                        if not write:
+                            # Read committed: each statement sees what was committed when it
+                            # began, so a read needs no BEGIN and COMMIT of its own.
+                            return await work(_PgConn(db))
+                        async with db.transaction():
+                            return await work(_PgConn(db))
+                    except _PG_DROPPED:
+                        db.terminate()  # not back into the pool as it is: the pool opens a new one
+                        raise
+                    except sa.exc.DBAPIError as e:
+                        if isinstance(e.orig, _PG_DROPPED):
+                            db.terminate()
+                        raise
             except _PG_DROPPED as e:
                 if attempt == 2:
                     raise _error("asyncpg", e) from e
